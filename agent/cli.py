@@ -1,0 +1,162 @@
+"""The ``device-agent`` command: run, check-config, status, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from agent import __version__
+from agent.config import AgentConfig, check_environment, load_config
+from agent.errors import AgentError, ConfigError, JournalError
+from agent.journal.base import SubtaskRow
+from agent.logging import configure_logging, get_logger
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    handler = args.handler
+    return int(handler(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="device-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"device-agent {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the agent (as the systemd service does)")
+    run.add_argument("--config", type=Path, required=True, help="the agent's TOML file")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("config", type=Path)
+    check.set_defaults(handler=_check_config)
+
+    status = commands.add_parser("status", help="subtasks in flight, recent results, outbox")
+    source = status.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="read the journal this config names")
+    source.add_argument("--journal", type=Path, help="read this journal file")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.add_argument("--recent", type=int, default=20, help="how many recent results")
+    status.set_defaults(handler=_status)
+
+    demo = commands.add_parser(
+        "demo", help="an agent against an embedded broker, driven by a sample command"
+    )
+    demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's files here")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _load(path: Path) -> AgentConfig | None:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return None
+    problems = check_environment(config)
+    if problems:
+        print(f"{path}: {ConfigError(problems)}", file=sys.stderr)
+        return None
+    return config
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    routes = len(config.commands.routes)
+    print(f"{args.config}: ok ({config.device.profile}, device {config.device.device_id}, "
+          f"{routes} command route{'s' if routes != 1 else ''})")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    configure_logging(config.logging.level, config.logging.format)
+    from agent.daemon import run_daemon  # imported late: check-config and status stay light
+
+    try:
+        return asyncio.run(run_daemon(config))
+    except ConfigError as exc:
+        get_logger().error("agent.config.invalid", error=str(exc))
+        return EXIT_CONFIG
+    except AgentError as exc:
+        get_logger().error("agent.failed", error=str(exc))
+        return EXIT_FAILURE
+
+
+def _status(args: argparse.Namespace) -> int:
+    from agent.journal.sqlite import read_status
+
+    path = args.journal
+    if path is None:
+        try:
+            path = load_config(args.config).journal.path
+        except ConfigError as exc:
+            print(f"{args.config}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    if not path.exists():
+        print(f"{path}: no journal yet (the agent has not run)", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        open_rows, recent, outbox = read_status(path, recent=args.recent)
+    except JournalError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps({
+            "in_flight": [_row_json(r) for r in open_rows],
+            "recent": [_row_json(r) for r in recent],
+            "outbox": {"count": outbox.count, "oldest": outbox.oldest},
+        }, indent=2))
+        return 0
+    now = time.time()
+    print(f"in flight: {len(open_rows)}")
+    for row in open_rows:
+        print(f"  {row.kind:<12} {row.state:<10} {_age(now - row.received_at):>8}  {row.key}")
+    print(f"recent results: {len(recent)}")
+    for row in recent:
+        detail = ", ".join(f"{k}={v}" for k, v in (row.result or {}).items())
+        print(f"  {row.kind:<12} {row.state:<10} {_age(now - row.updated_at):>8}  {row.key}  {detail}")
+    oldest = "" if outbox.oldest is None else f", oldest {_age(now - outbox.oldest)} old"
+    print(f"outbox: {outbox.count} awaiting the broker{oldest}")
+    return 0
+
+
+def _row_json(row: SubtaskRow) -> dict[str, object]:
+    return {
+        "key": row.key, "agent_id": row.agent_id, "device_id": row.device_id, "kind": row.kind,
+        "state": row.state, "result": row.result, "received_at": row.received_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agent.demo import run_demo
+
+    configure_logging("warning", "console", stream=sys.stderr)
+    return asyncio.run(run_demo(args.workdir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The daemon process: one agent, the journal, signals, and systemd notification.
+
+SIGTERM (or SIGINT) starts an orderly stop: no new work is taken (it stays queued at the
+broker), running work gets ``shutdown_grace_s`` to finish and is otherwise interrupted and
+reported as such, answers get ``flush_timeout_s`` to reach the broker (what does not stays in
+the journal for the next start), and the connection is closed with DISCONNECT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+from agent.agent import Agent
+from agent.config import AgentConfig
+from agent.errors import AgentError, ConfigError
+from agent.journal.sqlite import SqliteJournal
+from agent.logging import get_logger, redactor
+from agent.sdnotify import Notifier, watchdog_interval
+
+_PRUNE_EVERY_S = 3600.0
+_STATUS_EVERY_S = 30.0
+
+
+def read_secret(path: Path) -> str:
+    """Read the device secret (surrounding whitespace removed) and register it for redaction."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("device.secret_file", str(path), f"cannot read: {exc}")]) from exc
+    if not secret:
+        raise ConfigError([("device.secret_file", str(path), "is empty")])
+    redactor.register(secret)
+    return secret
+
+
+async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    notifier = notifier or Notifier()
+    log = get_logger(device_id=config.device.device_id, profile=config.device.profile)
+    secret = read_secret(config.device.secret_file)
+    journal = await SqliteJournal.open(config.journal.path, synchronous=config.journal.synchronous)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    agent = Agent(config, journal=journal, secret=secret, log=log)
+    background: list[asyncio.Task[None]] = []
+    try:
+        await agent.start()
+        log.info("agent.started", journal=str(config.journal.path))
+        background = [
+            loop.create_task(_announce_ready(agent, notifier, log)),
+            loop.create_task(_prune(journal, config.journal.retention_days * 86400, log)),
+        ]
+        interval = watchdog_interval()
+        if interval is not None:
+            background.append(loop.create_task(_watchdog(agent, journal, notifier, interval)))
+        await stop.wait()
+        log.info("agent.stopping", in_flight=agent.dispatcher.in_flight)
+        notifier.stopping("stopping: finishing running work")
+        flushed = await agent.stop(
+            grace=config.lifecycle.shutdown_grace_s,
+            flush_timeout=config.lifecycle.flush_timeout_s,
+        )
+        log.info("agent.stopped", outbox_flushed=flushed, outbox_left=agent.outbox.backlog)
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await journal.close()
+    return 0
+
+
+async def _announce_ready(agent: Agent, notifier: Notifier, log: object) -> None:
+    """READY=1 once connected and subscribed; afterwards a STATUS line now and then."""
+    await agent.transport.ready.wait()
+    notifier.ready(_status_line(agent))
+    while True:
+        await asyncio.sleep(_STATUS_EVERY_S)
+        notifier.status(_status_line(agent))
+
+
+def _status_line(agent: Agent) -> str:
+    state = "connected" if agent.transport.ready.is_set() else "reconnecting"
+    return f"{state}; {agent.dispatcher.in_flight} subtasks running; outbox {agent.outbox.backlog}"
+
+
+async def _watchdog(agent: Agent, journal: SqliteJournal, notifier: Notifier, every: float) -> None:
+    """WATCHDOG=1 only while the loop turns, the journal's writer answers and no part crashed."""
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(TimeoutError, AgentError):
+            await asyncio.wait_for(journal.ping(), every)
+            if agent.healthy:
+                notifier.watchdog()
+
+
+async def _prune(journal: SqliteJournal, keep_s: float, log: object) -> None:
+    while True:
+        removed = await journal.prune(time.time() - keep_s)
+        if removed:
+            get_logger().info("journal.pruned", subtasks=removed)
+        await asyncio.sleep(_PRUNE_EVERY_S)

@@ -1,0 +1,257 @@
+"""The dispatcher: received publications become journaled subtasks, executed once, answered.
+
+For every publication, in the order received:
+  1. the profile decodes it (pure; a bad one becomes a journaled failure answer where the
+     protocol has a place for one, and a log line saying what was wrong, in every case);
+  2. the journal records it under its key: a key seen before is not executed again (a finished
+     one has its stored answer sent again);
+  3. only then is it acknowledged to the broker (PUBACKs leave in the order messages came);
+  4. a new subtask runs in the background, bounded by ``max_concurrent_subtasks``;
+  5. its end and its answers are journaled in one transaction and handed to the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from agent.errors import JournalError, RemoteProtocolError
+from agent.executors.base import Context, Executor, Outcome
+from agent.journal.base import Accepted, AcceptOutcome, Finish, Journal, SubtaskState
+from agent.model import Ignored, Inbound, MessageDelivery, Outbound, Subtask
+from agent.outbox import Outbox
+from agent.profiles.base import Profile
+from agent.transport.base import InboundMessage
+
+SUBTASK: TypeAdapter[Subtask] = TypeAdapter(Subtask)
+# A subtask that got a slot at once is journaled as running: after a crash it is not re-run.
+RUNNING = "running"
+
+
+class Dispatcher:
+    """Receives one connection's publications and sees each subtask through to its answer."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: str,
+        profile: Profile,
+        journal: Journal,
+        outbox: Outbox,
+        executors: dict[str, Executor],
+        ack: Callable[[InboundMessage], None],
+        max_concurrent: int,
+        log: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.agent_id = agent_id
+        self._profile = profile
+        self._journal = journal
+        self._outbox = outbox
+        self._executors = executors
+        self._ack = ack
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._log = log
+        self._clock = clock
+        self._inbox: asyncio.Queue[InboundMessage] = asyncio.Queue()
+        self._acks: asyncio.Queue[tuple[InboundMessage, asyncio.Task[bool]]] = asyncio.Queue()
+        self._running: set[asyncio.Task[None]] = set()
+        self._accepting = True
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def receive(self, message: InboundMessage) -> None:
+        """Take a publication from the transport (called on the loop, must not block)."""
+        if self._accepting:
+            self._inbox.put_nowait(message)
+        # When stopping, the message is left unacknowledged: the broker keeps it for next time.
+
+    async def run(self) -> None:
+        """Journal received publications and acknowledge them in order, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._acknowledge(), name=f"{self.agent_id}.acks")
+            while True:
+                message = await self._inbox.get()
+                admit = asyncio.get_running_loop().create_task(self._admit(message))
+                self._acks.put_nowait((message, admit))
+
+    async def _acknowledge(self) -> None:
+        while True:
+            message, admit = await self._acks.get()
+            if await admit:
+                self._ack(message)
+
+    async def _admit(self, message: InboundMessage) -> bool:
+        """Decode and journal one publication; True when it may be acknowledged."""
+        try:
+            event = self._profile.decode(message.topic, message.payload)
+        except RemoteProtocolError as exc:
+            return await self._reject(message, exc)
+        except Exception:  # a decoder bug must not take the daemon down with it
+            self._log.exception("message.decode.crashed", topic=message.topic)
+            return True
+        if isinstance(event, Ignored):
+            self._log.info("message.ignored", topic=message.topic, reason=event.reason)
+            return True
+        try:
+            await self._accept(event, message)
+        except JournalError as exc:
+            # Not acknowledged: the broker redelivers it on the next connection.
+            self._log.error("journal.accept.failed", topic=message.topic, error=str(exc))
+            return False
+        return True
+
+    async def _accept(self, subtask: Subtask, message: InboundMessage) -> None:
+        received_at = self._clock()
+        content_keyed = isinstance(subtask, MessageDelivery) and subtask.dedupe == "content"
+        if content_keyed:
+            # A broker redelivery (DUP) reuses the original packet id, so ``hash/packet-id``
+            # finds the first delivery of a message that has no id of its own.
+            subtask = subtask.model_copy(update={"key": f"{subtask.key}/{message.mid}"})
+        accepted, holding_slot = await self._journal_new(subtask)
+        if accepted.outcome is not AcceptOutcome.NEW and content_keyed and not message.dup:
+            # The same content again, not a redelivery: a message of its own.
+            subtask = subtask.model_copy(update={"key": f"{subtask.key}/{uuid.uuid4().hex}"})
+            accepted, holding_slot = await self._journal_new(subtask)
+        if accepted.outcome is AcceptOutcome.NEW:
+            self._start(subtask, received_at, holding_slot=holding_slot)
+            return
+        self._log.info("subtask.duplicate", key=subtask.key, kind=subtask.kind,
+                       state=accepted.state, answered_again=len(accepted.requeued))
+        self._outbox.submit(accepted.requeued)
+
+    async def _journal_new(self, subtask: Subtask) -> tuple[Accepted, bool]:
+        """Journal a subtask; if a slot is free it is taken and the subtask journaled as running
+        in the same transaction (one fsync), else it is journaled as waiting."""
+        holding_slot = not self._slots.locked()
+        if holding_slot:
+            await self._slots.acquire()  # free: returns at once
+        try:
+            accepted = await self._journal.accept(
+                self.agent_id, key=subtask.key, device_id=subtask.device_id, kind=subtask.kind,
+                request=SUBTASK.dump_json(subtask).decode(), now=self._clock(),
+                state=RUNNING if holding_slot else SubtaskState.ACCEPTED,
+            )
+        except BaseException:
+            if holding_slot:
+                self._slots.release()
+            raise
+        if holding_slot and accepted.outcome is not AcceptOutcome.NEW:
+            self._slots.release()
+            holding_slot = False
+        return accepted, holding_slot
+
+    async def _reject(self, message: InboundMessage, exc: RemoteProtocolError) -> bool:
+        self._log.warning("message.rejected", topic=message.topic, reason=exc.reason,
+                          size=len(message.payload), answered=exc.reply is not None)
+        if exc.reply is None or exc.key is None:
+            return True
+        reply: Outbound = exc.reply  # type: ignore[assignment]
+        finish = Finish(
+            state=SubtaskState.FAILED,
+            result={"error": "bad_request", "reason": exc.reason},
+            publishes=self._profile.encode(reply),
+        )
+        try:
+            accepted = await self._journal.accept(
+                self.agent_id, key=exc.key, device_id=reply.device_id, kind="rejected",
+                request=json.dumps({"reason": exc.reason}), now=self._clock(), finish=finish,
+            )
+        except JournalError as error:
+            self._log.error("journal.accept.failed", topic=message.topic, error=str(error))
+            return False
+        self._outbox.submit(accepted.requeued)
+        return True
+
+    # -- execution ------------------------------------------------------------------------
+
+    def _start(self, subtask: Subtask, received_at: float, *, holding_slot: bool) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._execute(subtask, received_at, holding_slot), name=f"subtask {subtask.key}"
+        )
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _execute(self, subtask: Subtask, received_at: float, holding_slot: bool) -> None:
+        ctx = Context(agent_id=self.agent_id, received_at=received_at,
+                      log=self._log.bind(key=subtask.key, device_id=subtask.device_id))
+        if not holding_slot:
+            # Cancelled while waiting, the subtask stays "accepted": the next start runs it.
+            await self._slots.acquire()
+        try:
+            if not holding_slot:
+                await self._journal.record_state(subtask.key, RUNNING, {}, self._clock())
+            executor = self._executors[subtask.kind]
+            try:
+                outcome = await executor.execute(subtask, ctx)
+            except asyncio.CancelledError:
+                # Stopping: close the subtask as interrupted rather than leave it dangling.
+                await self._finish(subtask, await executor.recover(subtask, RUNNING, ctx),
+                                   received_at, ctx)
+                raise
+            except Exception as exc:
+                ctx.log.exception("subtask.crashed", kind=subtask.kind)
+                crashed = await executor.recover(subtask, RUNNING, ctx)
+                outcome = Outcome(crashed.ok, {**crashed.summary, "crash": repr(exc)},
+                                  crashed.replies)
+            await self._finish(subtask, outcome, received_at, ctx)
+        except JournalError as exc:
+            ctx.log.error("journal.write.failed", error=str(exc))
+        finally:
+            self._slots.release()
+
+    async def _finish(self, subtask: Subtask, outcome: Outcome, received_at: float,
+                      ctx: Context) -> None:
+        publishes = [p for reply in outcome.replies for p in self._profile.encode(reply)]
+        now = self._clock()
+        items = await self._journal.finish(
+            self.agent_id, subtask.key, Finish(outcome.state, outcome.summary, publishes), now
+        )
+        self._outbox.submit(items)
+        ctx.log.info("subtask.finished", kind=subtask.kind, state=outcome.state,
+                     duration_ms=round((now - received_at) * 1000, 1), **outcome.summary)
+
+    # -- restart and shutdown -------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Resume or close the subtasks a previous run left open; returns how many."""
+        open_subtasks = await self._journal.open_subtasks(self.agent_id)
+        for row in open_subtasks:
+            subtask = SUBTASK.validate_json(row.request)
+            if row.state == SubtaskState.ACCEPTED:
+                # Journaled but never started: safe to run now.
+                self._start(subtask, row.received_at, holding_slot=False)
+                continue
+            ctx = Context(agent_id=self.agent_id, received_at=row.received_at,
+                          log=self._log.bind(key=row.key, device_id=subtask.device_id))
+            outcome = await self._executors[subtask.kind].recover(subtask, row.state, ctx)
+            await self._finish(subtask, outcome, row.received_at, ctx)
+        return len(open_subtasks)
+
+    @property
+    def in_flight(self) -> int:
+        """Subtasks running or waiting for a slot."""
+        return len(self._running)
+
+    def stop_intake(self) -> None:
+        """Take no new publications (they stay unacknowledged at the broker)."""
+        self._accepting = False
+
+    async def drain(self, grace: float) -> None:
+        """Let running subtasks finish for up to ``grace`` seconds, then interrupt the rest."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=grace)
+        for task in list(self._running):
+            task.cancel()
+        if self._running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*self._running, return_exceptions=True), 10.0
+                )

@@ -1,0 +1,1 @@
+"""Executors carry out subtasks on the device and say how each ended."""

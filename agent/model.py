@@ -1,0 +1,163 @@
+"""The cloud-neutral model: what profiles decode the platform's messages into, and what they encode.
+
+Executors and the journal only ever see these types; every platform difference stays inside its
+profile. Models are frozen and reject unknown fields; bytes travel as base64 in their JSON form
+(the journal stores subtasks as JSON, and message payloads need not be text).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    """Base for internal models."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
+    )
+
+
+class ResultCode:
+    """Result codes the agent reports for commands (0 is success, as on every platform)."""
+
+    SUCCESS = 0
+    HANDLER_FAILED = 1  # the handler ran and reported failure (or exited non-zero)
+    TIMEOUT = 2  # the handler did not finish by its deadline and was killed
+    UNKNOWN_COMMAND = 3  # no handler is configured for this service/command
+    BAD_REQUEST = 4  # the request was malformed, oversize or of the wrong types
+    BAD_HANDLER_OUTPUT = 5  # the handler's stdout was not a JSON object
+    INTERRUPTED = 6  # the agent stopped (or died) while the handler ran; it is not re-run
+    UNSUPPORTED = 7  # the request kind is understood but this agent does not carry it out
+    HANDLER_UNAVAILABLE = 8  # the handler could not be started
+
+
+# ---------------------------------------------------------------------------------------------
+# Subtasks: a device's share of a batch task, as received.
+
+
+class CommandRequest(Model):
+    """Run a command on a device and answer with a result."""
+
+    kind: Literal["command"] = "command"
+    key: str
+    device_id: str
+    correlation: str
+    service_id: str | None = None
+    command_name: str
+    paras: dict[str, Any] = {}
+
+
+class MessageDelivery(Model):
+    """Hand a down-link message to the local sink; the platform expects no answer."""
+
+    kind: Literal["message"] = "message"
+    key: str
+    device_id: str
+    topic: str
+    message_id: str | None = None
+    name: str | None = None
+    content: bytes
+    format: Literal["standard", "raw"]
+    # "id": the key comes from the platform's message id, so any redelivery is recognised.
+    # "content": the message had no id; the key is a hash of topic and content, and only a
+    # redelivery the broker marks as such (DUP) may be treated as a repeat of an earlier one.
+    dedupe: Literal["id", "content"] = "id"
+
+
+class UnsupportedRequest(Model):
+    """A request the profile understands but this agent does not carry out (yet); answered as such."""
+
+    kind: Literal["unsupported"] = "unsupported"
+    key: str
+    device_id: str
+    correlation: str
+    request_kind: str
+
+
+Subtask = Annotated[
+    CommandRequest | MessageDelivery | UnsupportedRequest, Field(discriminator="kind")
+]
+
+
+class Ignored(Model):
+    """A well-formed message that needs no work (an event type this agent has no use for)."""
+
+    kind: Literal["ignored"] = "ignored"
+    reason: str
+
+
+Inbound = Annotated[
+    CommandRequest | MessageDelivery | UnsupportedRequest | Ignored,
+    Field(discriminator="kind"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Results and what goes back to the platform.
+
+
+class CommandResult(Model):
+    """The outcome of a command, as the platform will see it."""
+
+    result_code: int
+    response_name: str | None = None
+    paras: dict[str, Any] = {}
+
+    @property
+    def ok(self) -> bool:
+        """Whether the command succeeded."""
+        return self.result_code == ResultCode.SUCCESS
+
+    @classmethod
+    def failure(cls, code: int, error: str, **detail: Any) -> CommandResult:
+        """A failure result carrying a machine-readable error name and details."""
+        return cls(result_code=code, response_name="ERROR", paras={"error": error, **detail})
+
+
+class CommandResponse(Model):
+    """Answer to a :class:`CommandRequest` (or to a request that could not be decoded)."""
+
+    kind: Literal["command_response"] = "command_response"
+    device_id: str
+    correlation: str
+    result: CommandResult
+
+
+class RequestRejected(Model):
+    """Answer to an :class:`UnsupportedRequest` or a malformed request that has a reply channel."""
+
+    kind: Literal["request_rejected"] = "request_rejected"
+    device_id: str
+    correlation: str
+    request_kind: str
+    result_code: int
+    description: str
+
+
+Outbound = Annotated[CommandResponse | RequestRejected, Field(discriminator="kind")]
+
+
+class Publish(Model):
+    """One MQTT publication, already encoded by a profile."""
+
+    topic: str
+    payload: bytes
+    qos: Literal[0, 1] = 1
+
+
+class Subscription(Model):
+    """One topic filter to subscribe to after every connect."""
+
+    topic_filter: str
+    qos: Literal[0, 1] = 1
+
+
+class ConnectIdentity(Model):
+    """What the device presents in CONNECT; the password is a secret and never logged."""
+
+    client_id: str
+    username: str | None
+    password: str | None

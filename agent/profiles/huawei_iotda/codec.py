@@ -1,0 +1,276 @@
+"""Huawei IoTDA device side: topics under ``$oc/devices/{device_id}/sys/`` to and from the model.
+
+A child device behind a gateway is addressed on the gateway's topics with ``object_device_id``
+set to the child; answers to request-id topics go back on the gateway's response topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from agent.errors import LocalProtocolError, RemoteProtocolError
+from agent.model import (
+    CommandRequest,
+    CommandResponse,
+    CommandResult,
+    ConnectIdentity,
+    Ignored,
+    Inbound,
+    MessageDelivery,
+    Outbound,
+    Publish,
+    RequestRejected,
+    ResultCode,
+    Subscription,
+    UnsupportedRequest,
+)
+from agent.profiles.base import dump_json, parse_json
+from agent.profiles.huawei_iotda import auth, wire
+from agent.topics import matches
+
+NAME = "huawei-iotda"
+
+# Request ids are echoed into our response topic, so they must not carry topic syntax.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+_REQUEST_ID_TOPIC = re.compile(r"^(?P<kind>commands|properties/set|properties/get)/request_id=(?P<rid>.*)$")
+
+# Topics the platform publishes to the device. The platform subscribes devices to them
+# implicitly (at QoS 0); subscribing explicitly at QoS 1 keeps downlinks across short outages.
+# ``+`` rather than ``#``: ``request_id={id}`` is one level, and ``#`` would also match the
+# device's own ``.../response/...`` uplinks on brokers that echo them.
+_DOWNLINK_SUFFIXES = (
+    "commands/+",
+    "messages/down",
+    "properties/set/+",
+    "properties/get/+",
+    "shadow/get/response/+",
+    "events/down",
+)
+
+
+class HuaweiIotdaProfile:
+    """Codec for one device (or gateway) connection to Huawei IoTDA."""
+
+    name = NAME
+
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        sign_type: int = 0,
+        user_topics: Iterable[str] = (),
+        max_payload_bytes: int = 65536,
+    ) -> None:
+        self.device_id = device_id
+        self.sign_type = sign_type
+        self.max_payload_bytes = max_payload_bytes
+        self._prefix = f"$oc/devices/{device_id}/sys/"
+        self._user_topics = [topic.replace("{device_id}", device_id) for topic in user_topics]
+        self._sys_handlers: dict[str, Callable[[str, bytes], Inbound]] = {
+            "messages/down": self._decode_message,
+            "events/down": self._decode_event,
+        }
+
+    # -- connection -----------------------------------------------------------------------
+
+    def subscriptions(self) -> list[Subscription]:
+        """System downlink topics plus the configured user topics, all at QoS 1."""
+        filters = [self._prefix + suffix for suffix in _DOWNLINK_SUFFIXES]
+        return [Subscription(topic_filter=f) for f in [*filters, *self._user_topics]]
+
+    def connect_identity(
+        self, secret: str, now: datetime, anchor: datetime | None = None
+    ) -> ConnectIdentity:
+        """Identity for a connection attempt.
+
+        With sign type 0 the platform does not check the timestamp, so the stamp is taken from
+        ``anchor`` (when the device's session began) and the client id stays the same across
+        reconnects and restarts: the broker-side session, and what it queued, survives.
+        """
+        moment = anchor if (self.sign_type == 0 and anchor is not None) else now
+        stamp = auth.timestamp(moment)
+        return ConnectIdentity(
+            client_id=auth.client_id(self.device_id, self.sign_type, stamp),
+            username=self.device_id,
+            password=auth.password(secret, stamp),
+        )
+
+    # -- decoding -------------------------------------------------------------------------
+
+    def decode(self, topic: str, payload: bytes) -> Inbound:
+        """Decode one publication received on a subscribed topic."""
+        if topic.startswith(self._prefix):
+            return self._decode_sys(topic[len(self._prefix) :], payload)
+        if any(matches(f, topic) for f in self._user_topics):
+            self._check_size(payload, None)
+            return self._message(topic, payload)
+        raise RemoteProtocolError(f"unexpected topic {topic!r}")
+
+    def _decode_sys(self, suffix: str, payload: bytes) -> Inbound:
+        request = _REQUEST_ID_TOPIC.match(suffix)
+        if request:
+            return self._decode_request(request["kind"], request["rid"], payload)
+        handler = self._sys_handlers.get(suffix)
+        if handler is not None:
+            self._check_size(payload, None)
+            return handler(suffix, payload)
+        if suffix.startswith("shadow/get/response/"):
+            return Ignored(reason="shadow responses are not used by this agent yet")
+        raise RemoteProtocolError(f"unexpected system topic {suffix!r}")
+
+    def _decode_request(self, kind: str, rid: str, payload: bytes) -> Inbound:
+        if not _REQUEST_ID.fullmatch(rid):
+            raise RemoteProtocolError(f"request id {rid[:64]!r} is not usable in a topic")
+        key = self._key(kind.replace("/", "-"), rid)
+        if kind == "commands":
+            return self._decode_command(key, rid, payload)
+        if kind == "properties/set":
+            self._check_size(payload, self._rejection(key, rid, "properties_set", "oversize"))
+            return UnsupportedRequest(
+                key=key, device_id=self.device_id, correlation=rid, request_kind="properties_set"
+            )
+        return Ignored(reason="property queries are not served by this agent yet")
+
+    def _decode_command(self, key: str, rid: str, payload: bytes) -> CommandRequest:
+        def bad(reason: str) -> RemoteProtocolError:
+            failure = CommandResult.failure(ResultCode.BAD_REQUEST, "bad_request", reason=reason)
+            reply = CommandResponse(device_id=self.device_id, correlation=rid, result=failure)
+            return RemoteProtocolError(reason, correlation=rid, key=key, reply=reply)
+
+        if len(payload) > self.max_payload_bytes:
+            raise bad(f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}")
+        try:
+            body = wire.parse(wire.CommandDown, parse_json(payload), what="command")
+        except RemoteProtocolError as exc:
+            raise bad(exc.reason) from exc
+        if not body.command_name:
+            raise bad("command field 'command_name' is missing")
+        return CommandRequest(
+            key=key,
+            device_id=self._target(body.object_device_id),
+            correlation=rid,
+            service_id=body.service_id,
+            command_name=body.command_name,
+            paras=body.paras or {},
+        )
+
+    def _decode_message(self, topic_suffix: str, payload: bytes) -> MessageDelivery:
+        return self._message(self._prefix + topic_suffix, payload)
+
+    def _message(self, topic: str, payload: bytes) -> MessageDelivery:
+        """A message in the system format (a JSON object with ``content``) or raw bytes."""
+        standard = _standard_message(payload)
+        if standard is None:
+            return self._raw_message(topic, payload)
+        content = standard.content
+        data = content.encode() if isinstance(content, str) else dump_json(content)
+        if standard.id:
+            return MessageDelivery(
+                key=self._key("message", standard.id),
+                device_id=self._target(standard.object_device_id),
+                topic=topic,
+                message_id=standard.id,
+                name=standard.name,
+                content=data,
+                format="standard",
+            )
+        digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+        return MessageDelivery(
+            key=self._key("message-sha256", digest),
+            device_id=self._target(standard.object_device_id),
+            topic=topic,
+            name=standard.name,
+            content=data,
+            format="standard",
+            dedupe="content",
+        )
+
+    def _raw_message(self, topic: str, payload: bytes) -> MessageDelivery:
+        digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+        return MessageDelivery(
+            key=self._key("message-sha256", digest),
+            device_id=self.device_id,
+            topic=topic,
+            content=payload,
+            format="raw",
+            dedupe="content",
+        )
+
+    def _decode_event(self, suffix: str, payload: bytes) -> Inbound:
+        body = parse_json(payload, what="event")
+        if not isinstance(body, dict) or not isinstance(body.get("services"), list):
+            raise RemoteProtocolError("event must be an object with a 'services' list")
+        kinds = sorted(
+            {
+                f"{s.get('service_id')}/{s.get('event_type')}"
+                for s in body["services"]
+                if isinstance(s, dict)
+            }
+        )
+        return Ignored(reason=f"events not handled by this agent yet: {', '.join(kinds)}")
+
+    def _check_size(self, payload: bytes, reply: RemoteProtocolError | None) -> None:
+        if len(payload) <= self.max_payload_bytes:
+            return
+        if reply is not None:
+            raise reply
+        raise RemoteProtocolError(
+            f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}"
+        )
+
+    def _rejection(
+        self, key: str, rid: str, request_kind: str, reason: str
+    ) -> RemoteProtocolError:
+        reply = RequestRejected(
+            device_id=self.device_id,
+            correlation=rid,
+            request_kind=request_kind,
+            result_code=1,
+            description=reason,
+        )
+        return RemoteProtocolError(reason, correlation=rid, key=key, reply=reply)
+
+    def _target(self, object_device_id: str | None) -> str:
+        """The device a downlink is for: the child named in ``object_device_id``, else us."""
+        return object_device_id.strip() if object_device_id and object_device_id.strip() else (
+            self.device_id
+        )
+
+    def _key(self, kind: str, ident: str) -> str:
+        return f"{NAME}/{self.device_id}/{kind}/{ident}"
+
+    # -- encoding -------------------------------------------------------------------------
+
+    def encode(self, event: Outbound) -> list[Publish]:
+        """Encode an answer onto the gateway's (our own) response topics."""
+        if isinstance(event, CommandResponse):
+            result = event.result
+            body: dict[str, object] = {"result_code": result.result_code, "paras": result.paras}
+            if result.response_name is not None:
+                body["response_name"] = result.response_name
+            topic = f"{self._prefix}commands/response/request_id={event.correlation}"
+            return [Publish(topic=topic, payload=dump_json(body))]
+        if isinstance(event, RequestRejected) and event.request_kind == "properties_set":
+            topic = f"{self._prefix}properties/set/response/request_id={event.correlation}"
+            body = {"result_code": event.result_code, "result_desc": event.description}
+            return [Publish(topic=topic, payload=dump_json(body))]
+        raise LocalProtocolError(f"{NAME} cannot encode {event.kind}")
+
+
+def _standard_message(payload: bytes) -> wire.MessageDown | None:
+    """The system-format message in ``payload``, or None when the payload is raw content."""
+    if not payload.lstrip().startswith(b"{"):
+        return None
+    try:
+        value = parse_json(payload)
+    except RemoteProtocolError:
+        return None
+    if not isinstance(value, dict) or "content" not in value:
+        return None
+    try:
+        return wire.parse(wire.MessageDown, value, what="message")
+    except RemoteProtocolError:
+        return None

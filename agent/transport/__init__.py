@@ -1,0 +1,1 @@
+"""MQTT connections: the only layer that touches sockets and the MQTT client library."""

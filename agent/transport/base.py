@@ -1,0 +1,79 @@
+"""What the rest of the agent sees of an MQTT connection."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.model import ConnectIdentity, Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A publication received from the broker, not yet acknowledged.
+
+    ``session`` numbers the connection it arrived on: an acknowledgement is only sent on that
+    same connection, because packet ids are reused across connections.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int
+    dup: bool
+    mid: int
+    session: int
+
+
+MessageCallback = Callable[[InboundMessage], None]
+ConnectedCallback = Callable[[], Awaitable[None]]
+IdentityProvider = Callable[[], ConnectIdentity]
+SubscriptionProvider = Callable[[], list[Subscription]]
+
+
+class Transport(Protocol):
+    """One device's connection to the broker, kept up until closed."""
+
+    ready: asyncio.Event
+
+    async def run(self) -> None:
+        """Connect, subscribe and reconnect for ever (until :meth:`close`)."""
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None]:
+        """Send a publication; the future resolves when the broker acknowledges it.
+
+        The future fails with :class:`~agent.errors.TransportError` if the connection is lost
+        first; the caller keeps the publication and sends it again.
+        """
+
+    def ack(self, message: InboundMessage) -> None:
+        """Acknowledge a received publication (PUBACK) once it is safely journaled."""
+
+    async def close(self) -> None:
+        """Disconnect cleanly and stop reconnecting."""
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: each delay is uniform in [0, min(cap, b*2^n)].
+
+    Full jitter spreads a fleet's reconnects after a broker restart instead of synchronising
+    them into waves.
+    """
+
+    def __init__(self, initial: float, cap: float, rng: random.Random | None = None) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.attempt = 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt; grows with each call until :meth:`reset`."""
+        ceiling = min(self.cap, self.initial * (2 ** min(self.attempt, 32)))
+        self.attempt += 1
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        """Start over after a connection that held."""
+        self.attempt = 0

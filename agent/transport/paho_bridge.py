@@ -1,0 +1,407 @@
+"""MQTT over paho-mqtt 2.x driven by the asyncio event loop: the only module that imports paho.
+
+paho's socket is registered with the loop (``add_reader``/``add_writer``), so thousands of
+connections share one thread, and paho's callbacks only settle futures or hand messages on: they
+never call into the agent's logic. Only the blocking TCP/TLS connect runs in a worker thread.
+A fresh paho client is made for every connection attempt, so each attempt can present new
+credentials and no half-torn state carries over; what must survive a reconnect (unacknowledged
+results) lives in the journal, not in paho's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config import MqttSettings, TlsSettings
+from agent.errors import ConnectRefused, LocalProtocolError, TransportError
+from agent.logging import get_logger, redactor
+from agent.transport.base import (
+    Backoff,
+    ConnectedCallback,
+    IdentityProvider,
+    InboundMessage,
+    MessageCallback,
+    SubscriptionProvider,
+)
+
+# CONNACK refusals that mean "these credentials will not do": retry slowly, never hammer.
+_BAD_CREDENTIALS = {134, 135}  # MQTT 3.1.1 return codes 4 and 5, as paho reports them
+# A connection that held this long resets the backoff; shorter ones count as failures.
+_STABLE_AFTER_S = 10.0
+
+
+def build_tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """A client TLS context: CA from ``ca_file`` (or the system store), TLS 1.2+, mutual TLS when
+    a certificate is configured, and hostname verification unless disabled."""
+    context = ssl.create_default_context(
+        cafile=str(tls.ca_file) if tls.ca_file is not None else None
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = tls.verify_hostname
+    if tls.cert_file is not None and tls.key_file is not None:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    return context
+
+
+def _close_socket(client: mqtt.Client) -> None:
+    sock = client.socket()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+class _Ticker:
+    """Runs paho's keepalive bookkeeping for every live client on a loop, once a second.
+
+    One task for all connections instead of one per connection keeps a simulated fleet cheap.
+    """
+
+    def __init__(self) -> None:
+        self._clients: set[mqtt.Client] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, client: mqtt.Client) -> None:
+        self._clients.add(client)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="mqtt-keepalive")
+
+    def discard(self, client: mqtt.Client) -> None:
+        self._clients.discard(client)
+
+    async def _run(self) -> None:
+        while self._clients:
+            await asyncio.sleep(1.0)
+            for client in list(self._clients):
+                client.loop_misc()
+
+
+_tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ticker() -> _Ticker:
+    loop = asyncio.get_running_loop()
+    ticker = _tickers.get(loop)
+    if ticker is None:
+        ticker = _tickers[loop] = _Ticker()
+    return ticker
+
+
+class MqttConnection:
+    """One device's connection: connect, subscribe, serve, and reconnect with backoff."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        *,
+        identity: IdentityProvider,
+        subscriptions: SubscriptionProvider,
+        on_message: MessageCallback,
+        on_connected: ConnectedCallback | None = None,
+        connect_gate: asyncio.Semaphore | None = None,
+        backoff: Backoff | None = None,
+        log: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.ready = asyncio.Event()
+        self._identity = identity
+        self._subscriptions = subscriptions
+        self._on_message = on_message
+        self._on_connected = on_connected
+        self._gate = connect_gate
+        self._backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        self._log = log or get_logger()
+        self._tls = build_tls_context(settings.tls) if settings.tls.enabled else None
+        self._client: mqtt.Client | None = None
+        self._connected = False
+        self._session = 0
+        self._pending: dict[int, asyncio.Future[None]] = {}
+        self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._lost: asyncio.Future[str] | None = None
+        self._stop = asyncio.Event()
+        self._unwatch: Callable[[], None] | None = None
+
+    # -- public API -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep the connection up until :meth:`close`."""
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            started = loop.time()
+            delay: float
+            try:
+                reason = await self._serve_once()
+                if self._stop.is_set():
+                    self._log.info("mqtt.disconnected")
+                    break
+                self._log.warning("mqtt.connection.lost", reason=reason)
+                delay = self._backoff.next_delay()
+            except ConnectRefused as exc:
+                if exc.bad_credentials:
+                    delay = self.settings.auth_retry_s
+                    self._log.error(
+                        "mqtt.connect.refused", rc=exc.rc, reason=exc.reason,
+                        bad_credentials=True, retry_in_s=delay,
+                    )
+                else:
+                    delay = self._backoff.next_delay()
+                    self._log.warning("mqtt.connect.refused", rc=exc.rc, reason=exc.reason,
+                                      retry_in_s=round(delay, 2))
+            except TransportError as exc:
+                delay = self._backoff.next_delay()
+                self._log.warning("mqtt.connect.failed", error=str(exc), retry_in_s=round(delay, 2))
+            finally:
+                self._teardown()
+            if loop.time() - started >= _STABLE_AFTER_S:
+                self._backoff.reset()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None]:
+        """Publish; the future resolves on PUBACK (QoS 1) or once written (QoS 0)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        client = self._client
+        if client is None or not self._connected:
+            future.set_exception(TransportError("not connected"))
+            return future
+        try:
+            info = client.publish(topic, payload, qos)
+        except ValueError as exc:  # wildcards in the topic, payload too large
+            future.set_exception(LocalProtocolError(f"cannot publish to {topic!r}: {exc}"))
+            return future
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            future.set_exception(TransportError(f"publish failed: {mqtt.error_string(info.rc)}"))
+            return future
+        self._pending[info.mid] = future
+        return future
+
+    def ack(self, message: InboundMessage) -> None:
+        """PUBACK a message, if it arrived on the current connection (else it will be redelivered)."""
+        client = self._client
+        if message.qos == 0 or client is None or not self._connected:
+            return
+        if message.session == self._session:
+            client.ack(message.mid, message.qos)
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Send DISCONNECT (so no will is published) and stop reconnecting."""
+        self._stop.set()
+        client = self._client
+        if client is not None and self._connected and self._lost is not None:
+            client.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._lost), timeout)
+        self._teardown()
+
+    # -- one connection -------------------------------------------------------------------
+
+    async def _serve_once(self) -> str:
+        loop = asyncio.get_running_loop()
+        identity = self._identity()
+        if identity.password:
+            redactor.register(identity.password)
+        client = self._new_client(identity.client_id)
+        if identity.username is not None:
+            client.username_pw_set(identity.username, identity.password)
+        client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
+        self._session += 1
+        self._client = client
+        self._connack = loop.create_future()
+        self._lost = loop.create_future()
+        self._log.debug("mqtt.connect.started", host=self.settings.host, port=self.settings.port,
+                        client_id=identity.client_id)
+        await self._open_socket(client)
+        code = await self._until_lost(self._connack, self.settings.connect_timeout_s, "CONNACK")
+        if code.is_failure:
+            raise ConnectRefused(code.value, code.getName(), bad_credentials=code.value in _BAD_CREDENTIALS)
+        self._connected = True
+        _ticker().add(client)
+        self._log.info("mqtt.connected", host=self.settings.host, port=self.settings.port,
+                       client_id=identity.client_id)
+        await self._subscribe_all(client)
+        if self._on_connected is not None:
+            await self._on_connected()
+        self.ready.set()
+        return await self._lost
+
+    def _new_client(self, client_id: str) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=self.settings.clean_session,
+            protocol=MQTTProtocolVersion.MQTTv311,
+            manual_ack=True,
+            reconnect_on_failure=False,
+        )
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+            client.tls_insecure_set(not self.settings.tls.verify_hostname)
+        client.max_inflight_messages_set(self.settings.max_inflight)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
+        client.on_subscribe = self._handle_subscribe
+        return client
+
+    async def _open_socket(self, client: mqtt.Client) -> None:
+        """TCP (and TLS) connect in a worker thread, then hand the socket to the event loop."""
+        loop = asyncio.get_running_loop()
+        gate: contextlib.AbstractAsyncContextManager[Any] = self._gate or contextlib.nullcontext()
+        try:
+            async with gate:
+                attempt = loop.run_in_executor(None, client.reconnect)
+                try:
+                    await asyncio.wait_for(asyncio.shield(attempt), self.settings.connect_timeout_s)
+                except TimeoutError:
+                    # The thread cannot be interrupted; close whatever it opens once it returns.
+                    attempt.add_done_callback(lambda _: _close_socket(client))
+                    raise
+        except TimeoutError as exc:
+            raise TransportError("connect timed out") from exc
+        except ssl.SSLError as exc:  # also certificate and hostname mismatches
+            raise TransportError(f"TLS handshake failed: {exc.reason or exc}") from exc
+        except (OSError, ValueError) as exc:
+            where = f"{self.settings.host}:{self.settings.port}"
+            raise TransportError(f"cannot connect to {where}: {exc}") from exc
+        sock = client.socket()
+        if sock is None:
+            raise TransportError("connection closed during connect")
+        # Without TCP_NODELAY every small request/response waits on Nagle + delayed ACK (~40 ms).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._watch(client, sock)
+
+    def _watch(self, client: mqtt.Client, sock: Any) -> None:
+        loop = asyncio.get_running_loop()
+        fd = sock.fileno()
+
+        def readable() -> None:
+            try:
+                client.loop_read()
+                # TLS may hold decrypted bytes the kernel no longer reports as readable.
+                while client.socket() is sock and getattr(sock, "pending", lambda: 0)() > 0:
+                    client.loop_read()
+            except Exception as exc:  # noqa: BLE001 - a bug in the read path must not kill the loop
+                self._log.exception("mqtt.read.failed")
+                self._mark_lost(f"read failed: {exc}")
+
+        def writable() -> None:
+            client.loop_write()
+
+        def unwatch(*_: object) -> None:
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+
+        self._unwatch = unwatch
+
+        loop.add_reader(fd, readable)
+        client.on_socket_register_write = lambda *_: loop.add_writer(fd, writable)
+        client.on_socket_unregister_write = lambda *_: loop.remove_writer(fd)
+        client.on_socket_close = unwatch
+        if client.want_write():
+            loop.add_writer(fd, writable)
+
+    async def _subscribe_all(self, client: mqtt.Client) -> None:
+        """Subscribe one filter per SUBSCRIBE (some platforms allow no more) and await the SUBACKs."""
+        loop = asyncio.get_running_loop()
+        waits: dict[str, asyncio.Future[list[ReasonCode]]] = {}
+        for subscription in self._subscriptions():
+            rc, mid = client.subscribe(subscription.topic_filter, subscription.qos)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                raise TransportError(f"subscribe failed: {mqtt.error_string(rc)}")
+            waits[subscription.topic_filter] = self._subacks[mid] = loop.create_future()
+        for topic_filter, future in waits.items():
+            codes = await self._until_lost(future, self.settings.connect_timeout_s, "SUBACK")
+            if any(code.is_failure for code in codes):
+                # A refused filter is a policy problem on the platform; the rest keeps working.
+                self._log.error("mqtt.subscribe.refused", topic_filter=topic_filter)
+
+    async def _until_lost(self, future: asyncio.Future[Any], timeout: float, what: str) -> Any:
+        lost = self._lost
+        assert lost is not None  # noqa: S101 - set before any wait
+        done, _ = await asyncio.wait({future, lost}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if future in done:
+            return future.result()
+        if lost in done:
+            raise TransportError(f"connection lost waiting for {what}: {lost.result()}")
+        raise TransportError(f"no {what} within {timeout} s")
+
+    def _teardown(self) -> None:
+        client = self._client
+        self._connected = False
+        self.ready.clear()
+        if client is not None:
+            _ticker().discard(client)
+            if self._unwatch is not None:
+                self._unwatch()
+            _close_socket(client)
+        self._client = None
+        self._unwatch = None
+        self._fail_pending("connection closed")
+
+    def _fail_pending(self, reason: str) -> None:
+        for future in [*self._pending.values(), *self._subacks.values()]:
+            if not future.done():
+                future.set_exception(TransportError(reason))
+                future.exception()  # retrieved: nobody may be waiting any more
+        self._pending.clear()
+        self._subacks.clear()
+
+    def _mark_lost(self, reason: str) -> None:
+        self._connected = False
+        self.ready.clear()
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+        self._fail_pending(reason)
+
+    # -- paho callbacks (loop thread; they only settle futures and hand messages on) -------
+
+    def _handle_connect(
+        self, client: mqtt.Client, userdata: object, flags: object, code: ReasonCode, props: object
+    ) -> None:
+        if client is self._client and self._connack is not None and not self._connack.done():
+            self._connack.set_result(code)
+
+    def _handle_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, code: ReasonCode, props: object
+    ) -> None:
+        if client is self._client:
+            self._mark_lost(str(code))
+
+    def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            self._log.warning("mqtt.message.bad_topic", mid=msg.mid)
+            client.ack(msg.mid, msg.qos)
+            return
+        self._on_message(
+            InboundMessage(topic, bytes(msg.payload), msg.qos, bool(msg.dup), msg.mid, self._session)
+        )
+
+    def _handle_publish(
+        self, client: mqtt.Client, userdata: object, mid: int, code: ReasonCode, props: object
+    ) -> None:
+        future = self._pending.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def _handle_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, codes: list[ReasonCode], props: object
+    ) -> None:
+        future = self._subacks.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(codes)
