@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.dispatcher import Dispatcher
-from agent.executors.base import Executor
+from agent.executors.base import ConnectAware, Executor
 from agent.executors.command import CommandExecutor
 from agent.executors.message import MessageExecutor
 from agent.executors.unsupported import UnsupportedExecutor
@@ -25,6 +25,7 @@ from agent.outbox import Outbox
 from agent.profiles import build_profile
 from agent.profiles.base import Profile
 from agent.transport.paho_bridge import MqttConnection
+from agent.uplink import Uplink
 
 # Kept in the journal: when this device's broker session began (see Profile.connect_identity).
 SESSION_ANCHOR = "session_anchor"
@@ -62,12 +63,23 @@ class Agent:
             log=self.log,
         )
         self.outbox = Outbox(self.agent_id, journal, self.transport, log=self.log)
+        self.uplink = Uplink(
+            agent_id=self.agent_id,
+            profile=self.profile,
+            journal=journal,
+            outbox=self.outbox,
+            transport=self.transport,
+            log=self.log,
+            clock=clock,
+        )
+        self.executors = self._executors(config)
         self.dispatcher = Dispatcher(
             agent_id=self.agent_id,
             profile=self.profile,
             journal=journal,
             outbox=self.outbox,
-            executors=self._executors(config),
+            executors=self.executors,
+            uplink=self.uplink,
             ack=self.transport.ack,
             max_concurrent=config.limits.max_concurrent_subtasks,
             log=self.log,
@@ -105,8 +117,11 @@ class Agent:
             self._tasks.append(task)
 
     async def stop(self, *, grace: float, flush_timeout: float) -> bool:
-        """Stop taking work, let running work finish (or interrupt it after ``grace``), flush
-        answers for up to ``flush_timeout``, disconnect. Returns whether the outbox emptied."""
+        """Stop taking work, finish or interrupt what runs, flush answers, disconnect.
+
+        Running work gets ``grace`` seconds; answers get ``flush_timeout`` seconds to reach the
+        broker. Returns whether the outbox emptied.
+        """
         self.dispatcher.stop_intake()
         await self.dispatcher.drain(grace)
         flushed = await self.outbox.drain(flush_timeout) if self.transport.ready.is_set() else False
@@ -134,6 +149,9 @@ class Agent:
 
     async def _on_connected(self) -> None:
         self.outbox.resume()
+        for executor in self.executors.values():
+            if isinstance(executor, ConnectAware):
+                await executor.connected(self.uplink)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

@@ -75,8 +75,10 @@ def _check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     routes = len(config.commands.routes)
-    print(f"{args.config}: ok ({config.device.profile}, device {config.device.device_id}, "
-          f"{routes} command route{'s' if routes != 1 else ''})")
+    print(
+        f"{args.config}: ok ({config.device.profile}, device {config.device.device_id}, "
+        f"{routes} command route{'s' if routes != 1 else ''})"
+    )
     return 0
 
 
@@ -116,11 +118,16 @@ def _status(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILURE
     if args.json:
-        print(json.dumps({
-            "in_flight": [_row_json(r) for r in open_rows],
-            "recent": [_row_json(r) for r in recent],
-            "outbox": {"count": outbox.count, "oldest": outbox.oldest},
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "in_flight": [_row_json(r) for r in open_rows],
+                    "recent": [_row_json(r) for r in recent],
+                    "outbox": {"count": outbox.count, "oldest": outbox.oldest},
+                },
+                indent=2,
+            )
+        )
         return 0
     now = time.time()
     print(f"in flight: {len(open_rows)}")
@@ -129,7 +136,9 @@ def _status(args: argparse.Namespace) -> int:
     print(f"recent results: {len(recent)}")
     for row in recent:
         detail = ", ".join(f"{k}={v}" for k, v in (row.result or {}).items())
-        print(f"  {row.kind:<12} {row.state:<10} {_age(now - row.updated_at):>8}  {row.key}  {detail}")
+        print(
+            f"  {row.kind:<12} {row.state:<10} {_age(now - row.updated_at):>8}  {row.key}  {detail}"
+        )
     oldest = "" if outbox.oldest is None else f", oldest {_age(now - outbox.oldest)} old"
     print(f"outbox: {outbox.count} awaiting the broker{oldest}")
     return 0
@@ -137,8 +146,13 @@ def _status(args: argparse.Namespace) -> int:
 
 def _row_json(row: SubtaskRow) -> dict[str, object]:
     return {
-        "key": row.key, "agent_id": row.agent_id, "device_id": row.device_id, "kind": row.kind,
-        "state": row.state, "result": row.result, "received_at": row.received_at,
+        "key": row.key,
+        "agent_id": row.agent_id,
+        "device_id": row.device_id,
+        "kind": row.kind,
+        "state": row.state,
+        "result": row.result,
+        "received_at": row.received_at,
         "updated_at": row.updated_at,
     }
 

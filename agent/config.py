@@ -134,7 +134,9 @@ class ExecHandler(Section):
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
         for name, value in env.items():
             if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", name) or "\x00" in value:
-                msg = f"environment name {name!r} must match [A-Z_][A-Z0-9_]* and values hold no NUL"
+                msg = (
+                    f"environment name {name!r} must match [A-Z_][A-Z0-9_]* and values hold no NUL"
+                )
                 raise ValueError(msg)
         return env
 
@@ -300,8 +302,11 @@ def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
     if not secret.is_file() or not os.access(secret, os.R_OK):
         problems.append(("device.secret_file", str(secret), "is not a readable file"))
     tls = config.mqtt.tls
-    for key, file in (("ca_file", tls.ca_file), ("cert_file", tls.cert_file),
-                      ("key_file", tls.key_file)):
+    for key, file in (
+        ("ca_file", tls.ca_file),
+        ("cert_file", tls.cert_file),
+        ("key_file", tls.key_file),
+    ):
         if tls.enabled and file is not None and not file.is_file():
             problems.append((f"mqtt.tls.{key}", str(file), "is not a file"))
     for index, route in enumerate(config.commands.routes):

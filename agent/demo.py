@@ -52,11 +52,12 @@ def write_demo_files(workdir: Path, port: int) -> Path:
     handler.chmod(0o755)
     (workdir / "secret").write_text("demo-secret-not-for-production\n")
     config = workdir / "agent.toml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         [device]
         profile = "huawei-iotda"
         device_id = "{DEVICE}"
-        secret_file = "{workdir / 'secret'}"
+        secret_file = "{workdir / "secret"}"
 
         [mqtt]
         host = "127.0.0.1"
@@ -64,7 +65,7 @@ def write_demo_files(workdir: Path, port: int) -> Path:
         backoff_max_s = 2
 
         [journal]
-        path = "{workdir / 'journal.db'}"
+        path = "{workdir / "journal.db"}"
 
         [commands]
         allowed_dirs = ["{handlers}"]
@@ -74,8 +75,9 @@ def write_demo_files(workdir: Path, port: int) -> Path:
         handler = {{ argv = ["{handler}"], timeout_s = 10 }}
 
         [messages]
-        spool_dir = "{workdir / 'messages'}"
-    """))
+        spool_dir = "{workdir / "messages"}"
+    """)
+    )
     return config
 
 
@@ -88,8 +90,12 @@ class PlatformStandIn:
         settings = MqttSettings(host=config.mqtt.host, port=config.mqtt.port, clean_session=True)
         self.connection = MqttConnection(
             settings,
-            identity=lambda: ConnectIdentity(client_id="demo-platform", username=None, password=None),
-            subscriptions=lambda: [Subscription(topic_filter=f) for f in self.platform.uplink_filters()],
+            identity=lambda: ConnectIdentity(
+                client_id="demo-platform", username=None, password=None
+            ),
+            subscriptions=lambda: [
+                Subscription(topic_filter=f) for f in self.platform.uplink_filters()
+            ],
             on_message=self._received,
         )
 
@@ -98,6 +104,7 @@ class PlatformStandIn:
         self.answers.put_nowait(message)
 
     async def send(self, publish: Publish) -> InboundMessage | None:
+        """Publish a downlink and wait for the device's answer (None if none comes)."""
         await self.connection.publish(publish.topic, publish.payload, publish.qos)
         try:
             return await asyncio.wait_for(self.answers.get(), 25)
@@ -107,11 +114,14 @@ class PlatformStandIn:
 
 def _show(title: str, publish: Publish, answer: InboundMessage | None) -> None:
     print(f"\n== {title}")
-    print(f"   platform -> {publish.topic}\n              {publish.payload.decode(errors='replace')}")
+    print(
+        f"   platform -> {publish.topic}\n              {publish.payload.decode(errors='replace')}"
+    )
     if answer is None:
         print("   (no answer: messages are fire-and-forget)")
     else:
-        print(f"   device   -> {answer.topic}\n              {answer.payload.decode(errors='replace')}")
+        payload = answer.payload.decode(errors="replace")
+        print(f"   device   -> {answer.topic}\n              {payload}")
 
 
 async def run_demo(workdir: Path | None) -> int:
@@ -133,11 +143,17 @@ async def run_demo(workdir: Path | None) -> int:
         command = stand_in.platform.command(
             "demo-req-1", "DEVICE_INFO", {"verbose": True}, service_id="Maintenance"
         )
-        _show("createCommands subtask: run the DEVICE_INFO handler", command,
-              await stand_in.send(command))
+        _show(
+            "createCommands subtask: run the DEVICE_INFO handler",
+            command,
+            await stand_in.send(command),
+        )
         bad = Publish(topic=stand_in.platform.command("demo-req-2", "X").topic, payload=b"{oops")
-        _show("a malformed request gets a failure answer, and the agent keeps serving", bad,
-              await stand_in.send(bad))
+        _show(
+            "a malformed request gets a failure answer, and the agent keeps serving",
+            bad,
+            await stand_in.send(bad),
+        )
         message = stand_in.platform.message("firmware window opens at 02:00", message_id="msg-1")
         await stand_in.connection.publish(message.topic, message.payload, 1)
         _show("createMessages subtask: delivered to the spool directory", message, None)
@@ -152,9 +168,13 @@ async def run_demo(workdir: Path | None) -> int:
         await journal.close()
         await broker.shutdown()
     open_rows, recent, outbox = read_status(config.journal.path)
-    print(f"\njournal: {len(recent)} subtasks finished, {len(open_rows)} open, "
-          f"{outbox.count} answers awaiting the broker")
+    print(
+        f"\njournal: {len(recent)} subtasks finished, {len(open_rows)} open, "
+        f"{outbox.count} answers awaiting the broker"
+    )
     for row in reversed(recent):
         print(f"   {row.kind:<9} {row.state:<10} {row.key}")
-    print(f"\nfiles kept in {base}; inspect with: device-agent status --journal {config.journal.path}")
+    print(
+        f"\nfiles kept in {base}; inspect with: device-agent status --journal {config.journal.path}"
+    )
     return 0

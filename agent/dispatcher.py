@@ -22,13 +22,15 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from agent import failpoints
 from agent.errors import JournalError, RemoteProtocolError
 from agent.executors.base import Context, Executor, Outcome
 from agent.journal.base import Accepted, AcceptOutcome, Finish, Journal, SubtaskState
-from agent.model import Ignored, Inbound, MessageDelivery, Outbound, Subtask
+from agent.model import Ignored, MessageDelivery, Outbound, Subtask
 from agent.outbox import Outbox
 from agent.profiles.base import Profile
 from agent.transport.base import InboundMessage
+from agent.uplink import Uplink
 
 SUBTASK: TypeAdapter[Subtask] = TypeAdapter(Subtask)
 # A subtask that got a slot at once is journaled as running: after a crash it is not re-run.
@@ -46,6 +48,7 @@ class Dispatcher:
         journal: Journal,
         outbox: Outbox,
         executors: dict[str, Executor],
+        uplink: Uplink,
         ack: Callable[[InboundMessage], None],
         max_concurrent: int,
         log: Any,
@@ -56,6 +59,7 @@ class Dispatcher:
         self._journal = journal
         self._outbox = outbox
         self._executors = executors
+        self._uplink = uplink
         self._ack = ack
         self._slots = asyncio.Semaphore(max_concurrent)
         self._log = log
@@ -121,22 +125,35 @@ class Dispatcher:
             subtask = subtask.model_copy(update={"key": f"{subtask.key}/{uuid.uuid4().hex}"})
             accepted, holding_slot = await self._journal_new(subtask)
         if accepted.outcome is AcceptOutcome.NEW:
+            failpoints.hit("dispatcher.after_accept")
             self._start(subtask, received_at, holding_slot=holding_slot)
             return
-        self._log.info("subtask.duplicate", key=subtask.key, kind=subtask.kind,
-                       state=accepted.state, answered_again=len(accepted.requeued))
+        self._log.info(
+            "subtask.duplicate",
+            key=subtask.key,
+            kind=subtask.kind,
+            state=accepted.state,
+            answered_again=len(accepted.requeued),
+        )
         self._outbox.submit(accepted.requeued)
 
     async def _journal_new(self, subtask: Subtask) -> tuple[Accepted, bool]:
-        """Journal a subtask; if a slot is free it is taken and the subtask journaled as running
-        in the same transaction (one fsync), else it is journaled as waiting."""
+        """Journal a subtask, taking an execution slot if one is free.
+
+        With a slot, it is journaled as running in the same transaction (one fsync); without,
+        it is journaled as waiting and records "running" when it gets one.
+        """
         holding_slot = not self._slots.locked()
         if holding_slot:
             await self._slots.acquire()  # free: returns at once
         try:
             accepted = await self._journal.accept(
-                self.agent_id, key=subtask.key, device_id=subtask.device_id, kind=subtask.kind,
-                request=SUBTASK.dump_json(subtask).decode(), now=self._clock(),
+                self.agent_id,
+                key=subtask.key,
+                device_id=subtask.device_id,
+                kind=subtask.kind,
+                request=SUBTASK.dump_json(subtask).decode(),
+                now=self._clock(),
                 state=RUNNING if holding_slot else SubtaskState.ACCEPTED,
             )
         except BaseException:
@@ -149,8 +166,13 @@ class Dispatcher:
         return accepted, holding_slot
 
     async def _reject(self, message: InboundMessage, exc: RemoteProtocolError) -> bool:
-        self._log.warning("message.rejected", topic=message.topic, reason=exc.reason,
-                          size=len(message.payload), answered=exc.reply is not None)
+        self._log.warning(
+            "message.rejected",
+            topic=message.topic,
+            reason=exc.reason,
+            size=len(message.payload),
+            answered=exc.reply is not None,
+        )
         if exc.reply is None or exc.key is None:
             return True
         reply: Outbound = exc.reply  # type: ignore[assignment]
@@ -161,8 +183,13 @@ class Dispatcher:
         )
         try:
             accepted = await self._journal.accept(
-                self.agent_id, key=exc.key, device_id=reply.device_id, kind="rejected",
-                request=json.dumps({"reason": exc.reason}), now=self._clock(), finish=finish,
+                self.agent_id,
+                key=exc.key,
+                device_id=reply.device_id,
+                kind="rejected",
+                request=json.dumps({"reason": exc.reason}),
+                now=self._clock(),
+                finish=finish,
             )
         except JournalError as error:
             self._log.error("journal.accept.failed", topic=message.topic, error=str(error))
@@ -179,9 +206,16 @@ class Dispatcher:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    def _context(self, subtask: Subtask, received_at: float) -> Context:
+        return Context(
+            agent_id=self.agent_id,
+            received_at=received_at,
+            log=self._log.bind(key=subtask.key, device_id=subtask.device_id),
+            uplink=self._uplink,
+        )
+
     async def _execute(self, subtask: Subtask, received_at: float, holding_slot: bool) -> None:
-        ctx = Context(agent_id=self.agent_id, received_at=received_at,
-                      log=self._log.bind(key=subtask.key, device_id=subtask.device_id))
+        ctx = self._context(subtask, received_at)
         if not holding_slot:
             # Cancelled while waiting, the subtask stays "accepted": the next start runs it.
             await self._slots.acquire()
@@ -193,30 +227,39 @@ class Dispatcher:
                 outcome = await executor.execute(subtask, ctx)
             except asyncio.CancelledError:
                 # Stopping: close the subtask as interrupted rather than leave it dangling.
-                await self._finish(subtask, await executor.recover(subtask, RUNNING, ctx),
-                                   received_at, ctx)
+                await self._finish(
+                    subtask, await executor.recover(subtask, RUNNING, ctx), received_at, ctx
+                )
                 raise
             except Exception as exc:
                 ctx.log.exception("subtask.crashed", kind=subtask.kind)
                 crashed = await executor.recover(subtask, RUNNING, ctx)
-                outcome = Outcome(crashed.ok, {**crashed.summary, "crash": repr(exc)},
-                                  crashed.replies)
+                outcome = Outcome(
+                    crashed.ok, {**crashed.summary, "crash": repr(exc)}, crashed.replies
+                )
             await self._finish(subtask, outcome, received_at, ctx)
         except JournalError as exc:
             ctx.log.error("journal.write.failed", error=str(exc))
         finally:
             self._slots.release()
 
-    async def _finish(self, subtask: Subtask, outcome: Outcome, received_at: float,
-                      ctx: Context) -> None:
+    async def _finish(
+        self, subtask: Subtask, outcome: Outcome, received_at: float, ctx: Context
+    ) -> None:
         publishes = [p for reply in outcome.replies for p in self._profile.encode(reply)]
         now = self._clock()
         items = await self._journal.finish(
             self.agent_id, subtask.key, Finish(outcome.state, outcome.summary, publishes), now
         )
+        failpoints.hit("dispatcher.after_finish")
         self._outbox.submit(items)
-        ctx.log.info("subtask.finished", kind=subtask.kind, state=outcome.state,
-                     duration_ms=round((now - received_at) * 1000, 1), **outcome.summary)
+        ctx.log.info(
+            "subtask.finished",
+            kind=subtask.kind,
+            state=outcome.state,
+            duration_ms=round((now - received_at) * 1000, 1),
+            **outcome.summary,
+        )
 
     # -- restart and shutdown -------------------------------------------------------------
 
@@ -229,8 +272,7 @@ class Dispatcher:
                 # Journaled but never started: safe to run now.
                 self._start(subtask, row.received_at, holding_slot=False)
                 continue
-            ctx = Context(agent_id=self.agent_id, received_at=row.received_at,
-                          log=self._log.bind(key=row.key, device_id=subtask.device_id))
+            ctx = self._context(subtask, row.received_at)
             outcome = await self._executors[subtask.kind].recover(subtask, row.state, ctx)
             await self._finish(subtask, outcome, row.received_at, ctx)
         return len(open_subtasks)
@@ -252,6 +294,4 @@ class Dispatcher:
             task.cancel()
         if self._running:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.gather(*self._running, return_exceptions=True), 10.0
-                )
+                await asyncio.wait_for(asyncio.gather(*self._running, return_exceptions=True), 10.0)

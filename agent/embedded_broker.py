@@ -34,7 +34,8 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
             return False
         if await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
             await self.plugins_manager.fire_event(
-                BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id,
+                BrokerEvents.MESSAGE_BROADCAST,
+                client_id=client_session.client_id,
                 message=app_message,
             )
             await self._broadcast_message(client_session, topic, app_message.data)
@@ -45,10 +46,19 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
 
 async def start_embedded_broker(port: int, *, max_connections: int = 0) -> EmbeddedBroker:
     """Start the broker on ``127.0.0.1:port`` (anonymous clients allowed: loopback only)."""
-    broker = EmbeddedBroker({
-        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}",
-                                  "max_connections": max_connections}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
-    })
+    broker = EmbeddedBroker(
+        {
+            "listeners": {
+                "default": {
+                    "type": "tcp",
+                    "bind": f"127.0.0.1:{port}",
+                    "max_connections": max_connections,
+                }
+            },
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
     await broker.start()
     return broker

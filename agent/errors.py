@@ -72,7 +72,7 @@ class TransportError(AgentError):
 
 
 class ConnectRefused(TransportError):
-    """The broker refused the connection; ``bad_credentials`` marks refusals worth retrying slowly."""
+    """The broker refused the connection; ``bad_credentials`` marks those to retry slowly."""
 
     def __init__(self, rc: int, reason: str, *, bad_credentials: bool) -> None:
         self.rc = rc

@@ -34,7 +34,7 @@ class SecretRedactor:
         self._lock = threading.Lock()
 
     def register(self, *secrets: str) -> None:
-        """Add secrets to scrub; very short strings are ignored (they would mangle ordinary text)."""
+        """Add secrets to scrub; very short strings are ignored (they would mangle plain text)."""
         with self._lock:
             self._secrets = self._secrets | {s for s in secrets if len(s) >= 6}
 
@@ -82,9 +82,13 @@ class _PriorityJSONRenderer:
     def __init__(self) -> None:
         self._json = structlog.processors.JSONRenderer(sort_keys=False)
 
-    def __call__(self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
+    def __call__(
+        self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> str:
         priority = event_dict.pop("_priority", 6)
-        return f"<{priority}>{self._json(logger, method_name, event_dict)}"
+        rendered = self._json(logger, method_name, event_dict)
+        text = rendered.decode() if isinstance(rendered, bytes) else rendered
+        return f"<{priority}>{text}"
 
 
 def configure_logging(
@@ -121,4 +125,3 @@ def configure_logging(
 def get_logger(**context: Any) -> Any:
     """A bound logger carrying ``context`` on every line."""
     return structlog.get_logger().bind(**context)
-

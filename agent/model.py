@@ -68,7 +68,7 @@ class MessageDelivery(Model):
 
 
 class UnsupportedRequest(Model):
-    """A request the profile understands but this agent does not carry out (yet); answered as such."""
+    """A request the profile understands but this agent does not carry out: answered as such."""
 
     kind: Literal["unsupported"] = "unsupported"
     key: str

@@ -74,7 +74,11 @@ class Outbox:
             await self._transport.ready.wait()
             if self._scan_after is not None and len(self._queue) < self._window:
                 await self._load_backlog()
-            while self._queue and len(self._inflight) < self._window and self._transport.ready.is_set():
+            while (
+                self._queue
+                and len(self._inflight) < self._window
+                and self._transport.ready.is_set()
+            ):
                 self._send(self._queue.popleft())
             self._flush_acked()
             if not self._known and self._scan_after is None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from agent.journal.base import SubtaskState
 from agent.model import Outbound, Subtask
+
+if TYPE_CHECKING:
+    from agent.uplink import Uplink
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class Context:
     agent_id: str
     received_at: float
     log: Any
+    uplink: Uplink
 
 
 class Executor(Protocol):
@@ -40,3 +44,11 @@ class Executor(Protocol):
 
     async def recover(self, subtask: Subtask, state: str, ctx: Context) -> Outcome:
         """End a subtask found open after a restart, which may already have started running."""
+
+
+@runtime_checkable
+class ConnectAware(Protocol):
+    """An executor that has something to say (or ask) after every (re)connect."""
+
+    async def connected(self, uplink: Uplink) -> None:
+        """Called once the connection is up and subscribed, before READY is announced."""

@@ -1,4 +1,4 @@
-"""Commands: route ``service_id``/``command_name`` to a handler, run it, turn its output into a result.
+"""Commands: route ``service_id``/``command_name`` to a handler, run it, read its result.
 
 Handler contract: the command's ``paras`` arrive as a JSON object on stdin; the handler may
 print one JSON object on stdout with ``result_code`` (default 0 on exit status 0, else 1),
@@ -31,7 +31,9 @@ class CommandExecutor:
 
     def route(self, service_id: str | None, command_name: str) -> CommandRoute | None:
         """The route for a command: an exact service match first, then one for any service."""
-        return self._routes.get((service_id, command_name)) or self._routes.get((None, command_name))
+        return self._routes.get((service_id, command_name)) or self._routes.get(
+            (None, command_name)
+        )
 
     async def execute(self, subtask: Subtask, ctx: Context) -> Outcome:
         """Run the command's handler and answer with its result."""
@@ -39,8 +41,10 @@ class CommandExecutor:
         route = self.route(subtask.service_id, subtask.command_name)
         if route is None:
             result = CommandResult.failure(
-                ResultCode.UNKNOWN_COMMAND, "unknown_command",
-                service_id=subtask.service_id, command_name=subtask.command_name,
+                ResultCode.UNKNOWN_COMMAND,
+                "unknown_command",
+                service_id=subtask.service_id,
+                command_name=subtask.command_name,
             )
         elif isinstance(route.handler, SimulatedHandler):
             result = await self._simulate(route.handler)
@@ -52,7 +56,8 @@ class CommandExecutor:
         """A command that may have started is never run twice: it is reported as interrupted."""
         assert isinstance(subtask, CommandRequest)  # noqa: S101
         result = CommandResult.failure(
-            ResultCode.INTERRUPTED, "interrupted",
+            ResultCode.INTERRUPTED,
+            "interrupted",
             detail="the agent stopped while the command ran; it was not run again",
         )
         return _outcome(subtask, result)
@@ -64,7 +69,9 @@ class CommandExecutor:
             return CommandResult.failure(ResultCode.HANDLER_FAILED, "simulated_failure")
         return CommandResult(result_code=ResultCode.SUCCESS, paras=dict(handler.result_paras))
 
-    async def _run(self, handler: ExecHandler, request: CommandRequest, ctx: Context) -> CommandResult:
+    async def _run(
+        self, handler: ExecHandler, request: CommandRequest, ctx: Context
+    ) -> CommandResult:
         timeout = handler.timeout_s or self.settings.default_timeout_s
         env = {
             **handler.env,
@@ -117,8 +124,12 @@ def interpret_output(outcome: ProcessOutcome) -> CommandResult:
     code = body.get("result_code", default_code)
     name = body.get("response_name")
     paras = body.get("paras", {})
-    if (isinstance(code, bool) or not isinstance(code, int)
-            or not isinstance(name, str | None) or not isinstance(paras, dict)):
+    if (
+        isinstance(code, bool)
+        or not isinstance(code, int)
+        or not isinstance(name, str | None)
+        or not isinstance(paras, dict)
+    ):
         return CommandResult.failure(
             ResultCode.BAD_HANDLER_OUTPUT, "output_fields_have_wrong_types", exit_code=exit_code
         )
@@ -131,8 +142,9 @@ def interpret_output(outcome: ProcessOutcome) -> CommandResult:
 
 
 def _outcome(request: CommandRequest, result: CommandResult) -> Outcome:
-    reply = CommandResponse(device_id=request.device_id, correlation=request.correlation,
-                            result=result)
+    reply = CommandResponse(
+        device_id=request.device_id, correlation=request.correlation, result=result
+    )
     summary: dict[str, Any] = {"result_code": result.result_code}
     if not result.ok and "error" in result.paras:
         summary["error"] = result.paras["error"]

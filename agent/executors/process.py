@@ -15,6 +15,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.config import handler_problem
 from agent.errors import ExecutionError
@@ -100,7 +101,7 @@ async def run_process(
         raise ExecutionError(
             f"cannot start {argv[0]}: {exc.strerror}", code=ResultCode.HANDLER_UNAVAILABLE
         ) from exc
-    io = asyncio.gather(
+    io: asyncio.Future[Any] = asyncio.gather(
         _feed(proc.stdin, stdin),
         _read_capped(proc.stdout, max_output_bytes),
         _read_capped(proc.stderr, _STDERR_TAIL * 8),
@@ -126,14 +127,12 @@ async def run_process(
 
 
 async def _stop_group(
-    proc: asyncio.subprocess.Process, io: asyncio.Future[list[object]], grace_s: float
+    proc: asyncio.subprocess.Process, io: asyncio.Future[Any], grace_s: float
 ) -> tuple[bytes, bool, bytes]:
     """SIGTERM the handler's process group, SIGKILL it after the grace, collect what it wrote."""
     _signal_group(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.shield(io), grace_s)
-    except TimeoutError:
-        pass
     _signal_group(proc.pid, signal.SIGKILL)
     try:
         _, (out, truncated), (err, _), _ = await asyncio.wait_for(io, 5.0)

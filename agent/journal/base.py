@@ -1,5 +1,7 @@
-"""The journal's contract: subtasks written down before they are acknowledged, results kept until
-the broker has them.
+"""The journal's contract: subtasks recorded before they are acknowledged, results kept until sent.
+
+A subtask is written down before its MQTT delivery is acknowledged; a result stays queued until
+the broker has acknowledged it.
 
 Rows are partitioned by ``agent_id`` (the identity of the MQTT connection, which is the gateway
 for child devices), so one journal can serve a whole simulated fleet.
@@ -114,15 +116,15 @@ class Journal(Protocol):
         chose, such as ``running`` when it starts at once.
         """
 
-    async def record_state(
-        self, key: str, state: str, detail: dict[str, Any], now: float
-    ) -> None:
+    async def record_state(self, key: str, state: str, detail: dict[str, Any], now: float) -> None:
         """Record an intermediate state before the side effect it announces."""
 
     async def finish(self, agent_id: str, key: str, finish: Finish, now: float) -> list[OutboxItem]:
         """Record a subtask's end and queue its answers, atomically."""
 
-    async def enqueue(self, agent_id: str, publishes: list[Publish], now: float) -> list[OutboxItem]:
+    async def enqueue(
+        self, agent_id: str, publishes: list[Publish], now: float
+    ) -> list[OutboxItem]:
         """Queue publications that are not tied to a subtask but must reach the platform."""
 
     async def open_subtasks(self, agent_id: str) -> list[OpenSubtask]:

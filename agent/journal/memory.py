@@ -78,7 +78,9 @@ class MemoryJournal:
         """Record a subtask's end and queue its answers."""
         return self._finish(agent_id, key, finish, now)
 
-    async def enqueue(self, agent_id: str, publishes: list[Publish], now: float) -> list[OutboxItem]:
+    async def enqueue(
+        self, agent_id: str, publishes: list[Publish], now: float
+    ) -> list[OutboxItem]:
         """Queue publications."""
         return self._enqueue(agent_id, publishes)
 
@@ -111,7 +113,8 @@ class MemoryJournal:
     async def prune(self, finished_before: float) -> int:
         """Forget old finished subtasks."""
         old = [
-            key for key, s in self._subtasks.items()
+            key
+            for key, s in self._subtasks.items()
             if s.finished_at is not None and s.finished_at < finished_before
         ]
         for key in old:

@@ -42,7 +42,9 @@ _MAX_BATCH = 512
 class _Pending:
     __slots__ = ("error", "future", "loop", "op", "value")
 
-    def __init__(self, op: Op, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+    def __init__(
+        self, op: Op, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> None:
         self.op = op
         self.loop = loop
         self.future = future
@@ -59,7 +61,9 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
         future.set_result(value)
 
 
-def connect(path: Path, *, synchronous: str = "full", read_only: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, *, synchronous: str = "full", read_only: bool = False
+) -> sqlite3.Connection:
     """Open the journal database with the pragmas every connection needs."""
     if read_only:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
@@ -92,8 +96,10 @@ class SqliteJournal:
         journal = cls(path, synchronous=synchronous)
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         journal._thread = threading.Thread(
-            target=journal._writer, args=(asyncio.get_running_loop(), ready),
-            name="journal-writer", daemon=True,
+            target=journal._writer,
+            args=(asyncio.get_running_loop(), ready),
+            name="journal-writer",
+            daemon=True,
         )
         journal._thread.start()
         await ready
@@ -106,7 +112,11 @@ class SqliteJournal:
             conn = connect(self.path, synchronous=self._synchronous)
             migrate(conn)
         except (sqlite3.Error, OSError, JournalError) as exc:
-            error = exc if isinstance(exc, JournalError) else JournalError(f"cannot open journal: {exc}")
+            error = (
+                exc
+                if isinstance(exc, JournalError)
+                else JournalError(f"cannot open journal: {exc}")
+            )
             loop.call_soon_threadsafe(_settle, ready, None, error)
             return
         loop.call_soon_threadsafe(_settle, ready, None, None)
@@ -140,7 +150,7 @@ class SqliteJournal:
                 conn.execute("SAVEPOINT op")
                 try:
                     pending.value = pending.op(conn)
-                except Exception as exc:  # noqa: BLE001 - handed to the caller below
+                except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     pending.error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
                 conn.execute("RELEASE op")
@@ -176,7 +186,7 @@ class SqliteJournal:
         state: str = SubtaskState.ACCEPTED,
         finish: Finish | None = None,
     ) -> Accepted:
-        """Record a received subtask unless its key is known; a known finished one is re-answered."""
+        """Record a received subtask unless its key is known; a finished one is answered again."""
 
         def op(conn: sqlite3.Connection) -> Accepted:
             row = conn.execute(
@@ -219,7 +229,9 @@ class SqliteJournal:
         """Record the end of a subtask and queue its answers."""
         return await self._submit(lambda conn: _finish(conn, agent_id, key, finish, now))
 
-    async def enqueue(self, agent_id: str, publishes: list[Publish], now: float) -> list[OutboxItem]:
+    async def enqueue(
+        self, agent_id: str, publishes: list[Publish], now: float
+    ) -> list[OutboxItem]:
         """Queue publications that must reach the platform."""
         return await self._submit(lambda conn: _enqueue(conn, agent_id, None, publishes, now))
 
@@ -253,7 +265,9 @@ class SqliteJournal:
         """Drop acknowledged publications."""
         if ids:
             await self._submit(
-                lambda conn: conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+                lambda conn: conn.executemany(
+                    "DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]
+                )
             )
 
     async def get_value(self, agent_id: str, name: str) -> str | None:
@@ -376,8 +390,14 @@ def read_status(
     def row(values: tuple[Any, ...]) -> SubtaskRow:
         key, agent_id, device_id, kind, state, result, received, updated = values
         return SubtaskRow(
-            key, agent_id, device_id, kind, state,
-            None if result is None else json.loads(result), received, updated,
+            key,
+            agent_id,
+            device_id,
+            kind,
+            state,
+            None if result is None else json.loads(result),
+            received,
+            updated,
         )
 
     return [row(r) for r in open_rows], [row(r) for r in recent_rows], OutboxSummary(count, oldest)

@@ -89,4 +89,3 @@ def json_depth(value: Any) -> int:
 def dump_json(value: Any) -> bytes:
     """Compact UTF-8 JSON, as the platforms expect on the wire."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-

@@ -16,7 +16,7 @@ import socket
 import ssl
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -41,8 +41,11 @@ _STABLE_AFTER_S = 10.0
 
 
 def build_tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    """A client TLS context: CA from ``ca_file`` (or the system store), TLS 1.2+, mutual TLS when
-    a certificate is configured, and hostname verification unless disabled."""
+    """A client TLS context for the broker.
+
+    The CA comes from ``ca_file`` (or the system store); TLS 1.2 or newer; mutual TLS when a
+    certificate is configured; hostname verification unless disabled.
+    """
     context = ssl.create_default_context(
         cafile=str(tls.ca_file) if tls.ca_file is not None else None
     )
@@ -152,13 +155,20 @@ class MqttConnection:
                 if exc.bad_credentials:
                     delay = self.settings.auth_retry_s
                     self._log.error(
-                        "mqtt.connect.refused", rc=exc.rc, reason=exc.reason,
-                        bad_credentials=True, retry_in_s=delay,
+                        "mqtt.connect.refused",
+                        rc=exc.rc,
+                        reason=exc.reason,
+                        bad_credentials=True,
+                        retry_in_s=delay,
                     )
                 else:
                     delay = self._backoff.next_delay()
-                    self._log.warning("mqtt.connect.refused", rc=exc.rc, reason=exc.reason,
-                                      retry_in_s=round(delay, 2))
+                    self._log.warning(
+                        "mqtt.connect.refused",
+                        rc=exc.rc,
+                        reason=exc.reason,
+                        retry_in_s=round(delay, 2),
+                    )
             except TransportError as exc:
                 delay = self._backoff.next_delay()
                 self._log.warning("mqtt.connect.failed", error=str(exc), retry_in_s=round(delay, 2))
@@ -188,7 +198,7 @@ class MqttConnection:
         return future
 
     def ack(self, message: InboundMessage) -> None:
-        """PUBACK a message, if it arrived on the current connection (else it will be redelivered)."""
+        """PUBACK a message that arrived on the current connection (others are redelivered)."""
         client = self._client
         if message.qos == 0 or client is None or not self._connected:
             return
@@ -220,16 +230,26 @@ class MqttConnection:
         self._client = client
         self._connack = loop.create_future()
         self._lost = loop.create_future()
-        self._log.debug("mqtt.connect.started", host=self.settings.host, port=self.settings.port,
-                        client_id=identity.client_id)
+        self._log.debug(
+            "mqtt.connect.started",
+            host=self.settings.host,
+            port=self.settings.port,
+            client_id=identity.client_id,
+        )
         await self._open_socket(client)
         code = await self._until_lost(self._connack, self.settings.connect_timeout_s, "CONNACK")
         if code.is_failure:
-            raise ConnectRefused(code.value, code.getName(), bad_credentials=code.value in _BAD_CREDENTIALS)
+            raise ConnectRefused(
+                code.value, code.getName(), bad_credentials=code.value in _BAD_CREDENTIALS
+            )
         self._connected = True
         _ticker().add(client)
-        self._log.info("mqtt.connected", host=self.settings.host, port=self.settings.port,
-                       client_id=identity.client_id)
+        self._log.info(
+            "mqtt.connected",
+            host=self.settings.host,
+            port=self.settings.port,
+            client_id=identity.client_id,
+        )
         await self._subscribe_all(client)
         if self._on_connected is not None:
             await self._on_connected()
@@ -276,7 +296,7 @@ class MqttConnection:
         except (OSError, ValueError) as exc:
             where = f"{self.settings.host}:{self.settings.port}"
             raise TransportError(f"cannot connect to {where}: {exc}") from exc
-        sock = client.socket()
+        sock = cast(socket.socket | None, client.socket())
         if sock is None:
             raise TransportError("connection closed during connect")
         # Without TCP_NODELAY every small request/response waits on Nagle + delayed ACK (~40 ms).
@@ -293,7 +313,7 @@ class MqttConnection:
                 # TLS may hold decrypted bytes the kernel no longer reports as readable.
                 while client.socket() is sock and getattr(sock, "pending", lambda: 0)() > 0:
                     client.loop_read()
-            except Exception as exc:  # noqa: BLE001 - a bug in the read path must not kill the loop
+            except Exception as exc:
                 self._log.exception("mqtt.read.failed")
                 self._mark_lost(f"read failed: {exc}")
 
@@ -306,15 +326,21 @@ class MqttConnection:
 
         self._unwatch = unwatch
 
+        def want_write(*_: object) -> None:
+            loop.add_writer(fd, writable)
+
+        def written(*_: object) -> None:
+            loop.remove_writer(fd)
+
         loop.add_reader(fd, readable)
-        client.on_socket_register_write = lambda *_: loop.add_writer(fd, writable)
-        client.on_socket_unregister_write = lambda *_: loop.remove_writer(fd)
+        client.on_socket_register_write = want_write
+        client.on_socket_unregister_write = written
         client.on_socket_close = unwatch
         if client.want_write():
             loop.add_writer(fd, writable)
 
     async def _subscribe_all(self, client: mqtt.Client) -> None:
-        """Subscribe one filter per SUBSCRIBE (some platforms allow no more) and await the SUBACKs."""
+        """Subscribe one filter per SUBSCRIBE (some platforms allow no more), await SUBACKs."""
         loop = asyncio.get_running_loop()
         waits: dict[str, asyncio.Future[list[ReasonCode]]] = {}
         for subscription in self._subscriptions():
@@ -331,8 +357,9 @@ class MqttConnection:
     async def _until_lost(self, future: asyncio.Future[Any], timeout: float, what: str) -> Any:
         lost = self._lost
         assert lost is not None  # noqa: S101 - set before any wait
-        done, _ = await asyncio.wait({future, lost}, timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {future, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if future in done:
             return future.result()
         if lost in done:
@@ -353,7 +380,8 @@ class MqttConnection:
         self._fail_pending("connection closed")
 
     def _fail_pending(self, reason: str) -> None:
-        for future in [*self._pending.values(), *self._subacks.values()]:
+        futures: list[asyncio.Future[Any]] = [*self._pending.values(), *self._subacks.values()]
+        for future in futures:
             if not future.done():
                 future.set_exception(TransportError(reason))
                 future.exception()  # retrieved: nobody may be waiting any more
@@ -389,7 +417,9 @@ class MqttConnection:
             client.ack(msg.mid, msg.qos)
             return
         self._on_message(
-            InboundMessage(topic, bytes(msg.payload), msg.qos, bool(msg.dup), msg.mid, self._session)
+            InboundMessage(
+                topic, bytes(msg.payload), msg.qos, bool(msg.dup), msg.mid, self._session
+            )
         )
 
     def _handle_publish(
@@ -400,7 +430,12 @@ class MqttConnection:
             future.set_result(None)
 
     def _handle_subscribe(
-        self, client: mqtt.Client, userdata: object, mid: int, codes: list[ReasonCode], props: object
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        codes: list[ReasonCode],
+        props: object,
     ) -> None:
         future = self._subacks.pop(mid, None)
         if future is not None and not future.done():

@@ -1,4 +1,4 @@
-"""Huawei IoTDA connection identity: client id ``{device_id}_0_{sign_type}_{YYYYMMDDHH}`` and password.
+"""Huawei IoTDA connection identity: ``{device_id}_0_{sign_type}_{YYYYMMDDHH}`` and password.
 
 The password is the lower-case hex HMAC-SHA256 of the device secret keyed with the same UTC
 ``YYYYMMDDHH`` timestamp that ends the client id (IoTDA API reference, "Device Connection

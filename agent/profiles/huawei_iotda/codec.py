@@ -35,7 +35,9 @@ NAME = "huawei-iotda"
 
 # Request ids are echoed into our response topic, so they must not carry topic syntax.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
-_REQUEST_ID_TOPIC = re.compile(r"^(?P<kind>commands|properties/set|properties/get)/request_id=(?P<rid>.*)$")
+_REQUEST_ID_TOPIC = re.compile(
+    r"^(?P<kind>commands|properties/set|properties/get)/request_id=(?P<rid>.*)$"
+)
 
 # Topics the platform publishes to the device. The platform subscribes devices to them
 # implicitly (at QoS 0); subscribing explicitly at QoS 1 keeps downlinks across short outages.
@@ -221,9 +223,7 @@ class HuaweiIotdaProfile:
             f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}"
         )
 
-    def _rejection(
-        self, key: str, rid: str, request_kind: str, reason: str
-    ) -> RemoteProtocolError:
+    def _rejection(self, key: str, rid: str, request_kind: str, reason: str) -> RemoteProtocolError:
         reply = RequestRejected(
             device_id=self.device_id,
             correlation=rid,
@@ -235,8 +235,10 @@ class HuaweiIotdaProfile:
 
     def _target(self, object_device_id: str | None) -> str:
         """The device a downlink is for: the child named in ``object_device_id``, else us."""
-        return object_device_id.strip() if object_device_id and object_device_id.strip() else (
-            self.device_id
+        return (
+            object_device_id.strip()
+            if object_device_id and object_device_id.strip()
+            else (self.device_id)
         )
 
     def _key(self, kind: str, ident: str) -> str:

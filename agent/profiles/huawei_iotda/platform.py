@@ -14,7 +14,9 @@ from agent.model import Model, Publish
 from agent.profiles.base import dump_json, parse_json
 from agent.profiles.huawei_iotda import wire
 
-_RESPONSE = re.compile(r"^\$oc/devices/(?P<dev>[^/]+)/sys/commands/response/request_id=(?P<rid>.+)$")
+_RESPONSE = re.compile(
+    r"^\$oc/devices/(?P<dev>[^/]+)/sys/commands/response/request_id=(?P<rid>.+)$"
+)
 _PROPS_RESPONSE = re.compile(
     r"^\$oc/devices/(?P<dev>[^/]+)/sys/properties/set/response/request_id=(?P<rid>.+)$"
 )
@@ -91,8 +93,11 @@ class HuaweiIotdaPlatform:
             return Publish(topic=target, payload=data)
         text = content.decode() if isinstance(content, bytes) else content
         body: dict[str, Any] = {"content": text}
-        for field, value in (("id", message_id), ("name", name),
-                             ("object_device_id", object_device_id)):
+        for field, value in (
+            ("id", message_id),
+            ("name", name),
+            ("object_device_id", object_device_id),
+        ):
             if value is not None:
                 body[field] = value
         return Publish(topic=target, payload=dump_json(body))

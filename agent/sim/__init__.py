@@ -1,0 +1,1 @@
+"""The simulator side: brokers and platform stand-ins for rehearsing tasks locally."""

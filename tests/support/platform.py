@@ -1,0 +1,87 @@
+"""The platform's side in integration tests: a bare paho client on its own thread.
+
+It is deliberately not built on the agent's transport, so a transport bug cannot hide itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+
+from agent.model import Publish
+from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
+from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAnswer
+
+
+class PlatformClient:
+    """Publishes downlinks to one device and collects its uplinks (persistent session)."""
+
+    def __init__(self, port: int, device_id: str, *, client_id: str = "platform") -> None:
+        self.side = HuaweiIotdaPlatform(device_id)
+        self.uplinks: list[tuple[str, bytes]] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+        )
+        self.client.reconnect_delay_set(1, 1)
+        self.client.max_queued_messages_set(0)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_: self._subscribed.set()
+        self.port = port
+
+    def __enter__(self) -> PlatformClient:
+        self.client.connect("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise AssertionError("platform client did not subscribe")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, *_: object) -> None:
+        for topic_filter in self.side.uplink_filters():
+            client.subscribe(topic_filter, 1)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.uplinks.append((msg.topic, bytes(msg.payload)))
+            self._cond.notify_all()
+
+    def send(self, publish: Publish) -> None:
+        """Publish a downlink (QoS 1; paho resends it if the broker is down)."""
+        self.client.publish(publish.topic, publish.payload, publish.qos)
+
+    def answers(self) -> list[CommandAnswer | PropertiesSetAnswer]:
+        """Every answer received so far, decoded (uplinks that are not answers are skipped)."""
+        with self._cond:
+            uplinks = list(self.uplinks)
+        decoded = []
+        for topic, payload in uplinks:
+            if "/response/" in topic:
+                decoded.append(self.side.decode_uplink(topic, payload))
+        return decoded
+
+    def command_answers(self) -> dict[str, list[CommandAnswer]]:
+        """Command answers grouped by request id."""
+        grouped: dict[str, list[CommandAnswer]] = {}
+        for answer in self.answers():
+            if isinstance(answer, CommandAnswer):
+                grouped.setdefault(answer.request_id, []).append(answer)
+        return grouped
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """Wait (bounded) until ``predicate`` holds, re-checking whenever an uplink arrives."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+                self._cond.wait(min(remaining, 0.2))
