@@ -214,8 +214,11 @@ def test_hanging_handler_is_killed_with_its_process_group_at_the_deadline(
     assert answer.paras["error"] == "timeout"
     assert elapsed < 20  # answered before the platform's own 20 s timeout
     handler_pid, child_pid = (int(p) for p in pid_file.read_text().split())
-    for pid in (handler_pid, child_pid):
-        wait_until(lambda pid=pid: not _alive(pid), 10, f"process {pid} to be gone")
+    wait_until(
+        lambda: not _alive(handler_pid) and not _alive(child_pid),
+        10,
+        "the handler and its child to be gone",
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
@@ -25,7 +26,7 @@ class PlatformClient:
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
         self.client.reconnect_delay_set(1, 1)
         self.client.max_queued_messages_set(0)

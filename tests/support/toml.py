@@ -25,9 +25,9 @@ def dumps(data: dict[str, Any], prefix: str = "") -> str:
     lines: list[str] = []
     tables: list[tuple[str, Any]] = []
     for key, value in data.items():
-        if isinstance(value, dict) and not _inline(value):
-            tables.append((key, value))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        if (isinstance(value, dict) and not _inline(value)) or (
+            isinstance(value, list) and value and all(isinstance(v, dict) for v in value)
+        ):
             tables.append((key, value))
         else:
             lines.append(f"{key} = {_value(value)}")
