@@ -50,10 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_status)
 
     demo = commands.add_parser(
-        "demo", help="an agent against an embedded broker, driven by a sample command"
+        "demo", help="the bundled fleet demo: agents, the task service emulator, a report"
     )
     demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's files here")
+    demo.add_argument(
+        "--single-agent", action="store_true", help="one agent driven by sample commands instead"
+    )
     demo.set_defaults(handler=_demo)
+
+    from agent.sim.cli import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -166,6 +173,10 @@ def _age(seconds: float) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if not args.single_agent:
+        from agent.sim.cli import demo_command
+
+        return demo_command(args.workdir)
     from agent.demo import run_demo
 
     configure_logging("warning", "console", stream=sys.stderr)

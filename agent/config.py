@@ -147,6 +147,8 @@ class SimulatedHandler(Section):
     kind: Literal["simulated"] = "simulated"
     latency_s: float = Field(default=0.0, ge=0, le=3600)
     failure_rate: float = Field(default=0.0, ge=0, le=1)
+    # The first N runs of this route on each device fail (rehearses retries deterministically).
+    fail_first: int = Field(default=0, ge=0, le=1000)
     result_paras: dict[str, Any] = {}
 
 

@@ -12,6 +12,8 @@
     +-- JournalError             the durable journal could not be read or written
     +-- ExecutionError           a handler, applier or installer could not do its work
     +-- IllegalTransition        a state machine was asked for a transition its table forbids
+    +-- RequestInvalid           (simulator) a task-service API request is malformed or out of range
+    +-- ApiRejected              (simulator) a valid request the task service refuses (limits, auth)
 
 Errors carry structured fields (``reason``, ``rc``, ``correlation``) rather than codes in strings,
 so callers can answer the platform precisely and logs stay machine-readable.
@@ -101,3 +103,27 @@ class IllegalTransition(AgentError):
         self.state = state
         self.event = event
         super().__init__(f"no transition from {state!r} on {event!r}")
+
+
+class RequestInvalid(AgentError):
+    """A request to the simulated task service is malformed, mistyped or out of range.
+
+    ``problem`` is ``malformed``, ``missing``, ``type`` or ``value``; each API renders it as its
+    platform's error code.
+    """
+
+    def __init__(self, field: str, problem: str, message: str) -> None:
+        self.field = field
+        self.problem = problem
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class ApiRejected(AgentError):
+    """The simulated task service refuses a well-formed request, in the API's own terms."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")

@@ -28,6 +28,7 @@ class CommandExecutor:
         self.settings = settings
         self._rng = rng or random.Random()  # noqa: S311 - simulated failures, not secrets
         self._routes = {(r.service_id, r.command_name): r for r in settings.routes}
+        self._simulated_runs: dict[int, int] = {}  # id(handler) -> runs so far (fail_first)
 
     def route(self, service_id: str | None, command_name: str) -> CommandRoute | None:
         """The route for a command: an exact service match first, then one for any service."""
@@ -65,6 +66,10 @@ class CommandExecutor:
     async def _simulate(self, handler: SimulatedHandler) -> CommandResult:
         if handler.latency_s:
             await asyncio.sleep(handler.latency_s)
+        if handler.fail_first:
+            runs = self._simulated_runs[id(handler)] = self._simulated_runs.get(id(handler), 0) + 1
+            if runs <= handler.fail_first:
+                return CommandResult.failure(ResultCode.HANDLER_FAILED, "simulated_failure")
         if handler.failure_rate and self._rng.random() < handler.failure_rate:
             return CommandResult.failure(ResultCode.HANDLER_FAILED, "simulated_failure")
         return CommandResult(result_code=ResultCode.SUCCESS, paras=dict(handler.result_paras))

@@ -128,3 +128,26 @@ class HuaweiIotdaPlatform:
                 result_desc=props.result_desc,
             )
         raise RemoteProtocolError(f"not an answer topic: {topic!r}")
+
+
+def user_topic(device_id: str, suffix: str) -> str:
+    """The custom topic a ``createMessages`` ``topic`` suffix names (``$oc/.../user/{suffix}``)."""
+    return f"$oc/devices/{device_id}/user/{suffix}"
+
+
+def sub_device_notify(
+    gateway_id: str, event_type: str, devices: list[dict[str, Any]], version: int, event_time: str
+) -> Publish:
+    """``add_sub_device_notify`` / ``delete_sub_device_notify`` on the gateway's ``events/down``."""
+    body = {
+        "object_device_id": gateway_id,
+        "services": [
+            {
+                "service_id": "$sub_device_manager",
+                "event_type": event_type,
+                "event_time": event_time,
+                "paras": {"devices": devices, "version": version},
+            }
+        ],
+    }
+    return Publish(topic=f"$oc/devices/{gateway_id}/sys/events/down", payload=dump_json(body))

@@ -1,0 +1,166 @@
+"""``device-agent simulate``, ``device-agent emulator`` and the fleet demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from agent.errors import AgentError, ConfigError
+
+EXIT_CONFIG = 2
+EXIT_FAILURE = 1
+DEMO_SCENARIO = Path(__file__).parent / "scenarios" / "demo.toml"
+
+
+def add_commands(commands: Any) -> None:
+    """Add the simulator's subcommands to the CLI."""
+    sim = commands.add_parser(
+        "simulate", help="run a fleet of real agents and the task service emulator"
+    )
+    sim.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML file")
+    sim.add_argument("--devices", type=int, help="override the first cohort's device count")
+    sim.add_argument("--broker", help="embedded (default), mosquitto, or mqtt://host:port")
+    sim.add_argument("--shard", help="run slice i/n of the fleet (connections round robin)")
+    sim.add_argument("--emulator", help="URL of a separate emulator (shard mode: agents only)")
+    sim.add_argument("--workdir", type=Path, help="journal, emulator data and report go here")
+    sim.add_argument("--report-dir", type=Path, help="where report.json and report.png go")
+    sim.add_argument("--no-progress", action="store_true", help="no live progress bars")
+    sim.add_argument("--json", action="store_true", help="print the report as JSON")
+    sim.set_defaults(handler=simulate_command)
+
+    emu = commands.add_parser("emulator", help="run the task service emulator on its own")
+    emu.add_argument("--broker", required=True, help="mqtt://host:port of the devices' broker")
+    emu.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (0: any)")
+    emu.add_argument("--data-dir", type=Path, required=True, help="the emulator's SQLite file")
+    emu.add_argument("--minute-s", type=float, default=60.0, help="seconds per API minute")
+    emu.add_argument("--command-timeout-s", type=float, default=20.0)
+    emu.add_argument("--huawei-token", help="require this X-Auth-Token")
+    emu.add_argument("--tencent-secret-id", help="require TC3 signatures with this key pair")
+    emu.add_argument("--tencent-secret-key")
+    emu.add_argument("--oceanconnect-app-id", help="require OceanConnect access tokens")
+    emu.add_argument("--oceanconnect-secret")
+    emu.set_defaults(handler=emulator_command)
+
+
+def _scenario(args: argparse.Namespace) -> Any:
+    from agent.sim.fleet.spec import load_scenario
+
+    scenario = load_scenario(args.scenario)
+    if args.devices is not None and scenario.fleet.cohorts:
+        cohorts = list(scenario.fleet.cohorts)
+        cohorts[0] = cohorts[0].model_copy(update={"count": args.devices})
+        scenario = scenario.model_copy(
+            update={"fleet": scenario.fleet.model_copy(update={"cohorts": cohorts})}
+        )
+    return scenario
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    """Run a scenario (or one shard of a fleet) and print the report."""
+    from agent.logging import configure_logging
+    from agent.sim.fleet.layout import parse_shard
+    from agent.sim.fleet.report import render_text
+    from agent.sim.fleet.simulate import RunOptions, run_scenario, run_shard
+
+    configure_logging("warning", "console", stream=sys.stderr)
+    try:
+        scenario = _scenario(args)
+        shard = parse_shard(args.shard) if args.shard else None
+    except ConfigError as exc:
+        print(f"{args.scenario}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="device-agent-sim-"))
+    options = RunOptions(
+        workdir=workdir,
+        broker=args.broker,
+        shard=shard,
+        progress=False if args.no_progress else None,
+        report_dir=args.report_dir,
+    )
+    try:
+        if args.emulator:
+            if not args.broker or not args.broker.startswith("mqtt://"):
+                print("--emulator needs --broker mqtt://host:port", file=sys.stderr)
+                return EXIT_CONFIG
+            return asyncio.run(
+                run_shard(scenario, options, emulator_url=args.emulator, broker_url=args.broker)
+            )
+        report = asyncio.run(run_scenario(scenario, options))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except (AgentError, OSError, TimeoutError) as exc:
+        print(f"simulation failed: {exc!r}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(render_text(report))
+        print(f"report: {report['files']['json']}\nplot:   {report['files']['png']}")
+    return 0
+
+
+def emulator_command(args: argparse.Namespace) -> int:
+    """Run the emulator until SIGTERM/SIGINT; prints its URL as JSON once it listens."""
+    from agent.logging import configure_logging
+    from agent.sim.emulator.service import Emulator
+    from agent.sim.emulator.settings import EmulatorSettings
+
+    configure_logging("info", "auto", stream=sys.stderr)
+    settings = EmulatorSettings(
+        data_dir=args.data_dir,
+        http_port=args.port,
+        broker_url=args.broker,
+        minute_s=args.minute_s,
+        command_timeout_s=args.command_timeout_s,
+        huawei_token=args.huawei_token,
+        tencent_secret_id=args.tencent_secret_id,
+        tencent_secret_key=args.tencent_secret_key,
+        oceanconnect_app_id=args.oceanconnect_app_id,
+        oceanconnect_secret=args.oceanconnect_secret,
+    )
+
+    async def serve() -> int:
+        emulator = Emulator(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await emulator.start()
+        try:
+            print(json.dumps({"event": "emulator.ready", "url": emulator.url}), flush=True)
+            await stop.wait()
+        finally:
+            await emulator.close()
+        return 0
+
+    try:
+        return asyncio.run(serve())
+    except (AgentError, OSError) as exc:
+        print(f"emulator failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def demo_command(workdir: Path | None) -> int:
+    """The README's demo: the bundled scenario on the embedded broker."""
+    args = argparse.Namespace(
+        scenario=DEMO_SCENARIO,
+        devices=None,
+        broker=None,
+        shard=None,
+        emulator=None,
+        workdir=workdir,
+        report_dir=None,
+        no_progress=False,
+        json=False,
+    )
+    return simulate_command(args)

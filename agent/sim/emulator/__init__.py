@@ -1,0 +1,1 @@
+"""A local stand-in for the clouds' batch-task services (the seeds' APIs), driving devices over MQTT."""

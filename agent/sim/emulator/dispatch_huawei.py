@@ -1,0 +1,131 @@
+"""Huawei IoTDA task types delivered over MQTT: ``createCommands`` and ``createMessages``.
+
+Downlinks are built, and answers read, by :class:`~agent.profiles.huawei_iotda.HuaweiIotdaPlatform`
+(the platform side of the agent's own codec). A child device is reached through its gateway's
+topics with ``object_device_id`` set to the child.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from agent.model import Publish
+from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
+from agent.profiles.huawei_iotda.platform import CommandAnswer, user_topic
+from agent.sim.emulator.dispatch import Answer, Verdict
+from agent.sim.emulator.records import Device, Subtask, Task
+
+# IoTDA waits 20 s for a synchronous command's answer (API reference, "Deliver a Command").
+COMMAND_TIMEOUT_S = 20.0
+# Messages are cached for a day before they time out.
+MESSAGE_TIMEOUT_S = 86400.0
+
+
+def _route(device: Device) -> tuple[HuaweiIotdaPlatform, str | None]:
+    """The connection a device is reached on, and the child id when it is behind a gateway."""
+    if device.gateway_id:
+        return HuaweiIotdaPlatform(device.gateway_id), device.device_id
+    return HuaweiIotdaPlatform(device.device_id), None
+
+
+class HuaweiReader:
+    """Reads command and property-set answers from every Huawei IoTDA device."""
+
+    name = "huawei-iotda"
+
+    def __init__(self) -> None:
+        self._any = HuaweiIotdaPlatform("+")
+
+    def filters(self) -> list[str]:
+        """The platform's uplink filters, for every device."""
+        return self._any.uplink_filters()
+
+    def read(self, topic: str, payload: bytes) -> Answer | None:
+        """An answer to a request id, or None for reports and events."""
+        if "/response/" not in topic:
+            return None
+        answer = self._any.decode_uplink(topic, payload)
+        if isinstance(answer, CommandAnswer):
+            output: dict[str, Any] = {"result_code": answer.result_code, "paras": answer.paras}
+            if answer.response_name is not None:
+                output["response_name"] = answer.response_name
+            if answer.result_code == 0:
+                return Answer(answer.request_id, Verdict(ok=True, output=output))
+            error = answer.paras.get("error") if isinstance(answer.paras, dict) else None
+            message = str(error or answer.response_name or f"result_code {answer.result_code}")
+            return Answer(
+                answer.request_id, Verdict.failed(str(answer.result_code), message, output)
+            )
+        output = {"result_code": answer.result_code, "result_desc": answer.result_desc}
+        if answer.result_code == 0:
+            return Answer(answer.request_id, Verdict(ok=True, output=output))
+        return Answer(
+            answer.request_id,
+            Verdict.failed(str(answer.result_code), answer.result_desc or "failed", output),
+        )
+
+
+class HuaweiCommands:
+    """``createCommands``: one synchronous command per device, answered within the deadline."""
+
+    fire_and_forget = False
+
+    def __init__(self, reader: HuaweiReader, timeout_s: float = COMMAND_TIMEOUT_S) -> None:
+        self.reader = reader
+        self.timeout_s = timeout_s
+
+    def downlinks(
+        self, task: Task, subtask: Subtask, device: Device, correlation: str
+    ) -> list[Publish]:
+        """The command request, on the device's (or its gateway's) command topic."""
+        document = task.request.get("document") or {}
+        platform, child = _route(device)
+        return [
+            platform.command(
+                correlation,
+                document["command_name"],
+                document.get("paras") or {},
+                service_id=document.get("service_id"),
+                object_device_id=child,
+            )
+        ]
+
+
+class HuaweiMessages:
+    """``createMessages``: fire and forget; done once the broker holds the message."""
+
+    fire_and_forget = True
+
+    def __init__(self, reader: HuaweiReader, timeout_s: float = MESSAGE_TIMEOUT_S) -> None:
+        self.reader = reader
+        self.timeout_s = timeout_s
+
+    def downlinks(
+        self, task: Task, subtask: Subtask, device: Device, correlation: str
+    ) -> list[Publish]:
+        """The message, in the system format or raw, on the default or a custom topic."""
+        document = task.request.get("document") or {}
+        platform, child = _route(device)
+        topic = document.get("topic_full_name")
+        if topic is None and document.get("topic"):
+            topic = user_topic(platform.device_id, document["topic"])
+        message = document.get("message", "")
+        content: str | bytes = message if isinstance(message, str) else _json_text(message)
+        if document.get("encoding") == "base64" and isinstance(content, str):
+            content = base64.b64decode(content)
+        return [
+            platform.message(
+                content,
+                message_id=document.get("message_id") or correlation,
+                name=document.get("name"),
+                object_device_id=child,
+                raw=document.get("payload_format") == "raw",
+                topic=topic,
+            )
+        ]
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

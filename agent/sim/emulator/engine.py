@@ -1,0 +1,417 @@
+"""The task engine: schedules subtasks, dispatches them, applies deadlines, retries and stop.
+
+Every state change goes through :meth:`TaskEngine._move`, which keeps each task's counters in
+step with its subtasks, so ``task_progress`` adds up at every moment. One pump task does the
+timed work (schedule times, retry waits, deadlines) and dispatches at most ``max_in_flight``
+attempts at a time; answers from the MQTT link end attempts as they arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+from agent.model import Publish
+from agent.sim.emulator import records as r
+from agent.sim.emulator.dispatch import (
+    Answer,
+    LocalContext,
+    LocalDispatcher,
+    MqttDispatcher,
+    Unavailable,
+    Verdict,
+)
+from agent.sim.emulator.dispatchers import DispatcherTable
+from agent.sim.emulator.link import PlatformLink
+from agent.sim.emulator.registry import Registry
+from agent.sim.emulator.store import EmulatorStore
+
+TIMEOUT = "TIMEOUT"
+SubtaskObserver = Callable[[r.Task, r.Subtask], None]
+
+
+class TaskEngine:
+    """Runs every task of one emulator."""
+
+    def __init__(
+        self,
+        store: EmulatorStore,
+        registry: Registry,
+        table: DispatcherTable,
+        *,
+        max_in_flight: int,
+        flush_interval_s: float,
+        log: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.table = table
+        self.link: PlatformLink | None = None
+        self.max_in_flight = max_in_flight
+        self.flush_interval_s = flush_interval_s
+        self.log = log
+        self.clock = clock
+        self.tasks: dict[str, r.Task] = {}
+        self.subtasks: dict[str, list[r.Subtask]] = {}
+        self.observers: list[SubtaskObserver] = []
+        self.late_answers = 0
+        self._inflight: dict[str, r.Subtask] = {}  # correlation -> subtask
+        self._due: list[tuple[float, int, r.Subtask]] = []
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._order = itertools.count()
+        self._open: set[str] = set()  # tasks with subtasks not yet ended
+        self._dirty_tasks: set[str] = set()
+        self._dirty: dict[tuple[str, int], r.Subtask] = {}
+        self._wake = asyncio.Event()
+        self._runners: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load what a previous run left, then start the pump and the write-behind."""
+        now = self.clock()
+        for task, subs in await self.store.load_tasks():
+            self._index(task, subs)
+            for sub in subs:
+                if sub.state == r.PROCESSING:
+                    self._resume(task, sub, now)
+                elif sub.state in (r.WAITTING, r.FAIL_WAIT_RETRY):
+                    self._schedule(sub)
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(self._pump(), name="emulator.pump"),
+            loop.create_task(self._flusher(), name="emulator.flush"),
+        ]
+
+    async def close(self) -> None:
+        """Stop timers and write everything down."""
+        for job in [*self._loops, *self._runners]:
+            job.cancel()
+        for job in [*self._loops, *self._runners]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write changed tasks and subtasks now."""
+        tasks = [self.tasks[t] for t in self._dirty_tasks if t in self.tasks]
+        subs = list(self._dirty.values())
+        self._dirty_tasks.clear()
+        self._dirty.clear()
+        await self.store.save(tasks, subs)
+
+    # -- the API's side -------------------------------------------------------------------
+
+    async def create(self, task: r.Task, device_ids: list[str]) -> r.Task:
+        """Persist a task with one subtask per target and schedule it."""
+        subs = [
+            r.Subtask(task_id=task.task_id, seq=i, device_id=d, due=task.schedule_at)
+            for i, d in enumerate(device_ids)
+        ]
+        await self.store.create_task(task, subs)
+        self._index(task, subs)
+        for sub in subs:
+            self._schedule(sub)
+        self.log.info(
+            "emulator.task.created",
+            task_id=task.task_id,
+            api=task.api,
+            task_type=task.task_type,
+            subtasks=len(subs),
+            available=self.table.available(task.api, task.task_type),
+        )
+        return task
+
+    def stop(self, task_id: str) -> r.Task:
+        """Stop a task: waiting subtasks end as stopped; attempts in flight finish."""
+        task = self.tasks[task_id]
+        if task.finished_at is not None or task.stop_requested:
+            return task
+        task.stop_requested = True
+        for sub in self.subtasks[task_id]:
+            if sub.state in (r.WAITTING, r.FAIL_WAIT_RETRY):
+                self._move(task, sub, r.STOPPED)
+        self._dirty_tasks.add(task_id)
+        self._wake.set()
+        return task
+
+    async def delete(self, task_id: str) -> None:
+        """Forget a finished task."""
+        await self.store.delete_task(task_id)
+        self.tasks.pop(task_id, None)
+        self.subtasks.pop(task_id, None)
+
+    def open_tasks(self, api: str, account: str) -> list[r.Task]:
+        """Tasks of an account that have not finished (waiting, processing or stopping)."""
+        return [
+            self.tasks[t]
+            for t in self._open
+            if self.tasks[t].api == api and self.tasks[t].account == account
+        ]
+
+    def status(self, task: r.Task) -> str:
+        """A task's status now."""
+        return task.status(self.clock())
+
+    # -- answers from devices -------------------------------------------------------------
+
+    def on_answer(self, answer: Answer) -> None:
+        """An answer read by the link: it ends the attempt it names."""
+        sub = self._inflight.get(answer.correlation)
+        if sub is None:
+            self.late_answers += 1
+            self.log.debug("emulator.answer.unmatched", correlation=answer.correlation)
+            return
+        self._conclude(sub, answer.verdict)
+
+    async def redeliver(self) -> None:
+        """After the link (re)connects: send every attempt still in flight again.
+
+        The request ids are unchanged, so a device that already has one answers it again from
+        its journal instead of running it twice.
+        """
+        count = 0
+        for correlation, sub in list(self._inflight.items()):
+            task = self.tasks[sub.task_id]
+            dispatcher = self.table.get(task.api, task.task_type)
+            device = self.registry.devices.get(sub.device_id)
+            if isinstance(dispatcher, MqttDispatcher) and device is not None:
+                self._send(dispatcher, task, sub, device, correlation)
+                count += 1
+                if count % 500 == 0:
+                    await asyncio.sleep(0)
+        if count:
+            self.log.info("emulator.redelivered", attempts=count)
+
+    # -- the pump -------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        while True:
+            now = self.clock()
+            self._expire(now)
+            await self._dispatch_due(now)
+            delay = 0.5
+            if self._due and len(self._inflight) < self.max_in_flight:
+                delay = min(delay, self._due[0][0] - now)
+            if self._deadlines:
+                delay = min(delay, self._deadlines[0][0] - now)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(delay, 0.001))
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            await self.flush()
+
+    def _expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, correlation = heapq.heappop(self._deadlines)
+            sub = self._inflight.get(correlation)
+            if sub is not None and sub.deadline is not None and sub.deadline <= now:
+                task = self.tasks[sub.task_id]
+                waited = round(sub.deadline - (sub.dispatched_at or sub.deadline), 1)
+                self._conclude(sub, Verdict.failed(TIMEOUT, f"no answer within {waited} s"))
+        for task_id in list(self._open):
+            task = self.tasks[task_id]
+            limit = task.max_execution_s
+            if limit is None or now < task.schedule_at + limit:
+                continue
+            message = f"the task exceeded its maximum execution time ({limit:g} s)"
+            for sub in self.subtasks[task_id]:
+                if sub.state not in r.TERMINAL:
+                    self._finish_now(task, sub, Verdict.failed(TIMEOUT, message))
+
+    async def _dispatch_due(self, now: float) -> None:
+        sent = 0
+        while self._due and self._due[0][0] <= now and len(self._inflight) < self.max_in_flight:
+            due, _, sub = heapq.heappop(self._due)
+            if sub.state not in (r.WAITTING, r.FAIL_WAIT_RETRY) or sub.due != due:
+                continue  # stopped, or rescheduled since
+            self._dispatch(sub, now)
+            sent += 1
+            if sent % 200 == 0:
+                await asyncio.sleep(0)  # let answers and the API in
+                now = self.clock()
+
+    def _dispatch(self, sub: r.Subtask, now: float) -> None:
+        task = self.tasks[sub.task_id]
+        dispatcher = self.table.get(task.api, task.task_type)
+        if isinstance(dispatcher, Unavailable):
+            sub.attempts += 1
+            self._finish_now(task, sub, dispatcher.verdict())
+            return
+        device = self.registry.devices.get(sub.device_id)
+        needs_device = not isinstance(dispatcher, LocalDispatcher) or dispatcher.needs_device
+        if needs_device and device is None:
+            sub.error_msg = "the device was deleted before the subtask ran"
+            self._move(task, sub, r.REMOVED)
+            return
+        sub.attempts += 1
+        sub.dispatched_at = sub.dispatched_at or now
+        if isinstance(dispatcher, LocalDispatcher):
+            self._move(task, sub, r.PROCESSING)
+            job = asyncio.get_running_loop().create_task(self._run_local(dispatcher, task, sub))
+            self._runners.add(job)
+            job.add_done_callback(self._runners.discard)
+            return
+        assert device is not None  # noqa: S101 - needs_device holds for MQTT types
+        if device.frozen:
+            self._finish_now(task, sub, Verdict.failed("IOTDA.014112", "the device is frozen"))
+            return
+        correlation = f"{task.task_id}-{sub.seq}-{sub.attempts}"
+        sub.correlation = correlation
+        timeout = task.attempt_timeout_s or dispatcher.timeout_s
+        sub.deadline = now + timeout
+        self._inflight[correlation] = sub
+        heapq.heappush(self._deadlines, (sub.deadline, next(self._order), correlation))
+        self._move(task, sub, r.PROCESSING)
+        self._send(dispatcher, task, sub, device, correlation)
+
+    def _send(
+        self,
+        dispatcher: MqttDispatcher,
+        task: r.Task,
+        sub: r.Subtask,
+        device: r.Device,
+        correlation: str,
+    ) -> None:
+        try:
+            publishes = dispatcher.downlinks(task, sub, device, correlation)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._conclude(sub, Verdict.failed("INTERNAL", f"cannot build the downlink: {exc}"))
+            return
+        for publish in publishes:
+            future = self._publish(publish)
+            if dispatcher.fire_and_forget:
+                future.add_done_callback(lambda f, c=correlation: self._delivered(c, f))
+            else:
+                future.add_done_callback(_quiet)
+
+    def _publish(self, publish: Publish) -> asyncio.Future[None]:
+        if self.link is None:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_exception(ConnectionError("the emulator has no broker"))
+            return future
+        return self.link.publish(publish)
+
+    def _delivered(self, correlation: str, future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # not delivered: sent again when the link reconnects
+        sub = self._inflight.get(correlation)
+        if sub is not None:
+            self._conclude(sub, Verdict(ok=True, output={"delivered": "broker"}))
+
+    async def _run_local(self, dispatcher: LocalDispatcher, task: r.Task, sub: r.Subtask) -> None:
+        ctx = LocalContext(self.registry, self._publish_and_wait, self.clock())
+        try:
+            verdict = await dispatcher.run(task, sub, ctx)
+        except Exception as exc:  # a registry bug must end the subtask, not hang it
+            self.log.exception("emulator.local.crashed", task_id=task.task_id)
+            verdict = Verdict.failed("INTERNAL", repr(exc))
+        self._conclude(sub, verdict)
+
+    async def _publish_and_wait(self, publish: Publish) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._publish(publish), 10)
+
+    # -- state changes --------------------------------------------------------------------
+
+    def _conclude(self, sub: r.Subtask, verdict: Verdict) -> None:
+        """End an attempt: success, a retry after the interval, or failure."""
+        if sub.state in r.TERMINAL:
+            return
+        if sub.correlation is not None:
+            self._inflight.pop(sub.correlation, None)
+            sub.correlation = None
+            self._wake.set()  # a slot is free
+        task = self.tasks[sub.task_id]
+        retry = (
+            not verdict.ok
+            and not task.stop_requested
+            and sub.attempts <= task.retry_count
+            and verdict.error_code != "INTERNAL"
+        )
+        if retry:
+            sub.error_code, sub.error_msg, sub.output = (
+                verdict.error_code,
+                verdict.error_msg,
+                verdict.output,
+            )
+            sub.deadline = None
+            sub.due = self.clock() + task.retry_interval_s
+            self._move(task, sub, r.FAIL_WAIT_RETRY)
+            self._schedule(sub)
+            return
+        self._finish_now(task, sub, verdict)
+
+    def _finish_now(self, task: r.Task, sub: r.Subtask, verdict: Verdict) -> None:
+        if sub.correlation is not None:
+            self._inflight.pop(sub.correlation, None)
+            sub.correlation = None
+        sub.deadline = None
+        sub.output = verdict.output
+        sub.error_code = None if verdict.ok else verdict.error_code
+        sub.error_msg = None if verdict.ok else verdict.error_msg
+        self._move(task, sub, r.SUCCESS if verdict.ok else r.FAIL)
+
+    def _move(self, task: r.Task, sub: r.Subtask, state: str) -> None:
+        task.counts[sub.state] -= 1
+        task.counts[state] += 1
+        sub.state = state
+        self._dirty[sub.key] = sub
+        if state not in r.TERMINAL:
+            return
+        sub.finished_at = self.clock()
+        for observer in self.observers:
+            observer(task, sub)
+        if task.terminal == task.total:
+            self._open.discard(task.task_id)
+            task.finished_at = sub.finished_at
+            self._dirty_tasks.add(task.task_id)
+            self.log.info(
+                "emulator.task.finished",
+                task_id=task.task_id,
+                status=task.status(task.finished_at),
+                **task.progress(),
+            )
+
+    def _schedule(self, sub: r.Subtask) -> None:
+        heapq.heappush(self._due, (sub.due, next(self._order), sub))
+        self._wake.set()
+
+    def _index(self, task: r.Task, subs: list[r.Subtask]) -> None:
+        task.counts = dict.fromkeys(r.STATES, 0)
+        for sub in subs:
+            task.counts[sub.state] += 1
+        self.tasks[task.task_id] = task
+        self.subtasks[task.task_id] = subs
+        if task.terminal < task.total:
+            self._open.add(task.task_id)
+        elif task.finished_at is None:
+            task.finished_at = task.created_at
+
+    def _resume(self, task: r.Task, sub: r.Subtask, now: float) -> None:
+        """A subtask that was in flight when the emulator stopped."""
+        dispatcher = self.table.get(task.api, task.task_type)
+        if isinstance(dispatcher, MqttDispatcher) and sub.correlation:
+            sub.deadline = now + (task.attempt_timeout_s or dispatcher.timeout_s)
+            self._inflight[sub.correlation] = sub
+            heapq.heappush(self._deadlines, (sub.deadline, next(self._order), sub.correlation))
+            return  # sent again by redeliver() once the link is up
+        sub.attempts = max(0, sub.attempts - 1)
+        self._move(task, sub, r.WAITTING)
+        sub.due = now
+        self._schedule(sub)
+
+
+def _quiet(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a lost downlink is sent again after reconnecting

@@ -1,0 +1,113 @@
+"""One emulator instance: store, registry, engine, MQTT link and HTTP APIs, started and stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from agent.logging import get_logger
+from agent.sim.emulator.dispatchers import DispatcherTable, build_table
+from agent.sim.emulator.engine import TaskEngine
+from agent.sim.emulator.link import PlatformLink
+from agent.sim.emulator.registry import Registry
+from agent.sim.emulator.settings import EmulatorSettings, broker_address
+from agent.sim.emulator.store import EmulatorStore
+
+# Bodies larger than this are refused (30,000 targets of 128 characters fit).
+MAX_BODY = 8 * 1024 * 1024
+
+
+class Emulator:
+    """The task service: the seeds' APIs over HTTP, subtasks over MQTT."""
+
+    def __init__(
+        self,
+        settings: EmulatorSettings,
+        *,
+        table: DispatcherTable | None = None,
+        clock: Callable[[], float] = time.time,
+        log: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.log = log or get_logger(component="emulator")
+        self.store = EmulatorStore(settings.data_dir / "emulator.db")
+        self.registry = Registry(self.store, settings.data_dir / "packages")
+        self.table = table or build_table(command_timeout_s=settings.command_timeout_s)
+        self.engine = TaskEngine(
+            self.store,
+            self.registry,
+            self.table,
+            max_in_flight=settings.max_in_flight,
+            flush_interval_s=settings.flush_interval_s,
+            log=self.log,
+            clock=clock,
+        )
+        self.link: PlatformLink | None = None
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._link_task: asyncio.Task[None] | None = None
+        self.state: dict[str, Any] = {}  # per-API bookkeeping (tokens, request counters)
+        self.on_close: list[Callable[[], Awaitable[None]]] = []
+
+    def new_id(self) -> str:
+        """A fresh task id (24 hex digits, as IoTDA's)."""
+        return secrets.token_hex(12)
+
+    async def start(self) -> None:
+        """Open the store, start the engine, connect to the broker, listen for HTTP."""
+        from agent.sim.emulator.http import build_app
+
+        await self.store.open()
+        await self.registry.load()
+        if self.settings.broker_url:
+            host, port = broker_address(self.settings.broker_url)
+            self.link = PlatformLink(
+                host,
+                port,
+                client_id=self.settings.client_id,
+                readers=self.table.readers,
+                on_answer=self.engine.on_answer,
+                on_connected=self.engine.redeliver,
+                log=self.log,
+            )
+            self.engine.link = self.link
+            self._link_task = asyncio.get_running_loop().create_task(
+                self.link.run(), name="emulator.link"
+            )
+        await self.engine.start()
+        self._runner = web.AppRunner(build_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only through the server
+        assert server is not None  # noqa: S101 - started above
+        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://{self.settings.http_host}:{port}"
+        self.log.info("emulator.started", url=self.url, broker=self.settings.broker_url)
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Wait until the MQTT link is up (no-op without a broker)."""
+        if self.link is not None:
+            await asyncio.wait_for(self.link.ready.wait(), timeout)
+
+    async def close(self) -> None:
+        """Stop serving and write everything down."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        for hook in self.on_close:
+            await hook()
+        await self.engine.close()
+        if self.link is not None:
+            await self.link.close()
+        if self._link_task is not None:
+            self._link_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._link_task
+        await self.store.close()

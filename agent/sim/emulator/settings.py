@@ -1,0 +1,62 @@
+"""The emulator's settings: where it listens, which broker it drives, limits and credentials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agent.errors import ConfigError
+
+
+class EmulatorSettings(BaseModel):
+    """How one emulator instance runs (``device-agent emulator`` flags, or the fleet runner)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535)  # 0: any free port
+    broker_url: str | None = None  # mqtt://127.0.0.1:1883; None: no devices are reached
+    client_id: str = "task-service-emulator"
+    # Seconds per "minute" of the APIs (retry_interval, OceanConnect timeout): rehearse a day's
+    # retry schedule in minutes by making it smaller.
+    minute_s: float = Field(default=60.0, gt=0, le=60)
+    max_in_flight: int = Field(default=2000, ge=1, le=1_000_000)
+    command_timeout_s: float = Field(default=20.0, gt=0, le=86400)
+    flush_interval_s: float = Field(default=0.25, gt=0, le=60)
+    max_targets: int = Field(default=30000, ge=1)
+    tencent_task_limit: int = Field(default=5, ge=1)  # waiting + processing per account
+    oceanconnect_task_limit: int = Field(default=1, ge=1)  # unfinished per application
+    oceanconnect_retransmit_s: float = Field(default=10.0, gt=0)
+    # Credentials: each API checks them only when they are set.
+    huawei_token: str | None = None
+    tencent_secret_id: str | None = None
+    tencent_secret_key: str | None = None
+    oceanconnect_app_id: str | None = None
+    oceanconnect_secret: str | None = None
+
+    @field_validator("http_host")
+    @classmethod
+    def _loopback_only(cls, host: str) -> str:
+        if not (host.startswith("127.") or host in ("localhost", "::1")):
+            msg = "the emulator listens on loopback addresses only"
+            raise ValueError(msg)
+        return host
+
+
+def broker_address(url: str) -> tuple[str, int]:
+    """Host and port of an ``mqtt://host:port`` URL.
+
+    Raises:
+        ConfigError: the URL is not a plain ``mqtt://`` URL with a host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ConfigError([("broker", url, "must look like mqtt://127.0.0.1:1883")])
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise ConfigError([("broker", url, "has an invalid port")]) from exc
+    return parts.hostname, port

@@ -1,0 +1,1 @@
+"""The fleet runner: many real agents in one process against one broker, and scenario runs."""

@@ -1,0 +1,179 @@
+"""Runs the fleet's agents: real :class:`~agent.agent.Agent` instances on one event loop.
+
+Every agent has its own MQTT session; they share one journal (partitioned by agent id), one
+connect gate (so thousands do not open sockets at once) and their configuration sections.
+Executors are wrapped to count executions per subtask key, which is how a rehearsal proves
+nothing ran twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from agent.agent import Agent
+from agent.config import AgentConfig, CommandRoute, SimulatedHandler
+from agent.executors.base import Context, Executor, Outcome
+from agent.journal.base import Journal
+from agent.journal.memory import MemoryJournal
+from agent.journal.sqlite import SqliteJournal
+from agent.logging import get_logger
+from agent.model import Subtask
+from agent.sim.fleet.layout import Slot, secret_of
+from agent.sim.fleet.spec import FleetSpec
+
+
+class Executions:
+    """How often each subtask key was executed (``execute`` calls, not recoveries)."""
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    @property
+    def total(self) -> int:
+        """Executions so far."""
+        return sum(self.counts.values())
+
+    def repeated(self) -> list[str]:
+        """Keys executed more than once."""
+        return sorted(key for key, count in self.counts.items() if count > 1)
+
+
+class _Counting:
+    """An executor that counts, then delegates."""
+
+    def __init__(self, inner: Executor, executions: Executions) -> None:
+        self._inner = inner
+        self._executions = executions
+
+    async def execute(self, subtask: Subtask, ctx: Context) -> Outcome:
+        self._executions.counts[subtask.key] += 1
+        return await self._inner.execute(subtask, ctx)
+
+    async def recover(self, subtask: Subtask, state: str, ctx: Context) -> Outcome:
+        return await self._inner.recover(subtask, state, ctx)
+
+    def __getattr__(self, name: str) -> Any:  # ConnectAware and other optional hooks
+        return getattr(self._inner, name)
+
+
+def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentConfig:
+    """The configuration every agent shares (each gets a copy with its own device id)."""
+    routes = [
+        CommandRoute(
+            service_id=h.service_id,
+            command_name=h.command_name,
+            handler=SimulatedHandler(
+                latency_s=h.latency_s, failure_rate=h.failure_rate, fail_first=h.fail_first
+            ),
+        )
+        for h in spec.handlers
+    ]
+    return AgentConfig.model_validate(
+        {
+            "device": {
+                "profile": "huawei-iotda",
+                "device_id": "template",
+                "secret_file": str(workdir / "unused-secret"),
+            },
+            "mqtt": {
+                "host": host,
+                "port": port,
+                "keepalive_s": 60,
+                "clean_session": False,
+                "backoff_initial_s": 0.2,
+                "backoff_max_s": 2.0,
+                "connect_timeout_s": 30.0,
+            },
+            "journal": {"path": str(workdir / "fleet-journal.db"), "synchronous": "normal"},
+            "limits": {"max_concurrent_subtasks": spec.max_concurrent_subtasks},
+            "commands": {"routes": routes},
+            "messages": {"spool_dir": None},
+        }
+    )
+
+
+class FleetRunner:
+    """Starts, kills, restarts and stops the agents of one fleet (or one shard of it)."""
+
+    def __init__(
+        self, spec: FleetSpec, slots: list[Slot], *, host: str, port: int, workdir: Path
+    ) -> None:
+        self.spec = spec
+        self.slots = [slot for slot in slots if slot.simulated]
+        self.skipped = [slot for slot in slots if not slot.simulated]
+        self.workdir = workdir
+        self.base = base_config(spec, host, port, workdir)
+        self.gate = asyncio.Semaphore(spec.connect_concurrency)
+        self.executions = Executions()
+        self.agents: dict[str, Agent] = {}
+        self.restarts = 0
+        self.journal: Journal | None = None
+        self._log = get_logger(component="fleet")
+        # Agents share sections: only the device table differs, so copy the model shallowly.
+        self._device_template = self.base.device
+
+    async def start(self) -> None:
+        """Open the shared journal and start every agent."""
+        if self.spec.journal == "memory":
+            self.journal = MemoryJournal()
+        else:
+            self.journal = await SqliteJournal.open(
+                self.workdir / "fleet-journal.db", synchronous="normal"
+            )
+        for slot in self.slots:
+            await self._start(slot.device.device_id)
+
+    def _config(self, device_id: str) -> AgentConfig:
+        device = self._device_template.model_copy(update={"device_id": device_id})
+        return self.base.model_copy(update={"device": device})
+
+    async def _start(self, device_id: str) -> Agent:
+        assert self.journal is not None  # noqa: S101 - opened in start()
+        agent = Agent(
+            self._config(device_id),
+            journal=self.journal,
+            secret=secret_of(device_id),
+            connect_gate=self.gate,
+            log=self._log.bind(device_id=device_id),
+        )
+        # The dispatcher holds this same dict: wrapping in place counts every execution.
+        for kind, executor in list(agent.executors.items()):
+            agent.executors[kind] = _Counting(executor, self.executions)
+        self.agents[device_id] = agent
+        await agent.start()
+        return agent
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Wait until every agent is connected and subscribed."""
+        waits = [agent.transport.ready.wait() for agent in self.agents.values()]
+        await asyncio.wait_for(asyncio.gather(*waits), timeout)
+
+    @property
+    def connected(self) -> int:
+        """Agents connected right now."""
+        return sum(1 for agent in self.agents.values() if agent.transport.ready.is_set())
+
+    async def kill(self, device_id: str, down_s: float) -> None:
+        """Stop an agent abruptly (running work interrupted, nothing flushed), restart it later."""
+        agent = self.agents.pop(device_id)
+        await agent.stop(grace=0.0, flush_timeout=0.0)
+        self.restarts += 1
+        await asyncio.sleep(down_s)
+        await self._start(device_id)
+
+    async def stop(self) -> None:
+        """Stop every agent (a short grace, answers flushed) and close the journal."""
+        agents = list(self.agents.values())
+        self.agents.clear()
+        for chunk in range(0, len(agents), 500):
+            await asyncio.gather(
+                *(a.stop(grace=1.0, flush_timeout=2.0) for a in agents[chunk : chunk + 500]),
+                return_exceptions=True,
+            )
+        if self.journal is not None:
+            with contextlib.suppress(Exception):
+                await self.journal.close()

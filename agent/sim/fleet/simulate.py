@@ -1,0 +1,260 @@
+"""A whole simulation: broker, emulator, fleet, faults, the scenario's tasks, and the report.
+
+``run_scenario`` runs everything in one process; ``run_shard`` runs one slice of a fleet
+against an emulator elsewhere (several processes or machines behind one broker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.logging import get_logger
+from agent.sim.emulator.api_sim import register_fleet
+from agent.sim.emulator.records import TERMINAL
+from agent.sim.emulator.service import Emulator
+from agent.sim.emulator.settings import EmulatorSettings, broker_address
+from agent.sim.fleet.broker import BrokerHandle, open_broker
+from agent.sim.fleet.client import TaskClient
+from agent.sim.fleet.faults import FaultLog, run_faults
+from agent.sim.fleet.layout import Slot, build_layout, registration, shard
+from agent.sim.fleet.progress import LiveBars
+from agent.sim.fleet.proxy import FlakyProxy
+from agent.sim.fleet.report import ProgressSamples, TaskRecord, build_report, write_report
+from agent.sim.fleet.runner import FleetRunner
+from agent.sim.fleet.spec import Scenario, TaskSpec
+
+API_NAMES = {
+    "huawei-iotda": "huawei-iotda",
+    "tencent-iothub": "tencent-iothub",
+    "tencent-iothub-v2": "tencent-iothub",
+    "oceanconnect": "oceanconnect",
+    "tencent-wedata": "tencent-wedata",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Command-line choices that override or complete the scenario."""
+
+    workdir: Path
+    broker: str | None = None
+    shard: tuple[int, int] | None = None
+    progress: bool | None = None
+    report_dir: Path | None = None
+
+
+def task_type_of(task: TaskSpec) -> str:
+    """The task type a scenario task asks for, in its API's terms."""
+    if task.api == "huawei-iotda":
+        return str(task.body.get("task_type", ""))
+    if task.api == "tencent-iothub":
+        return str(task.body.get("TaskType", ""))
+    if task.api == "tencent-iothub-v2":
+        return str(task.form.get("taskType", ""))
+    if task.api == "oceanconnect":
+        return str(task.body.get("taskType", ""))
+    return str(task.body.get("TaskType", ""))
+
+
+def _connect_timeout(agents: int) -> float:
+    return max(60.0, agents * 0.02)
+
+
+async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any]:
+    """Run a scenario in this process; returns the report (also written to disk)."""
+    log = get_logger(component="simulate")
+    workdir = options.workdir
+    broker = await open_broker(options.broker or scenario.broker, workdir)
+    emulator = Emulator(
+        EmulatorSettings(
+            data_dir=workdir / "emulator",
+            broker_url=broker.url,
+            minute_s=scenario.minute_s,
+            command_timeout_s=scenario.command_timeout_s,
+        )
+    )
+    proxy: FlakyProxy | None = None
+    runner: FleetRunner | None = None
+    client: TaskClient | None = None
+    try:
+        await emulator.start()
+        await emulator.wait_connected(30)
+        slots = build_layout(scenario.fleet)
+        if options.shard is not None:
+            slots = shard(slots, *options.shard)
+        await register_fleet(emulator, registration(slots, scenario.fleet))
+        host, port = broker.host, broker.port
+        if scenario.fleet.faults.network_flaps:
+            proxy = FlakyProxy(host, port)
+            await proxy.start()
+            host, port = "127.0.0.1", proxy.port
+        runner = FleetRunner(scenario.fleet, slots, host=host, port=port, workdir=workdir)
+        connect_started = time.monotonic()
+        await runner.start()
+        await runner.wait_connected(_connect_timeout(len(runner.slots)))
+        connect_s = time.monotonic() - connect_started
+        log.info("fleet.connected", agents=len(runner.slots), seconds=round(connect_s, 2))
+        client = TaskClient(emulator.url)
+        records, samples, faults, duration = await _drive(
+            scenario, emulator, client, runner, broker, proxy, options, log
+        )
+        fleet = {
+            "agents": len(runner.slots),
+            "devices": sum(1 + len(s.children) for s in slots),
+            "not_simulated": sum(1 + len(s.children) for s in runner.skipped),
+            "broker": broker.kind,
+            "connect_s": round(connect_s, 2),
+            "agent_restarts": runner.restarts,
+        }
+        executions = {
+            "total": runner.executions.total,
+            "repeated": runner.executions.repeated(),
+        }
+    finally:
+        if client is not None:
+            await client.close()
+        if runner is not None:
+            await runner.stop()
+        await emulator.close()
+        if proxy is not None:
+            await proxy.close()
+        await broker.close()
+    report = build_report(
+        scenario=scenario.name,
+        records=records,
+        samples=samples,
+        duration_s=duration,
+        fleet=fleet,
+        faults={k: getattr(faults, k) for k in ("agent_kills", "broker_restarts", "network_flaps")}
+        | {"events": faults.events},
+        executions=executions,
+    )
+    json_path, png_path = write_report(report, options.report_dir or workdir / "report", records)
+    report["files"] = {"json": str(json_path), "png": str(png_path)}
+    return report
+
+
+async def _drive(
+    scenario: Scenario,
+    emulator: Emulator,
+    client: TaskClient,
+    runner: FleetRunner,
+    broker: BrokerHandle,
+    proxy: FlakyProxy | None,
+    options: RunOptions,
+    log: Any,
+) -> tuple[list[TaskRecord], ProgressSamples, FaultLog, float]:
+    """Submit the tasks, inject the faults, sample progress until every task has ended."""
+    started = time.monotonic()
+    records = [
+        TaskRecord(name=t.name, api=t.api, task_type=task_type_of(t)) for t in scenario.tasks
+    ]
+    samples = ProgressSamples()
+    engine = emulator.engine
+
+    async def submit(spec: TaskSpec, record: TaskRecord) -> None:
+        await asyncio.sleep(spec.at_s)
+        if spec.skip_if_unavailable and not emulator.table.available(
+            API_NAMES[spec.api], record.task_type
+        ):
+            record.skipped = "device side not available in this build"
+            return
+        record.submitted_at = time.time()
+        answer = await client.submit(spec)
+        record.task_id, record.submit_error = answer.task_id, answer.error
+        if answer.error:
+            log.warning("simulate.task.refused", task=spec.name, error=answer.error)
+
+    submissions = [
+        asyncio.ensure_future(submit(spec, record))
+        for spec, record in zip(scenario.tasks, records, strict=True)
+    ]
+    fault_job = asyncio.ensure_future(
+        run_faults(
+            scenario.fleet.faults,
+            runner=runner,
+            broker=broker,
+            proxy=proxy,
+            clock=time.monotonic,
+            log=log,
+        )
+    )
+    deadline = started + scenario.timeout_s
+
+    def sample() -> bool:
+        progress = {}
+        done = True
+        for record in records:
+            task = engine.tasks.get(record.task_id or "")
+            if task is None:
+                done = done and (record.skipped is not None or record.submit_error is not None)
+                continue
+            progress[record.name] = (task.terminal, task.counts["success"], task.total)
+            bars.update(record.name, status=engine.status(task), progress=task.progress())
+            done = done and task.finished_at is not None
+        samples.add(time.monotonic() - started, progress)
+        return done and all(s.done() for s in submissions)
+
+    with LiveBars(enabled=options.progress) as bars:
+        while not sample():
+            if time.monotonic() > deadline:
+                log.warning("simulate.timeout", timeout_s=scenario.timeout_s)
+                break
+            await asyncio.sleep(0.25)
+        faults = await fault_job
+        sample()
+    for job in submissions:
+        job.cancel()
+    duration = time.monotonic() - started
+    for record in records:
+        task = engine.tasks.get(record.task_id or "")
+        if task is None:
+            continue
+        record.status = engine.status(task)
+        record.task_progress = task.progress()
+        record.finished_at = task.finished_at
+        for sub in engine.subtasks[task.task_id]:
+            if sub.state in TERMINAL and sub.dispatched_at and sub.finished_at:
+                record.latencies_s.append(sub.finished_at - sub.dispatched_at)
+            if sub.state not in ("success",) and sub.error_code:
+                key = f"{sub.error_code}: {sub.error_msg}"[:160]
+                record.errors[key] = record.errors.get(key, 0) + 1
+    return records, samples, faults, duration
+
+
+async def run_shard(
+    scenario: Scenario, options: RunOptions, *, emulator_url: str, broker_url: str
+) -> int:
+    """Run one shard's agents against a broker and an emulator elsewhere, until SIGTERM/SIGINT."""
+    log = get_logger(component="shard")
+    index, count = options.shard or (0, 1)
+    slots: list[Slot] = shard(build_layout(scenario.fleet), index, count)
+    host, port = broker_address(broker_url)
+    client = TaskClient(emulator_url)
+    runner = FleetRunner(scenario.fleet, slots, host=host, port=port, workdir=options.workdir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await client.register_fleet(registration(slots, scenario.fleet))
+        await runner.start()
+        await runner.wait_connected(_connect_timeout(len(runner.slots)))
+        print(json.dumps({"event": "shard.ready", "shard": f"{index}/{count}",
+                          "agents": len(runner.slots)}), flush=True)  # fmt: skip
+        log.info("shard.ready", agents=len(runner.slots))
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await client.close()
+        await runner.stop()
+    print(json.dumps({"event": "shard.stopped", "executions": runner.executions.total,
+                      "repeated": len(runner.executions.repeated())}), flush=True)  # fmt: skip
+    return 0

@@ -1,0 +1,143 @@
+"""Scenario files: the fleet to simulate, the faults to inject and the batch tasks to submit.
+
+A scenario is TOML. ``[fleet]`` lists cohorts of devices (and gateways with children), the
+simulated handlers they run and the faults to inject; each ``[[tasks]]`` entry is one batch task
+in its API's own request shape (``body`` for JSON APIs, ``form`` for the older Tencent form),
+submitted ``at_s`` seconds after the fleet is connected.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.errors import ConfigError
+
+Api = Literal["huawei-iotda", "tencent-iothub", "tencent-iothub-v2", "oceanconnect", "tencent-wedata"]
+PROFILES_IN_BUILD = frozenset({"huawei-iotda"})
+
+
+class Spec(BaseModel):
+    """Base: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HandlerSpec(Spec):
+    """A simulated command handler every agent of the fleet routes to."""
+
+    command_name: str = Field(min_length=1)
+    service_id: str | None = None
+    latency_s: float = Field(default=0.0, ge=0, le=3600)
+    failure_rate: float = Field(default=0.0, ge=0, le=1)
+    fail_first: int = Field(default=0, ge=0, le=100)  # first N runs on each device fail
+
+
+class CohortSpec(Spec):
+    """``count`` devices named ``{name}-{index:05d}`` (gateways: with ``children`` each)."""
+
+    name: str = Field(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9_\-]+$")
+    count: int = Field(ge=0, le=100_000)
+    profile: Literal["huawei-iotda", "tencent-iothub", "oceanconnect"] = "huawei-iotda"
+    product_id: str = "sim-product"
+    group: str | None = None  # group name (default: the cohort name); children: "{group}-children"
+    children: int = Field(default=0, ge=0, le=1000)  # > 0 makes each device a gateway
+    attrs: dict[str, str] = {}  # OceanConnect deviceType/manufacturerId/model/location
+
+    @property
+    def group_name(self) -> str:
+        """The group this cohort's devices join."""
+        return self.group or self.name
+
+
+class WorkflowSpec(Spec):
+    """A WeData workflow bound to a device group."""
+
+    workflow_id: str = Field(min_length=1)
+    project_id: str = Field(min_length=1)
+    group: str = Field(min_length=1)
+
+
+class FaultSpec(Spec):
+    """Faults spread evenly (with jitter) over ``[start_s, start_s + spread_s]``."""
+
+    agent_kills: int = Field(default=0, ge=0, le=100_000)
+    broker_restarts: int = Field(default=0, ge=0, le=1000)
+    network_flaps: int = Field(default=0, ge=0, le=1000)
+    start_s: float = Field(default=1.0, ge=0)
+    spread_s: float = Field(default=10.0, ge=0)
+    kill_down_s: float = Field(default=0.5, ge=0, le=600)  # a killed agent restarts after this
+    flap_down_s: float = Field(default=1.0, ge=0, le=600)  # the network stays cut this long
+    seed: int = 1
+
+
+class FleetSpec(Spec):
+    """The simulated fleet."""
+
+    cohorts: list[CohortSpec] = [CohortSpec(name="device", count=100)]
+    handlers: list[HandlerSpec] = []
+    workflows: list[WorkflowSpec] = []
+    faults: FaultSpec = FaultSpec()
+    connect_concurrency: int = Field(default=64, ge=1, le=10_000)
+    max_concurrent_subtasks: int = Field(default=16, ge=1, le=4096)
+    journal: Literal["sqlite", "memory"] = "sqlite"
+
+
+class TaskSpec(Spec):
+    """One batch task, in its API's request shape."""
+
+    name: str = Field(min_length=1)
+    api: Api
+    at_s: float = Field(default=0.0, ge=0)
+    project_id: str = "sim-project"  # Huawei IoTDA path parameter
+    body: dict[str, Any] = {}
+    form: dict[str, Any] = {}  # tencent-iothub-v2: form fields (objects are sent as JSON)
+    skip_if_unavailable: bool = False  # demo use: leave out types this build cannot carry out
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> TaskSpec:
+        if (self.api == "tencent-iothub-v2") != bool(self.form) or (
+            self.api != "tencent-iothub-v2" and not self.body
+        ):
+            msg = "tencent-iothub-v2 tasks take `form`, the others `body`"
+            raise ValueError(msg)
+        return self
+
+
+class Scenario(Spec):
+    """A whole simulation."""
+
+    name: str = "scenario"
+    description: str = ""
+    broker: str = "embedded"  # embedded | mosquitto | mqtt://host:port
+    timeout_s: float = Field(default=300.0, gt=0, le=86400)
+    minute_s: float = Field(default=60.0, gt=0, le=60)  # the APIs' minutes, in seconds
+    command_timeout_s: float = Field(default=20.0, gt=0, le=86400)
+    fleet: FleetSpec = FleetSpec()
+    tasks: list[TaskSpec] = []
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario file.
+
+    Raises:
+        ConfigError: naming each bad key.
+    """
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError([(str(path), None, f"cannot read: {exc.strerror}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(str(path), None, f"not valid TOML: {exc}")]) from exc
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            (".".join(str(p) for p in e["loc"]) or "(top level)", e.get("input"), e["msg"])
+            for e in exc.errors(include_url=False)
+        ]
+        raise ConfigError(problems) from exc
