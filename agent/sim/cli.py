@@ -68,7 +68,8 @@ def simulate_command(args: argparse.Namespace) -> int:
     from agent.sim.fleet.report import render_text
     from agent.sim.fleet.simulate import RunOptions, run_scenario, run_shard
 
-    configure_logging("warning", "console", stream=sys.stderr)
+    # Thousands of agents reconnecting after a fault would bury the progress in warnings.
+    configure_logging("error", "console", stream=sys.stderr)
     try:
         scenario = _scenario(args)
         shard = parse_shard(args.shard) if args.shard else None

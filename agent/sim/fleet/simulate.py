@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import signal
 import time
@@ -102,6 +103,7 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
         connect_s = time.monotonic() - connect_started
         log.info("fleet.connected", agents=len(runner.slots), seconds=round(connect_s, 2))
         client = TaskClient(emulator.url)
+        scenario = await _upload_packages(scenario, emulator)
         records, samples, faults, duration = await _drive(
             scenario, emulator, client, runner, broker, proxy, options, log
         )
@@ -139,6 +141,29 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
     json_path, png_path = write_report(report, options.report_dir or workdir / "report", records)
     report["files"] = {"json": str(json_path), "png": str(png_path)}
     return report
+
+
+async def _upload_packages(scenario: Scenario, emulator: Emulator) -> Scenario:
+    """Upload the scenario's packages; tasks naming ``${package:NAME}`` get their ids."""
+    ids: dict[str, str] = {}
+    for spec in scenario.packages:
+        data = hashlib.sha256(spec.name.encode()).digest() * (spec.size_kb * 32)
+        package = await emulator.registry.add_package(
+            data, name=spec.name, version=spec.version, package_type=spec.package_type
+        )
+        ids[f"${{package:{spec.name}}}"] = package.package_id
+
+    def substitute(value: Any) -> Any:
+        if isinstance(value, str):
+            return ids.get(value, value)
+        if isinstance(value, dict):
+            return {k: substitute(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [substitute(v) for v in value]
+        return value
+
+    tasks = [t.model_copy(update={"body": substitute(t.body)}) for t in scenario.tasks]
+    return scenario.model_copy(update={"tasks": tasks})
 
 
 async def _drive(

@@ -107,6 +107,15 @@ class TaskSpec(Spec):
         return self
 
 
+class PackageSpec(Spec):
+    """An OTA package uploaded before the tasks; tasks name it as ``${package:NAME}``."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_\-.]+$")
+    version: str = Field(min_length=1)
+    package_type: Literal["firmwarePackage", "softwarePackage"] = "firmwarePackage"
+    size_kb: int = Field(default=64, ge=1, le=1024 * 1024)
+
+
 class Scenario(Spec):
     """A whole simulation."""
 
@@ -117,6 +126,7 @@ class Scenario(Spec):
     minute_s: float = Field(default=60.0, gt=0, le=60)  # the APIs' minutes, in seconds
     command_timeout_s: float = Field(default=20.0, gt=0, le=86400)
     fleet: FleetSpec = FleetSpec()
+    packages: list[PackageSpec] = []
     tasks: list[TaskSpec] = []
 
 
