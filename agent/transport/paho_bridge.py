@@ -299,13 +299,18 @@ class MqttConnection:
         sock = cast(socket.socket | None, client.socket())
         if sock is None:
             raise TransportError("connection closed during connect")
-        # Without TCP_NODELAY every small request/response waits on Nagle + delayed ACK (~40 ms).
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._watch(client, sock)
+        try:
+            # Without TCP_NODELAY every small request/response waits on Nagle + delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._watch(client, sock)
+        except (OSError, ValueError) as exc:  # the peer closed it already (a flapping network)
+            raise TransportError(f"connection closed during connect: {exc}") from exc
 
     def _watch(self, client: mqtt.Client, sock: Any) -> None:
         loop = asyncio.get_running_loop()
         fd = sock.fileno()
+        if fd < 0:
+            raise TransportError("connection closed during connect")
 
         def readable() -> None:
             try:
@@ -320,17 +325,27 @@ class MqttConnection:
         def writable() -> None:
             client.loop_write()
 
+        watching = True
+
         def unwatch(*_: object) -> None:
-            loop.remove_reader(fd)
-            loop.remove_writer(fd)
+            # Once only: paho calls this when it closes the socket, and teardown calls it again
+            # later, when the descriptor number may already belong to another socket of this
+            # loop (an in-process broker, proxy or HTTP server).
+            nonlocal watching
+            if watching:
+                watching = False
+                loop.remove_reader(fd)
+                loop.remove_writer(fd)
 
         self._unwatch = unwatch
 
         def want_write(*_: object) -> None:
-            loop.add_writer(fd, writable)
+            if watching:
+                loop.add_writer(fd, writable)
 
         def written(*_: object) -> None:
-            loop.remove_writer(fd)
+            if watching:
+                loop.remove_writer(fd)
 
         loop.add_reader(fd, readable)
         client.on_socket_register_write = want_write
