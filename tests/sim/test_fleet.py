@@ -206,3 +206,5 @@ command_name = "PING"
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(5)
+            if process.stdout is not None:
+                process.stdout.close()
