@@ -61,7 +61,7 @@ def _scenario(args: argparse.Namespace) -> Any:
     return scenario
 
 
-def simulate_command(args: argparse.Namespace) -> int:
+def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per exit path
     """Run a scenario (or one shard of a fleet) and print the report."""
     from agent.logging import configure_logging
     from agent.sim.fleet.layout import parse_shard

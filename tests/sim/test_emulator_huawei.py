@@ -230,7 +230,7 @@ async def test_stopping_a_scheduled_task_ends_in_stopped(tmp_path: Path) -> None
 
 
 async def test_types_without_a_device_side_fail_saying_so(tmp_path: Path) -> None:
-    """updateDeviceShadows is accepted and validated; its subtasks fail as not in this build."""
+    """UpdateDeviceShadows is accepted and validated; its subtasks fail as not in this build."""
     async with emulator(tmp_path) as emu:
         await call(emu, "POST", "/sim/v1/fleet", json={"devices": [{"device_id": "dev-1"}]})
         shadow = {"shadow": [{"service_id": "WaterMeter", "desired": {"temperature": "60"}}]}
@@ -246,7 +246,7 @@ async def test_types_without_a_device_side_fail_saying_so(tmp_path: Path) -> Non
 
 @pytest.mark.broker
 async def test_messages_succeed_once_the_broker_has_them(tmp_path: Path, broker: Mosquitto) -> None:
-    """createMessages is fire and forget: each subtask succeeds on the broker's acknowledgement."""
+    """CreateMessages is fire and forget: each subtask succeeds on the broker's acknowledgement."""
     async with (
         emulator(tmp_path, broker_url=broker.url) as emu,
         fleet(emu, broker.port, tmp_path, count=3, handlers=[]) as (_, group),
@@ -264,7 +264,7 @@ async def test_messages_succeed_once_the_broker_has_them(tmp_path: Path, broker:
 
 
 async def test_device_tasks_create_freeze_and_delete_in_the_registry(tmp_path: Path) -> None:
-    """createDevices from an uploaded file, then freezeDevices and deleteDevices on them."""
+    """CreateDevices from an uploaded file, then freezeDevices and deleteDevices on them."""
     async with emulator(tmp_path) as emu:
         await call(emu, "POST", "/sim/v1/fleet", json={"devices": [{"device_id": "gw-1"}]})
         out = io.StringIO()

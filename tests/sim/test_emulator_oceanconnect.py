@@ -1,4 +1,4 @@
-"""OceanConnect createBatchTask (seed 004) on the emulator: validation, limits, tokens, callbacks."""
+"""OceanConnect createBatchTask (seed 004) validation, limits, tokens, callbacks."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agent.model import Publish
 from agent.sim.emulator.dispatch_huawei import HuaweiCommands, HuaweiReader
 from agent.sim.emulator.dispatchers import DispatcherTable, build_table
-from agent.model import Publish
 from agent.sim.emulator.records import OCEANCONNECT, Device, Subtask, Task
 from agent.sim.emulator.service import Emulator
 from agent.sim.fleet.spec import HandlerSpec
@@ -67,7 +67,10 @@ BAD = [
     ("param type unknown", {"param": _param(type="Everyone")}),
     ("DeviceList without deviceList", {"param": _param(deviceList=None)}),
     ("DeviceList with unknown device", {"param": _param(deviceList=["nope"])}),
-    ("DeviceType without model", {"param": _param(type="DeviceType", deviceType="Meter", manufacturerId="acme")}),
+    (
+        "DeviceType without model",
+        {"param": _param(type="DeviceType", deviceType="Meter", manufacturerId="acme")},
+    ),
     ("DeviceArea without location", {"param": _param(type="DeviceArea")}),
     ("GroupList with unknown group", {"param": _param(type="GroupList", groupList=["south"])}),
     ("command missing", {"param": _param(command=None)}),
@@ -180,7 +183,7 @@ def _stand_in_table() -> DispatcherTable:
 async def test_max_retransmit_retries_and_results_reach_the_callback(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    """maxRetransmit 1: a command failing once is retransmitted and succeeds; results are POSTed."""
+    """MaxRetransmit 1: a command failing once is retransmitted and succeeds; results are POSTed."""
     received: list[dict[str, Any]] = []
     app = web.Application()
 
@@ -198,13 +201,20 @@ async def test_max_retransmit_retries_and_results_reach_the_callback(
     try:
         async with (
             emulator(
-                tmp_path, broker_url=broker.url, table=_stand_in_table(), oceanconnect_retransmit_s=0.3
+                tmp_path,
+                broker_url=broker.url,
+                table=_stand_in_table(),
+                oceanconnect_retransmit_s=0.3,
             ) as emu,
             fleet(emu, broker.port, tmp_path, count=2, handlers=[flaky]) as (_, group),
         ):
             devices = emu.registry.groups[group].device_ids
-            param = _param(deviceList=devices, maxRetransmit=1, callbackUrl=f"http://127.0.0.1:{port}/cb")
-            status, created = await call(emu, "POST", TASKS, json=_body(param=param), headers=HEADERS)
+            param = _param(
+                deviceList=devices, maxRetransmit=1, callbackUrl=f"http://127.0.0.1:{port}/cb"
+            )
+            status, created = await call(
+                emu, "POST", TASKS, json=_body(param=param), headers=HEADERS
+            )
             assert status == 200, created
             task = emu.engine.tasks[created["taskID"]]
             await wait_for(lambda: asyncio.sleep(0, task.finished_at is not None), 20, "the task")

@@ -1,4 +1,4 @@
-"""Tencent IoT Hub CreateTask (seeds 000 and 001) and WeData CreateTask (seed 003) on the emulator."""
+"""Tencent IoT Hub CreateTask (seeds 000, 001) and WeData CreateTask (seed 003) on the emulator."""
 
 from __future__ import annotations
 
@@ -29,7 +29,12 @@ async def _api3(
 
 async def _fleet(emu: Emulator, names: list[str]) -> None:
     devices = [
-        {"device_id": f"{PRODUCT}{n}", "platform": "tencent-iothub", "product_id": PRODUCT, "name": n}
+        {
+            "device_id": f"{PRODUCT}{n}",
+            "platform": "tencent-iothub",
+            "product_id": PRODUCT,
+            "name": n,
+        }
         for n in names
     ]
     products = [{"product_id": PRODUCT, "platform": "tencent-iothub"}]
@@ -93,11 +98,22 @@ BAD_V3 = [
     ("max execution negative", {"MaxExecutionTimeInSeconds": -5}, "InvalidParameterValue"),
     ("Tasks missing", {"Tasks": None}, "MissingParameter"),
     ("shadow task missing", {"Tasks": {"PublishMessageTask": {}}}, "MissingParameter"),
-    ("Desired not JSON", {"Tasks": {"UpdateShadowTask": {"Desired": "{open"}}}, "InvalidParameterValue"),
-    ("Desired not an object", {"Tasks": {"UpdateShadowTask": {"Desired": "[1]"}}}, "InvalidParameterValue"),
+    (
+        "Desired not JSON",
+        {"Tasks": {"UpdateShadowTask": {"Desired": "{open"}}},
+        "InvalidParameterValue",
+    ),
+    (
+        "Desired not an object",
+        {"Tasks": {"UpdateShadowTask": {"Desired": "[1]"}}},
+        "InvalidParameterValue",
+    ),
     (
         "publish topic with wildcard",
-        {"TaskType": "PublishMessage", "Tasks": {"PublishMessageTask": {"Topic": "a/#", "Payload": "x"}}},
+        {
+            "TaskType": "PublishMessage",
+            "Tasks": {"PublishMessageTask": {"Topic": "a/#", "Payload": "x"}},
+        },
         "InvalidParameterValue",
     ),
     ("unknown product", {"ProductId": "NOPE000000"}, "ResourceNotFound.ProductNotExist"),
@@ -226,7 +242,9 @@ async def test_legacy_create_task_answers_code_zero_and_task_id(tmp_path: Path) 
         assert answer["taskId"] in emu.engine.tasks
 
 
-@pytest.mark.parametrize(("case", "overrides", "module"), LEGACY_BAD, ids=[c for c, _, _ in LEGACY_BAD])
+@pytest.mark.parametrize(
+    ("case", "overrides", "module"), LEGACY_BAD, ids=[c for c, _, _ in LEGACY_BAD]
+)
 async def test_bad_legacy_requests_get_module_error_codes(
     tmp_path: Path, case: str, overrides: dict[str, Any], module: int
 ) -> None:
@@ -245,8 +263,12 @@ async def test_legacy_limit_is_module_code_10005(tmp_path: Path) -> None:
         await _fleet(emu, ["frontdoor"])
         later = str(int(time.time()) + 3600)
         for _ in range(5):
-            assert (await call(emu, "POST", "/v2/index.php", data=_form(scheduleTimeInSeconds=later)))[1]["code"] == 0
-        _, answer = await call(emu, "POST", "/v2/index.php", data=_form(scheduleTimeInSeconds=later))
+            assert (
+                await call(emu, "POST", "/v2/index.php", data=_form(scheduleTimeInSeconds=later))
+            )[1]["code"] == 0
+        _, answer = await call(
+            emu, "POST", "/v2/index.php", data=_form(scheduleTimeInSeconds=later)
+        )
         assert answer["message"].startswith("(10005)")
 
 
@@ -297,15 +319,25 @@ WEDATA_BAD = [
 ]
 
 
-@pytest.mark.parametrize(("case", "overrides", "code"), WEDATA_BAD, ids=[c for c, _, _ in WEDATA_BAD])
+@pytest.mark.parametrize(
+    ("case", "overrides", "code"), WEDATA_BAD, ids=[c for c, _, _ in WEDATA_BAD]
+)
 async def test_bad_wedata_requests_are_refused(
     tmp_path: Path, case: str, overrides: dict[str, Any], code: str
 ) -> None:
     """Types with no device meaning get FailedOperation saying why; bad values their codes."""
     async with emulator(tmp_path) as emu:
         workflow = await _workflow(emu)
-        body = {"ProjectId": "1", "WorkflowId": workflow, "TaskName": "t", "TaskType": 35, **overrides}
-        answer = await _api3(emu, "CreateTask", {k: v for k, v in body.items() if v is not None}, version=WEDATA)
+        body = {
+            "ProjectId": "1",
+            "WorkflowId": workflow,
+            "TaskName": "t",
+            "TaskType": 35,
+            **overrides,
+        }
+        answer = await _api3(
+            emu, "CreateTask", {k: v for k, v in body.items() if v is not None}, version=WEDATA
+        )
         assert answer["Error"]["Code"] == code, answer
         if case == "data-platform type":
             assert "Offline Synchronization" in answer["Error"]["Message"]

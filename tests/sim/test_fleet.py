@@ -8,10 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-import aiohttp
 import pytest
 
 from agent.sim.fleet.simulate import RunOptions, run_scenario
@@ -105,9 +105,19 @@ document = { command_name = "PING" }
     assert refused["submit_error"].startswith("IOTDA.000006")
     assert report["throughput_subtasks_per_s"] > 0
     assert report["executions"]["repeated"] == []
-    written = json.loads(Path(report["files"]["json"]).read_text())
+    written = json.loads(await asyncio.to_thread(Path(report["files"]["json"]).read_text))
     assert written["tasks"][0]["task_progress"]["success"] == 25
-    assert Path(report["files"]["png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = await asyncio.to_thread(Path(report["files"]["png"]).read_bytes)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _http_json(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """GET (or POST ``body``) a loopback URL and decode its JSON answer."""
+    data = None if body is None else json.dumps(body).encode()
+    assert url.startswith("http://127.0.0.1:")
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return dict(json.loads(response.read()))
 
 
 def _read_event(stream: IO[str], event: str, deadline: float) -> dict[str, Any]:
@@ -127,7 +137,7 @@ def _read_event(stream: IO[str], event: str, deadline: float) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.broker
-async def test_two_shards_and_an_emulator_complete_one_task(
+def test_two_shards_and_an_emulator_complete_one_task(
     tmp_path: Path, own_broker: Mosquitto
 ) -> None:
     """Two shard processes run half a fleet each; one task over the whole fleet succeeds."""
@@ -158,13 +168,24 @@ command_name = "PING"
         for index in range(2):
             shards.append(
                 subprocess.Popen(
-                    [*python, "simulate", "--scenario", str(scenario), "--emulator", url,
-                     "--broker", own_broker.url, "--shard", f"{index}/2",
-                     "--workdir", str(tmp_path / f"shard-{index}")],
+                    [
+                        *python,
+                        "simulate",
+                        "--scenario",
+                        str(scenario),
+                        "--emulator",
+                        url,
+                        "--broker",
+                        own_broker.url,
+                        "--shard",
+                        f"{index}/2",
+                        "--workdir",
+                        str(tmp_path / f"shard-{index}"),
+                    ],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
                     **env_cwd,  # type: ignore[call-overload]
-                )  # fmt: skip
+                )
             )
         for process in shards:
             assert process.stdout is not None
@@ -176,17 +197,15 @@ command_name = "PING"
             "targets_filter": {"group_ids": ["shard"]},
             "document": {"command_name": "PING"},
         }
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{url}/v5/iot/p/batchtasks", json=body) as response:
-                created = await response.json()
-                assert response.status == 201, created
-            assert created["task_progress"]["total"] == 40
-            deadline = time.monotonic() + 60
-            status = created["status"]
-            while status not in ENDED and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-                async with session.get(f"{url}/v5/iot/p/batchtasks/{created['task_id']}") as r:
-                    status = (await r.json())["batchtask"]["status"]
+        created = _http_json(f"{url}/v5/iot/p/batchtasks", body)
+        assert created["task_progress"]["total"] == 40
+        deadline = time.monotonic() + 60
+        status = created["status"]
+        while status not in ENDED and time.monotonic() < deadline:
+            time.sleep(0.1)
+            status = _http_json(f"{url}/v5/iot/p/batchtasks/{created['task_id']}")["batchtask"][
+                "status"
+            ]
         assert status == "Success"
         executed = 0
         for process in shards:

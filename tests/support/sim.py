@@ -58,8 +58,10 @@ async def fleet(
     children: int = 0,
     gateways: int = 0,
 ) -> AsyncIterator[tuple[FleetRunner, str]]:
-    """``count`` agents (plus gateways with children) registered with ``emu``; yields the
-    runner and the group name of the devices (a unique prefix per call)."""
+    """``count`` agents (plus gateways with children) registered with ``emu``.
+
+    Yields the runner and the group name of the devices (a unique prefix per call).
+    """
     prefix = f"d{secrets.token_hex(3)}"
     cohorts = [CohortSpec(name=prefix, count=count)]
     if gateways:

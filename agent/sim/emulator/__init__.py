@@ -1,1 +1,1 @@
-"""A local stand-in for the clouds' batch-task services (the seeds' APIs), driving devices over MQTT."""
+"""A local stand-in for the clouds' batch-task services (the seeds' APIs), driving MQTT devices."""

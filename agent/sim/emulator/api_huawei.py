@@ -1,4 +1,4 @@
-"""Huawei IoTDA batch tasks (seed 002): ``/v5/iot/{project_id}/batchtasks`` create, list, show, stop.
+"""Huawei IoTDA batch tasks (seed 002): ``/v5/iot/{project_id}/batchtasks`` create, list, show.
 
 Errors use IoTDA's shape ``{"error_code", "error_msg"}``: ``IOTDA.000006`` (400) for invalid
 input, ``IOTDA.000002`` (401) for a missing or wrong ``X-Auth-Token`` when one is configured,
@@ -216,40 +216,57 @@ def _targets(
     )
     flt: dict[str, Any] | None = v.get(body, "targets_filter", dict)
     source = v.text(body, "document_source", max_len=64)
-    registry = emulator.registry
     if task_type in ("createDevices", "updateDevices"):
         if targets is not None or flt is not None:
             raise RequestInvalid("targets", "value", f"{task_type} takes document_source only")
-    elif targets is not None or flt is not None:
-        if targets is None:
-            assert flt is not None  # noqa: S101 - one of them is set
-            unknown_keys = sorted(set(flt) - {"group_ids"})
-            if unknown_keys:
-                raise RequestInvalid("targets_filter", "value", f"unsupported keys {unknown_keys}")
-            groups = _in("targets_filter", v.string_list, flt, "group_ids", required=True,
-                         max_items=100, max_len=64)  # fmt: skip
-            missing = [g for g in groups if g not in registry.groups]
-            if missing:
-                raise RequestInvalid(
-                    "targets_filter.group_ids", "value", f"no groups {missing[:5]}"
-                )
-            targets = list(dict.fromkeys(d for g in groups for d in registry.groups[g].device_ids))
-        unknown = [t for t in targets if t not in registry.devices]
-        if unknown:
-            raise RequestInvalid(
-                "targets", "value", f"{len(unknown)} devices do not exist, e.g. {unknown[:5]}"
-            )
-        if len(targets) > limit:
-            raise RequestInvalid(
-                "targets", "value", f"resolves to {len(targets)} devices; at most {limit}"
-            )
-        if len(set(targets)) != len(targets):
-            raise RequestInvalid("targets", "value", "lists a device more than once")
-        return targets, []
+    elif targets is not None:
+        return _checked(targets, emulator), []
+    elif flt is not None:
+        return _checked(_group_targets(flt, emulator), emulator), []
     if source is None or task_type not in FROM_FILE:
         raise RequestInvalid(
             "targets", "missing", "give targets, targets_filter or document_source"
         )
+    return _file_targets(task_type, source, emulator)
+
+
+def _group_targets(flt: dict[str, Any], emulator: Emulator) -> list[str]:
+    """The devices of the groups named in ``targets_filter``."""
+    unknown_keys = sorted(set(flt) - {"group_ids"})
+    if unknown_keys:
+        raise RequestInvalid("targets_filter", "value", f"unsupported keys {unknown_keys}")
+    groups = _in(
+        "targets_filter", v.string_list, flt, "group_ids", required=True, max_items=100, max_len=64
+    )
+    registry = emulator.registry
+    missing = [g for g in groups if g not in registry.groups]
+    if missing:
+        raise RequestInvalid("targets_filter.group_ids", "value", f"no groups {missing[:5]}")
+    return list(dict.fromkeys(d for g in groups for d in registry.groups[g].device_ids))
+
+
+def _checked(targets: list[str], emulator: Emulator) -> list[str]:
+    """Targets that exist, fit the limit and are listed once."""
+    limit = emulator.settings.max_targets
+    unknown = [t for t in targets if t not in emulator.registry.devices]
+    if unknown:
+        raise RequestInvalid(
+            "targets", "value", f"{len(unknown)} devices do not exist, e.g. {unknown[:5]}"
+        )
+    if len(targets) > limit:
+        raise RequestInvalid(
+            "targets", "value", f"resolves to {len(targets)} devices; at most {limit}"
+        )
+    if len(set(targets)) != len(targets):
+        raise RequestInvalid("targets", "value", "lists a device more than once")
+    return targets
+
+
+def _file_targets(
+    task_type: str, source: str, emulator: Emulator
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Targets (and rows) from an uploaded batch-task file."""
+    registry = emulator.registry
     rows = registry.files.get(source)
     if rows is None:
         raise RequestInvalid("document_source", "value", f"no uploaded file {source!r}")
@@ -263,8 +280,8 @@ def _targets(
         unknown = [i for i in ids if i not in registry.devices]
         if unknown:
             raise RequestInvalid("document_source", "value", f"unknown devices {unknown[:5]}")
-    if len(rows) > limit:
-        raise RequestInvalid("document_source", "value", f"has {len(rows)} rows; at most {limit}")
+    if len(rows) > emulator.settings.max_targets:
+        raise RequestInvalid("document_source", "value", f"has {len(rows)} rows; too many")
     return ids, rows
 
 
@@ -277,7 +294,6 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     name = v.text(body, "task_name", required=True, min_len=1, max_len=128, pattern=NAME,
                   what="letters, digits and _")  # fmt: skip
     task_type = v.one_of(body, "task_type", TASK_TYPES, required=True)
-    assert name is not None and task_type is not None  # noqa: S101 - required
     mode = v.one_of(body, "task_mode", ("GATEWAY",), required=False)
     ext = v.get(body, "task_ext_info", dict)
     if (mode is not None or ext is not None) and task_type not in UPGRADES:
@@ -348,7 +364,7 @@ def _task(emulator: Emulator, request: web.Request) -> r.Task:
 
 def _paging(request: web.Request, *, max_limit: int = 50) -> tuple[int, int]:
     query = dict(request.query)
-    parsed = {k: query[k] for k in ("limit", "offset") if k in query}
+    parsed: dict[str, Any] = {k: query[k] for k in ("limit", "offset") if k in query}
     limit = v.integer(parsed, "limit", lo=1, hi=max_limit, numeric_string=True) or 10
     offset = v.integer(parsed, "offset", lo=0, hi=10**9, numeric_string=True) or 0
     return limit, offset

@@ -132,7 +132,6 @@ async def add_group(request: web.Request) -> web.StreamResponse:
     emulator = emulator_of(request)
     body = await json_body(request)
     name = v.text(body, "name", required=True, min_len=1, max_len=64)
-    assert name is not None  # noqa: S101 - required
     group = Group(group_id=secrets.token_hex(12), name=name, platform=r.HUAWEI_IOTDA)
     await emulator.registry.put_group(group)
     return web.json_response({"group_id": group.group_id, "name": group.name}, status=201)
@@ -167,7 +166,7 @@ async def list_groups(request: web.Request) -> web.StreamResponse:
 
 
 async def upload_file(request: web.Request) -> web.StreamResponse:
-    """POST /v5/iot/{project_id}/batchtask-files: a CSV with a header row (device_id, node_id, ...)."""
+    """POST /v5/iot/{project_id}/batchtask-files: a CSV file with a header row."""
     emulator = emulator_of(request)
     raw = await request.read()
     try:
@@ -193,7 +192,6 @@ async def upload_package(request: web.Request) -> web.StreamResponse:
     data = await request.read()
     if not data:
         raise RequestInvalid("file", "missing", "the request body holds no package")
-    assert version is not None and kind is not None  # noqa: S101 - required
     package = await emulator.registry.add_package(
         data, name=name, version=version, package_type=kind
     )

@@ -26,8 +26,15 @@ def _device(item: Any, index: int) -> r.Device:
     if not isinstance(item, dict):
         raise RequestInvalid(where, "type", "must be an object")
     try:
-        device_id = v.text(item, "device_id", required=True, min_len=1, max_len=128,
-                           pattern=r"[A-Za-z0-9_\-.:@]+", what="letters, digits and _-.:@")  # fmt: skip
+        device_id = v.text(
+            item,
+            "device_id",
+            required=True,
+            min_len=1,
+            max_len=128,
+            pattern=r"[A-Za-z0-9_\-.:@]+",
+            what="letters, digits and _-.:@",
+        )
         platform = v.one_of(item, "platform", PLATFORMS, required=False) or r.HUAWEI_IOTDA
         attrs = v.get(item, "attrs", dict) or {}
         return r.Device(

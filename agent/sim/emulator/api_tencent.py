@@ -1,4 +1,4 @@
-"""Tencent IoT Hub batch tasks (seeds 000 and 001): ``CreateTask`` in the API 3.0 and the older form.
+"""Tencent IoT Hub batch tasks (seeds 000, 001): ``CreateTask`` in the API 3.0 and the older form.
 
 API 3.0: ``POST /`` with a JSON body, ``X-TC-Action`` and ``X-TC-Version: 2018-06-14``; answers
 ``{"Response": {..., "RequestId"}}``, errors ``{"Response": {"Error": {"Code", "Message"}}}``
@@ -166,7 +166,6 @@ async def _create_v3(emulator: Emulator, account: str, body: dict[str, Any]) -> 
     schedule = v.integer(body, "ScheduleTimeInSeconds", required=True, lo=0, hi=2**40)
     tasks = v.get(body, "Tasks", dict, required=True)
     max_execution = v.integer(body, "MaxExecutionTimeInSeconds", lo=0, hi=DAY_S)
-    assert task_type and product_id and name_filter is not None and schedule is not None  # noqa: S101
     task, targets = build_task(
         emulator,
         account,
@@ -226,7 +225,6 @@ async def _create_device(emulator: Emulator, account: str, body: dict[str, Any])
     product_id = v.text(body, "ProductId", required=True, min_len=1)
     name = v.text(body, "DeviceName", required=True, min_len=1, max_len=48,
                   pattern=r"[A-Za-z0-9_\-:.@]+", what="letters, digits and _-:.@")  # fmt: skip
-    assert product_id and name  # noqa: S101 - required
     if product_id not in emulator.registry.products:
         raise ApiRejected(200, NO_PRODUCT, f"product {product_id} does not exist")
     if emulator.registry.by_name(product_id, name) is not None:
@@ -250,7 +248,7 @@ ACTIONS: dict[str, Callable[[Emulator, str, dict[str, Any]], Any]] = {
 }
 
 
-async def api3(request: web.Request) -> web.StreamResponse:
+async def api3(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one per error
     """POST / (API 3.0): routed by ``X-TC-Version`` and ``X-TC-Action``."""
     from agent.sim.emulator import api_wedata
 
@@ -306,7 +304,7 @@ _LEGACY_MESSAGES = {
     10002: "参数非法",
     10004: "产品不存在",
     10005: "等待和处理中的任务数过多",
-    10100: "内部服务器错误，请联系技术人员",
+    10100: "内部服务器错误，请联系技术人员",  # noqa: RUF001 - the seed's text
     10101: "请求参数非法",
 }
 
@@ -318,7 +316,7 @@ def legacy_error(module_code: int, detail: str) -> web.Response:
     return web.json_response({"code": code, "message": message, "codeDesc": desc})
 
 
-async def legacy(request: web.Request) -> web.StreamResponse:
+async def legacy(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one per error
     """POST /v2/index.php with ``Action=CreateTask`` (or ``DescribeTask``) form fields."""
     emulator = emulator_of(request)
     try:
@@ -366,7 +364,6 @@ async def _legacy_create(emulator: Emulator, form: dict[str, str]) -> web.Respon
         "UpdateShadowTask": _pascal(tasks.get("updateShadowTask")),
         "PublishMessageTask": _pascal(tasks.get("publishMessageTask")),
     }
-    assert task_type and product_id and name_filter is not None and schedule is not None  # noqa: S101
     task, targets = build_task(
         emulator,
         "default",

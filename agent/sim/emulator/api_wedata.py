@@ -62,7 +62,6 @@ async def create_task(emulator: Emulator, account: str, body: dict[str, Any]) ->
     ext = _task_ext(body)
     if kind not in TASK_TYPES:
         raise RequestInvalid("TaskType", "value", f"{kind} is not a WeData task type")
-    assert project and workflow_id and name and kind is not None  # noqa: S101 - required
     if kind not in ON_DEVICES:
         raise ApiRejected(
             200,

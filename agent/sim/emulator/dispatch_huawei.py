@@ -14,7 +14,7 @@ from typing import Any
 from agent.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
 from agent.profiles.huawei_iotda.platform import CommandAnswer, user_topic
-from agent.sim.emulator.dispatch import Answer, Verdict
+from agent.sim.emulator.dispatch import Answer, UplinkReader, Verdict
 from agent.sim.emulator.records import Device, Subtask, Task
 
 # IoTDA waits 20 s for a synchronous command's answer (API reference, "Deliver a Command").
@@ -70,11 +70,11 @@ class HuaweiReader:
 class HuaweiCommands:
     """``createCommands``: one synchronous command per device, answered within the deadline."""
 
-    fire_and_forget = False
+    fire_and_forget: bool = False
 
     def __init__(self, reader: HuaweiReader, timeout_s: float = COMMAND_TIMEOUT_S) -> None:
-        self.reader = reader
-        self.timeout_s = timeout_s
+        self.reader: UplinkReader | None = reader
+        self.timeout_s: float = timeout_s
 
     def downlinks(
         self, task: Task, subtask: Subtask, device: Device, correlation: str
@@ -96,11 +96,11 @@ class HuaweiCommands:
 class HuaweiMessages:
     """``createMessages``: fire and forget; done once the broker holds the message."""
 
-    fire_and_forget = True
+    fire_and_forget: bool = True
 
     def __init__(self, reader: HuaweiReader, timeout_s: float = MESSAGE_TIMEOUT_S) -> None:
-        self.reader = reader
-        self.timeout_s = timeout_s
+        self.reader: UplinkReader | None = reader
+        self.timeout_s: float = timeout_s
 
     def downlinks(
         self, task: Task, subtask: Subtask, device: Device, correlation: str

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import heapq
 import itertools
 import time
@@ -291,7 +292,7 @@ class TaskEngine:
         for publish in publishes:
             future = self._publish(publish)
             if dispatcher.fire_and_forget:
-                future.add_done_callback(lambda f, c=correlation: self._delivered(c, f))
+                future.add_done_callback(functools.partial(self._delivered, correlation))
             else:
                 future.add_done_callback(_quiet)
 

@@ -108,13 +108,10 @@ class Task:
             if now < self.schedule_at and self.counts[WAITTING] == open_count:
                 return TASK_WAITTING
             return TASK_PROCESSING
-        if self.total == 0:
-            return TASK_FAIL
-        if self.counts[SUCCESS] == self.total:
+        succeeded = self.counts[SUCCESS]
+        if succeeded and succeeded == self.total:
             return TASK_SUCCESS
-        if self.counts[SUCCESS] == 0:
-            return TASK_FAIL
-        return TASK_PARTIAL
+        return TASK_PARTIAL if succeeded else TASK_FAIL
 
 
 @dataclass(slots=True)

@@ -86,9 +86,9 @@ class Emulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only through the server
-        assert server is not None  # noqa: S101 - started above
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        # aiohttp exposes the bound port (port 0 asks for any) only through its server object.
+        sockets = getattr(site._server, "sockets", None) or []
+        port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
         self.url = f"http://{self.settings.http_host}:{port}"
         self.log.info("emulator.started", url=self.url, broker=self.settings.broker_url)
 

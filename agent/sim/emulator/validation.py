@@ -8,7 +8,7 @@ code.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal, overload
 
 from agent.errors import RemoteProtocolError, RequestInvalid
 from agent.profiles.base import parse_json
@@ -57,6 +57,32 @@ def _names(kinds: tuple[type, ...]) -> str:
     )
 
 
+@overload
+def text(
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: Literal[True],
+    max_len: int | None = None,
+    min_len: int = 0,
+    pattern: str | None = None,
+    what: str = "",
+) -> str: ...
+
+
+@overload
+def text(
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: bool = False,
+    max_len: int | None = None,
+    min_len: int = 0,
+    pattern: str | None = None,
+    what: str = "",
+) -> str | None: ...
+
+
 def text(
     body: dict[str, Any],
     name: str,
@@ -79,6 +105,30 @@ def text(
     return value
 
 
+@overload
+def integer(
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: Literal[True],
+    lo: int | None = None,
+    hi: int | None = None,
+    numeric_string: bool = False,
+) -> int: ...
+
+
+@overload
+def integer(
+    body: dict[str, Any],
+    name: str,
+    *,
+    required: bool = False,
+    lo: int | None = None,
+    hi: int | None = None,
+    numeric_string: bool = False,
+) -> int | None: ...
+
+
 def integer(
     body: dict[str, Any],
     name: str,
@@ -99,6 +149,18 @@ def integer(
     if (lo is not None and number < lo) or (hi is not None and number > hi):
         raise RequestInvalid(name, "value", f"must be between {lo} and {hi} (is {number})")
     return number
+
+
+@overload
+def one_of(
+    body: dict[str, Any], name: str, allowed: tuple[str, ...], *, required: Literal[True]
+) -> str: ...
+
+
+@overload
+def one_of(
+    body: dict[str, Any], name: str, allowed: tuple[str, ...], *, required: bool
+) -> str | None: ...
 
 
 def one_of(

@@ -100,13 +100,17 @@ class TaskClient:
     async def _tencent(self, task: TaskSpec) -> Submitted:
         answer = await self.api3("CreateTask", "2018-06-14", "iotcloud", task.body)
         if "Error" in answer:
-            return Submitted(None, f"{answer['Error']['Code']}: {answer['Error']['Message']}", answer)
+            return Submitted(
+                None, f"{answer['Error']['Code']}: {answer['Error']['Message']}", answer
+            )
         return Submitted(answer["TaskId"], None, answer)
 
     async def _wedata(self, task: TaskSpec) -> Submitted:
         answer = await self.api3("CreateTask", "2021-08-20", "wedata", task.body)
         if "Error" in answer:
-            return Submitted(None, f"{answer['Error']['Code']}: {answer['Error']['Message']}", answer)
+            return Submitted(
+                None, f"{answer['Error']['Code']}: {answer['Error']['Message']}", answer
+            )
         return Submitted(answer["Data"]["Id"], None, answer)
 
     async def _tencent_v2(self, task: TaskSpec) -> Submitted:

@@ -44,7 +44,9 @@ def build_layout(spec: FleetSpec) -> list[Slot]:
         attrs = tuple(sorted(cohort.attrs.items()))
         for index in range(cohort.count):
             device_id = f"{cohort.name}-{index:05d}"
-            device = SimDevice(device_id, cohort.profile, cohort.product_id, cohort.group_name, None, attrs)
+            device = SimDevice(
+                device_id, cohort.profile, cohort.product_id, cohort.group_name, None, attrs
+            )
             children = tuple(
                 SimDevice(
                     f"{device_id}-c{child:03d}",
@@ -102,7 +104,9 @@ def registration(slots: list[Slot], spec: FleetSpec) -> dict[str, Any]:
     return {
         "products": [{"product_id": p, "platform": profile} for p, profile in products.items()],
         "devices": devices,
-        "groups": [{"group_id": name, "name": name, "device_ids": ids} for name, ids in groups.items()],
+        "groups": [
+            {"group_id": name, "name": name, "device_ids": ids} for name, ids in groups.items()
+        ],
         "workflows": [w.model_dump() for w in spec.workflows],
     }
 

@@ -35,10 +35,13 @@ class LiveBars:
     def update(self, name: str, *, status: str, progress: dict[str, int]) -> None:
         """Show a task's current state."""
         ended = sum(progress[k] for k in ("success", "fail", "stopped", "removed"))
-        fields = {"status": status, "ok": progress["success"], "fail": progress["fail"]}
+        fields: dict[str, Any] = {
+            "status": status,
+            "ok": progress["success"],
+            "fail": progress["fail"],
+        }
         bar = self._bars.get(name)
         if bar is None:
-            bar = self._bars[name] = self._progress.add_task(
-                name, total=progress["total"] or 1, **fields
-            )
-        self._progress.update(bar, completed=ended, total=progress["total"] or 1, **fields)
+            bar = self._bars[name] = self._progress.add_task(name, total=1, **fields)
+        self._progress.update(bar, completed=ended, total=progress["total"] or 1)
+        self._progress.update(bar, **fields)

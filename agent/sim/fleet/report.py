@@ -102,11 +102,15 @@ def build_report(
         "tasks": tasks,
         "latency_s": percentiles(all_latencies),
         "throughput_subtasks_per_s": round(finished / window, 1) if finished else 0.0,
-        "progress": [{"t": t, "tasks": {k: list(v) for k, v in p.items()}} for t, p in samples.points],
+        "progress": [
+            {"t": t, "tasks": {k: list(v) for k, v in p.items()}} for t, p in samples.points
+        ],
     }
 
 
-def write_report(report: dict[str, Any], outdir: Path, records: list[TaskRecord]) -> tuple[Path, Path]:
+def write_report(
+    report: dict[str, Any], outdir: Path, records: list[TaskRecord]
+) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.png``; returns their paths."""
     outdir.mkdir(parents=True, exist_ok=True)
     json_path = outdir / "report.json"
@@ -136,7 +140,9 @@ def plot(report: dict[str, Any], records: list[TaskRecord], path: Path) -> None:
             ok.append(100 * values[1] / values[2])
         if xs:
             (line,) = progress_ax.plot(xs, done, label=f"{name} (ended)")
-            progress_ax.plot(xs, ok, linestyle="--", color=line.get_color(), label=f"{name} (success)")
+            progress_ax.plot(
+                xs, ok, linestyle="--", color=line.get_color(), label=f"{name} (success)"
+            )
     progress_ax.set_xlabel("seconds since the fleet was connected")
     progress_ax.set_ylabel("% of subtasks")
     progress_ax.set_ylim(0, 105)
@@ -161,7 +167,8 @@ def render_text(report: dict[str, Any]) -> str:
     lines = [f"scenario {report['scenario']}: {report['duration_s']} s"]
     fleet = report["fleet"]
     lines.append(
-        f"fleet: {fleet.get('agents')} agents ({fleet.get('devices')} devices) on {fleet.get('broker')}"
+        f"fleet: {fleet.get('agents')} agents ({fleet.get('devices')} devices)"
+        f" on {fleet.get('broker')}"
     )
     for task in report["tasks"]:
         if task["skipped"]:
@@ -176,7 +183,9 @@ def render_text(report: dict[str, Any]) -> str:
         latency = task["latency_s"]
         p50 = f"{latency['p50'] * 1000:.0f}" if latency["p50"] is not None else "-"
         p99 = f"{latency['p99'] * 1000:.0f}" if latency["p99"] is not None else "-"
-        lines.append(f"  {task['name']:<24} {task['status']:<15} {counts}  p50 {p50} ms  p99 {p99} ms")
+        lines.append(
+            f"  {task['name']:<24} {task['status']:<15} {counts}  p50 {p50} ms  p99 {p99} ms"
+        )
         for code, count in sorted(task["errors"].items()):
             lines.append(f"  {'':<24}   {count} x {code}")
     lines.append(f"throughput: {report['throughput_subtasks_per_s']} subtasks/s")

@@ -105,7 +105,14 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
         client = TaskClient(emulator.url)
         scenario = await _upload_packages(scenario, emulator)
         records, samples, faults, duration = await _drive(
-            scenario, emulator, client, runner, broker, proxy, options, log
+            scenario=scenario,
+            emulator=emulator,
+            client=client,
+            runner=runner,
+            broker=broker,
+            proxy=proxy,
+            options=options,
+            log=log,
         )
         fleet = {
             "agents": len(runner.slots),
@@ -167,6 +174,7 @@ async def _upload_packages(scenario: Scenario, emulator: Emulator) -> Scenario:
 
 
 async def _drive(
+    *,
     scenario: Scenario,
     emulator: Emulator,
     client: TaskClient,

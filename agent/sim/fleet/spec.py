@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agent.errors import ConfigError
 
-Api = Literal["huawei-iotda", "tencent-iothub", "tencent-iothub-v2", "oceanconnect", "tencent-wedata"]
+Api = Literal[
+    "huawei-iotda", "tencent-iothub", "tencent-iothub-v2", "oceanconnect", "tencent-wedata"
+]
 PROFILES_IN_BUILD = frozenset({"huawei-iotda"})
 
 

@@ -1,0 +1,200 @@
+"""Fleet bench: N real agents and the task service emulator in one process, one batch task.
+
+For each configuration it measures the time to connect the fleet, the memory per device (RSS
+growth while the agents start and connect, divided by N), and the time from creating a task
+that targets every device until it reaches 100 % Success. The floor is the same number of bare
+aiomqtt clients doing one QoS 1 request/reply each (../shared/tools/fleet_floor.py), run
+against the same broker first; ratios are against it.
+
+Usage: python -m bench.fleet [--devices 10000] [--embedded 1000] [--floor PATH]
+Prints one JSON object. Measured on a shared 2-core machine: read ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.logging import configure_logging
+from agent.sim.emulator.api_sim import register_fleet
+from agent.sim.emulator.service import Emulator
+from agent.sim.emulator.settings import EmulatorSettings
+from agent.sim.fleet.broker import BrokerHandle, EmbeddedHandle
+from agent.sim.fleet.layout import build_layout, registration
+from agent.sim.fleet.runner import FleetRunner
+from agent.sim.fleet.spec import CohortSpec, FleetSpec, HandlerSpec
+from agent.sim.mosquitto import Mosquitto
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_FLOOR = REPO.parent / "shared" / "tools" / "fleet_floor.py"
+# Mosquitto for a large fleet: no per-client queue limits, long keepalives allowed.
+MOSQUITTO_EXTRA = "max_keepalive 1200\nmemory_limit 0\n"
+
+
+def rss_kb() -> int:
+    """Resident set size of this process, in KiB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one; returns the new soft limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def run_fleet(broker: BrokerHandle, devices: int, workdir: Path) -> dict[str, Any]:
+    """One fleet, one createCommands task over every device."""
+    emulator = Emulator(
+        EmulatorSettings(
+            data_dir=workdir / "emulator",
+            broker_url=broker.url,
+            max_in_flight=5000,
+            command_timeout_s=120,
+        )
+    )
+    await emulator.start()
+    await emulator.wait_connected(30)
+    spec = FleetSpec(
+        cohorts=[CohortSpec(name="bench", count=devices)],
+        handlers=[HandlerSpec(command_name="PING")],
+        connect_concurrency=256,
+    )
+    slots = build_layout(spec)
+    await register_fleet(emulator, registration(slots, spec))
+    before = rss_kb()
+    runner = FleetRunner(spec, slots, host=broker.host, port=broker.port, workdir=workdir)
+    started = time.perf_counter()
+    await runner.start()
+    await runner.wait_connected(max(120.0, devices * 0.05))
+    connect_s = time.perf_counter() - started
+    await asyncio.sleep(1.0)  # let connect-time allocations settle
+    per_device_kb = (rss_kb() - before) / devices
+    result: dict[str, Any] = {
+        "devices": devices,
+        "broker": broker.kind,
+        "connect_s": round(connect_s, 1),
+        "kb_per_device": round(per_device_kb, 1),
+    }
+    for task_type, document in (
+        ("createCommands", {"command_name": "PING"}),
+        ("updateDeviceShadows", {"shadow": [{"service_id": "s", "desired": {"v": 1}}]}),
+    ):
+        if not emulator.table.available("huawei-iotda", task_type):
+            result[task_type] = "device side not available in this build"
+            continue
+        from agent.sim.emulator.records import Task
+
+        now = time.time()
+        task = Task(
+            task_id=emulator.new_id(),
+            api="huawei-iotda",
+            task_type=task_type,
+            name=f"bench_{task_type}",
+            account="bench",
+            created_at=now,
+            schedule_at=now,
+            request={"document": document},
+        )
+        ended = asyncio.Event()
+
+        def watch(seen: Task, _: object, task: Task = task, ended: asyncio.Event = ended) -> None:
+            if seen is task and seen.terminal == seen.total:
+                ended.set()
+
+        emulator.engine.observers.append(watch)
+        t0 = time.perf_counter()
+        await emulator.engine.create(task, [slot.device.device_id for slot in slots])
+        await ended.wait()
+        elapsed = time.perf_counter() - t0
+        result[task_type] = {
+            "seconds_to_end": round(elapsed, 2),
+            "status": task.status(time.time()),
+            "success": task.counts["success"],
+            "fail": task.counts["fail"],
+            "subtasks_per_s": round(devices / elapsed),
+            "repeated_executions": len(runner.executions.repeated()),
+        }
+    await runner.stop()
+    await emulator.close()
+    return result
+
+
+def run_floor(floor: Path, devices: int, port: int) -> dict[str, Any] | None:
+    """The floor: bare aiomqtt clients (needs aiomqtt; None when it or the script is missing)."""
+    if not floor.exists():
+        return None
+    try:
+        out = subprocess.run(
+            [sys.executable, str(floor), str(devices), str(port)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        return {"error": str(exc)[:200]}
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the configurations."""
+    configure_logging("error", "console", stream=sys.stderr)
+    results: dict[str, Any] = {"fd_limit": raise_fd_limit(), "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
+        workdir = Path(tmp)
+        if args.devices:
+            mosquitto = Mosquitto(workdir / "mosquitto", extra_config=MOSQUITTO_EXTRA)
+            mosquitto.start()
+            try:
+                floor = run_floor(args.floor, args.devices, mosquitto.port)
+                broker = BrokerHandle("127.0.0.1", mosquitto.port, kind="mosquitto")
+                fleet = await run_fleet(broker, args.devices, workdir / "mosquitto-run")
+            finally:
+                mosquitto.stop()
+            fleet["floor"] = floor
+            if floor and "kb_per_client" in floor:
+                fleet["memory_vs_floor"] = round(fleet["kb_per_device"] / floor["kb_per_client"], 2)
+                commands = fleet.get("createCommands")
+                if isinstance(commands, dict) and floor.get("fanout_reply_s"):
+                    fleet["time_vs_floor"] = round(
+                        commands["seconds_to_end"] / max(floor["fanout_reply_s"], 0.1), 2
+                    )
+            results["mosquitto"] = fleet
+        if args.embedded:
+            from agent.sim.mosquitto import free_port
+
+            embedded = EmbeddedHandle(free_port())
+            await embedded.start()
+            try:
+                results["embedded"] = await run_fleet(
+                    embedded, args.embedded, workdir / "embedded-run"
+                )
+            finally:
+                await embedded.close()
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--devices", type=int, default=10000, help="fleet size on Mosquitto (0: skip)"
+    )
+    parser.add_argument("--embedded", type=int, default=1000, help="fleet size on amqtt (0: skip)")
+    parser.add_argument("--floor", type=Path, default=DEFAULT_FLOOR)
+    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=1))
+    sys.stdout.flush()
+    os._exit(0)  # skip tearing down thousands of sockets one by one
