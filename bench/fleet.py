@@ -150,41 +150,55 @@ def run_floor(floor: Path, devices: int, port: int) -> dict[str, Any] | None:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the configurations."""
+async def one(kind: str, devices: int, floor: Path) -> dict[str, Any]:
+    """One configuration in this process: ``mosquitto`` (with the floor first) or ``embedded``."""
     configure_logging("error", "console", stream=sys.stderr)
-    results: dict[str, Any] = {"fd_limit": raise_fd_limit(), "cpus": os.cpu_count()}
+    raise_fd_limit()
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         workdir = Path(tmp)
-        if args.devices:
-            mosquitto = Mosquitto(workdir / "mosquitto", extra_config=MOSQUITTO_EXTRA)
-            mosquitto.start()
-            try:
-                floor = run_floor(args.floor, args.devices, mosquitto.port)
-                broker = BrokerHandle("127.0.0.1", mosquitto.port, kind="mosquitto")
-                fleet = await run_fleet(broker, args.devices, workdir / "mosquitto-run")
-            finally:
-                mosquitto.stop()
-            fleet["floor"] = floor
-            if floor and "kb_per_client" in floor:
-                fleet["memory_vs_floor"] = round(fleet["kb_per_device"] / floor["kb_per_client"], 2)
-                commands = fleet.get("createCommands")
-                if isinstance(commands, dict) and floor.get("fanout_reply_s"):
-                    fleet["time_vs_floor"] = round(
-                        commands["seconds_to_end"] / max(floor["fanout_reply_s"], 0.1), 2
-                    )
-            results["mosquitto"] = fleet
-        if args.embedded:
+        if kind == "embedded":
             from agent.sim.mosquitto import free_port
 
             embedded = EmbeddedHandle(free_port())
             await embedded.start()
             try:
-                results["embedded"] = await run_fleet(
-                    embedded, args.embedded, workdir / "embedded-run"
-                )
+                return await run_fleet(embedded, devices, workdir)
             finally:
                 await embedded.close()
+        mosquitto = Mosquitto(workdir / "mosquitto", extra_config=MOSQUITTO_EXTRA)
+        mosquitto.start()
+        try:
+            floor_result = run_floor(floor, devices, mosquitto.port)
+            broker = BrokerHandle("127.0.0.1", mosquitto.port, kind="mosquitto")
+            fleet = await run_fleet(broker, devices, workdir / "run")
+        finally:
+            mosquitto.stop()
+    fleet["floor"] = floor_result
+    if floor_result and "kb_per_client" in floor_result:
+        fleet["memory_vs_floor"] = round(fleet["kb_per_device"] / floor_result["kb_per_client"], 2)
+        commands = fleet.get("createCommands")
+        if isinstance(commands, dict) and floor_result.get("fanout_reply_s"):
+            fleet["time_vs_floor"] = round(
+                commands["seconds_to_end"] / max(floor_result["fanout_reply_s"], 0.1), 2
+            )
+    return fleet
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Each configuration in a process of its own, so memory figures do not mix."""
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "fd_limit": raise_fd_limit()}
+    for kind, devices in (("mosquitto", args.devices), ("embedded", args.embedded)):
+        if not devices:
+            continue
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.fleet", "--only", kind, "--devices", str(devices),
+             "--floor", str(args.floor)],
+            capture_output=True, text=True, timeout=1800, check=False, cwd=REPO,
+        )  # fmt: skip
+        try:
+            results[kind] = json.loads(out.stdout)
+        except ValueError:
+            results[kind] = {"error": out.stderr[-500:]}
     return results
 
 
@@ -195,6 +209,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--embedded", type=int, default=1000, help="fleet size on amqtt (0: skip)")
     parser.add_argument("--floor", type=Path, default=DEFAULT_FLOOR)
-    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=1))
+    parser.add_argument("--only", choices=["mosquitto", "embedded"], help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.only:
+        result = asyncio.run(one(arguments.only, arguments.devices, arguments.floor))
+    else:
+        result = main(arguments)
+    print(json.dumps(result, indent=1))
     sys.stdout.flush()
     os._exit(0)  # skip tearing down thousands of sockets one by one

@@ -263,12 +263,15 @@ class SqliteJournal:
 
     async def delivered(self, ids: list[int]) -> None:
         """Drop acknowledged publications."""
-        if ids:
-            await self._submit(
-                lambda conn: conn.executemany(
-                    "DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]
-                )
-            )
+        if not ids:
+            return
+
+        def op(conn: sqlite3.Connection) -> None:
+            # Return nothing: a cursor handed to the loop thread and finalized there races the
+            # writer thread's use of the connection (SQLITE_MISUSE under a fleet's load).
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+        await self._submit(op)
 
     async def get_value(self, agent_id: str, name: str) -> str | None:
         """Read a per-agent value."""
@@ -283,13 +286,15 @@ class SqliteJournal:
 
     async def set_value(self, agent_id: str, name: str, value: str) -> None:
         """Write a per-agent value."""
-        await self._submit(
-            lambda conn: conn.execute(
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO kv (agent_id, name, value) VALUES (?, ?, ?)"
                 " ON CONFLICT (agent_id, name) DO UPDATE SET value = excluded.value",
                 (agent_id, name, value),
             )
-        )
+
+        await self._submit(op)
 
     async def prune(self, finished_before: float) -> int:
         """Forget finished subtasks (and their stored replies) older than ``finished_before``."""

@@ -169,11 +169,11 @@ class EmulatorStore:
     async def delete_objects(self, kind: str, ids: Iterable[str]) -> None:
         """Remove registry objects."""
         rows = [(kind, ident) for ident in ids]
-        await self._run(
-            self._tx(
-                lambda conn: conn.executemany("DELETE FROM objects WHERE kind = ? AND id = ?", rows)
-            )
-        )
+
+        def statements(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM objects WHERE kind = ? AND id = ?", rows)
+
+        await self._run(self._tx(statements))
 
     async def load_objects(self, kind: str) -> dict[str, dict[str, Any]]:
         """All registry objects of one kind."""

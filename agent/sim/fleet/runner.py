@@ -124,8 +124,11 @@ class FleetRunner:
             self.journal = await SqliteJournal.open(
                 self.workdir / "fleet-journal.db", synchronous="normal"
             )
-        for slot in self.slots:
-            await self._start(slot.device.device_id)
+        # Starting reads and writes each agent's session anchor in the journal: start them in
+        # batches, so those round trips share commits instead of queueing one by one.
+        ids = [slot.device.device_id for slot in self.slots]
+        for chunk in range(0, len(ids), 500):
+            await asyncio.gather(*(self._start(i) for i in ids[chunk : chunk + 500]))
 
     def _config(self, device_id: str) -> AgentConfig:
         device = self._device_template.model_copy(update={"device_id": device_id})
