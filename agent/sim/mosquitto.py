@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -60,6 +61,10 @@ class Mosquitto:
                 [
                     f"listener {self.port} 127.0.0.1",
                     f"max_connections {max_connections}",
+                    # Run as whoever started it: started by root, Mosquitto would otherwise
+                    # switch to the "mosquitto" user and could not read its certificates or
+                    # write its persistence file in the caller's private directories.
+                    f"user {pwd.getpwuid(os.geteuid()).pw_name}",
                     "allow_anonymous true",
                     # Small request/response exchanges must not wait on Nagle's algorithm.
                     "set_tcp_nodelay true",
