@@ -16,6 +16,8 @@ from typing import Any
 from tests.support import toml
 
 REPO = Path(__file__).resolve().parents[2]
+# The device secret every test configuration uses (tests check it never reaches a log line).
+DEVICE_SECRET = "test-device-secret-0123456789"  # noqa: S105 - a test fixture
 
 
 def write_handler(directory: Path, name: str, body: str) -> Path:
@@ -54,7 +56,7 @@ def agent_config(
 ) -> Path:
     """Write a Huawei IoTDA agent configuration for a loopback broker; returns its path."""
     secret = workdir / "secret"
-    secret.write_text("test-device-secret-0123456789\n")
+    secret.write_text(DEVICE_SECRET + "\n")
     data: dict[str, Any] = {
         "device": {"profile": "huawei-iotda", "device_id": device_id, "secret_file": str(secret)},
         "mqtt": {
