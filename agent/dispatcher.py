@@ -75,7 +75,9 @@ class Dispatcher:
         """Take a publication from the transport (called on the loop, must not block)."""
         if self._accepting:
             self._inbox.put_nowait(message)
+            return
         # When stopping, the message is left unacknowledged: the broker keeps it for next time.
+        self._log.info("message.deferred", topic=message.topic, reason="stopping")
 
     async def run(self) -> None:
         """Journal received publications and acknowledge them in order, until cancelled."""
