@@ -91,7 +91,13 @@ class Dispatcher:
     async def _acknowledge(self) -> None:
         while True:
             message, admit = await self._acks.get()
-            if await admit:
+            try:
+                admitted = await admit
+            except Exception:
+                # Left unacknowledged: the broker redelivers it on the next connection.
+                self._log.exception("message.admit.crashed", topic=message.topic)
+                continue
+            if admitted:
                 self._ack(message)
 
     async def _admit(self, message: InboundMessage) -> bool:
