@@ -158,13 +158,14 @@ class MqttConnection:
                 delay = self._backoff.next_delay()
             except ConnectRefused as exc:
                 if exc.bad_credentials:
-                    delay = self.settings.auth_retry_s
+                    # Jittered downwards, so a fleet refused together does not retry together.
+                    delay = self.settings.auth_retry_s * self._backoff.jitter(0.8, 1.0)
                     self._log.error(
                         "mqtt.connect.refused",
                         rc=exc.rc,
                         reason=exc.reason,
                         bad_credentials=True,
-                        retry_in_s=delay,
+                        retry_in_s=round(delay, 2),
                     )
                 else:
                     delay = self._backoff.next_delay()

@@ -126,14 +126,14 @@ def test_bad_credentials_are_retried_slowly_and_served_once_fixed(
 
     for line in refusals:
         assert line["bad_credentials"] is True, line
-        assert line["retry_in_s"] == AUTH_RETRY_S, line
+        assert 0.8 * AUTH_RETRY_S <= line["retry_in_s"] <= AUTH_RETRY_S, line
         assert line["level"] == "error", line
     # Every attempt the broker saw is one the agent logged: there were no others in between,
     # and the next one waits for auth_retry_s, not for the (much shorter) reconnect backoff.
     assert len(refusals) <= broker_attempts <= len(refusals) + 1
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(attempts)]
     assert gaps, attempts
-    assert min(gaps[: len(refusals) - 1]) >= 0.8 * AUTH_RETRY_S, gaps
+    assert min(gaps[: len(refusals) - 1]) >= 0.75 * AUTH_RETRY_S, gaps
     assert not any("READY=1" in n for n in agent.collect_notifications())
 
     auth_broker.set_device_password(_signed_password(agent))
