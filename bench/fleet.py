@@ -165,7 +165,9 @@ async def one(kind: str, devices: int, floor: Path) -> dict[str, Any]:
                 return await run_fleet(embedded, devices, workdir)
             finally:
                 await embedded.close()
-        mosquitto = Mosquitto(workdir / "mosquitto", extra_config=MOSQUITTO_EXTRA)
+        mosquitto = Mosquitto(
+            workdir / "mosquitto", extra_config=MOSQUITTO_EXTRA, save_every_change=False
+        )
         mosquitto.start()
         try:
             floor_result = run_floor(floor, devices, mosquitto.port)

@@ -169,6 +169,11 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append(
         f"fleet: {fleet.get('agents')} agents ({fleet.get('devices')} devices)"
         f" on {fleet.get('broker')}"
+        + (
+            f"; {fleet['not_simulated']} devices have no agent side in this build"
+            if fleet.get("not_simulated")
+            else ""
+        )
     )
     for task in report["tasks"]:
         if task["skipped"]:
