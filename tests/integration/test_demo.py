@@ -60,10 +60,14 @@ def test_scripts_demo_runs_the_fleet_demo_and_prints_the_report(tmp_path: Path) 
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     commands = next(line for line in lines if line.strip().startswith("meters: report interval"))
-    assert "Success" in commands
-    assert "total=300 success=300" in commands
+    assert "total=300" in commands
     assert any(line.strip().startswith("children: self test") for line in lines)
     report = json.loads((tmp_path / "report" / "report.json").read_text())
+    meters = report["tasks"][0]
+    # 3 % simulated failures with one retry: nearly all succeed; what fails is a handler failure.
+    assert meters["status"] in ("Success", "PartialSuccess")
+    assert meters["task_progress"]["success"] >= 290
+    assert all(error.endswith("simulated_failure") for error in meters["errors"])
     assert report["fleet"]["agents"] == 302
     assert report["executions"]["repeated"] == []
     assert (tmp_path / "report" / "report.png").stat().st_size > 0

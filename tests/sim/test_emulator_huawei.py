@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import json
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.sim.emulator.service import Emulator
 from agent.sim.fleet.spec import HandlerSpec
@@ -335,3 +340,42 @@ async def test_packages_download_only_with_a_valid_token(tmp_path: Path) -> None
         good = {"Authorization": f"Bearer {token['access_token']}"}
         status, _ = await call(emu, "GET", path, headers=good)
         assert status == 200
+
+
+@pytest.mark.broker
+async def test_a_gateway_hears_about_children_added_and_deleted(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Adding and deleting a child device sends its gateway add/delete_sub_device_notify."""
+    heard: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    gateway = f"gw-{secrets.token_hex(3)}"
+    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"listener-{gateway}")
+    subscribed = asyncio.Event()
+    subscriber.on_message = lambda c, u, m: loop.call_soon_threadsafe(
+        heard.put_nowait, json.loads(m.payload)
+    )
+    subscriber.on_subscribe = lambda *_: loop.call_soon_threadsafe(subscribed.set)
+    subscriber.connect("127.0.0.1", broker.port)
+    subscriber.subscribe(f"$oc/devices/{gateway}/sys/events/down", 1)
+    subscriber.loop_start()
+    try:
+        await asyncio.wait_for(subscribed.wait(), 10)
+        async with emulator(tmp_path, broker_url=broker.url) as emu:
+            await call(emu, "POST", "/sim/v1/fleet", json={"devices": [{"device_id": gateway}]})
+            child = {"node_id": "c1", "product_id": "p", "device_id": f"{gateway}-c1"}
+            status, _ = await call(
+                emu, "POST", "/v5/iot/proj/devices", json={**child, "gateway_id": gateway}
+            )
+            assert status == 201
+            added = await asyncio.wait_for(heard.get(), 10)
+            assert (await call(emu, "DELETE", f"/v5/iot/proj/devices/{gateway}-c1"))[0] == 204
+            deleted = await asyncio.wait_for(heard.get(), 10)
+    finally:
+        subscriber.loop_stop()
+        subscriber.disconnect()
+    for event, kind in ((added, "add_sub_device_notify"), (deleted, "delete_sub_device_notify")):
+        service = event["services"][0]
+        assert (service["service_id"], service["event_type"]) == ("$sub_device_manager", kind)
+        assert service["paras"]["devices"][0]["device_id"] == f"{gateway}-c1"
+        assert service["paras"]["devices"][0]["parent_device_id"] == gateway

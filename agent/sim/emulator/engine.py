@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from agent.errors import LocalProtocolError
 from agent.model import Publish
 from agent.sim.emulator import records as r
 from agent.sim.emulator.dispatch import (
@@ -291,10 +292,9 @@ class TaskEngine:
             return
         for publish in publishes:
             future = self._publish(publish)
-            if dispatcher.fire_and_forget:
-                future.add_done_callback(functools.partial(self._delivered, correlation))
-            else:
-                future.add_done_callback(_quiet)
+            future.add_done_callback(
+                functools.partial(self._published, correlation, dispatcher.fire_and_forget)
+            )
 
     def _publish(self, publish: Publish) -> asyncio.Future[None]:
         if self.link is None:
@@ -303,12 +303,23 @@ class TaskEngine:
             return future
         return self.link.publish(publish)
 
-    def _delivered(self, correlation: str, future: asyncio.Future[None]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return  # not delivered: sent again when the link reconnects
+    def _published(
+        self, correlation: str, fire_and_forget: bool, future: asyncio.Future[None]
+    ) -> None:
+        """The broker has the downlink (or it could not be sent)."""
+        if future.cancelled():
+            return
+        error = future.exception()
         sub = self._inflight.get(correlation)
-        if sub is not None:
+        if sub is None:
+            return
+        if isinstance(error, LocalProtocolError):
+            # It can never be sent (a topic or size the client refuses): fail now, not at the
+            # deadline, which for messages is a day away.
+            self._conclude(sub, Verdict.failed("INTERNAL", error.reason))
+        elif error is None and fire_and_forget:
             self._conclude(sub, Verdict(ok=True, output={"delivered": "broker"}))
+        # Otherwise the connection went away: redeliver() sends it again after reconnecting.
 
     async def _run_local(self, dispatcher: LocalDispatcher, task: r.Task, sub: r.Subtask) -> None:
         ctx = LocalContext(self.registry, self._publish_and_wait, self.clock())
@@ -411,8 +422,3 @@ class TaskEngine:
         self._move(task, sub, r.WAITTING)
         sub.due = now
         self._schedule(sub)
-
-
-def _quiet(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved: a lost downlink is sent again after reconnecting
