@@ -352,10 +352,15 @@ async def test_a_gateway_hears_about_children_added_and_deleted(
     gateway = f"gw-{secrets.token_hex(3)}"
     subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"listener-{gateway}")
     subscribed = asyncio.Event()
-    subscriber.on_message = lambda c, u, m: loop.call_soon_threadsafe(
-        heard.put_nowait, json.loads(m.payload)
-    )
-    subscriber.on_subscribe = lambda *_: loop.call_soon_threadsafe(subscribed.set)
+
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        loop.call_soon_threadsafe(heard.put_nowait, json.loads(message.payload))
+
+    def on_subscribe(*_: Any) -> None:
+        loop.call_soon_threadsafe(subscribed.set)
+
+    subscriber.on_message = on_message
+    subscriber.on_subscribe = on_subscribe
     subscriber.connect("127.0.0.1", broker.port)
     subscriber.subscribe(f"$oc/devices/{gateway}/sys/events/down", 1)
     subscriber.loop_start()

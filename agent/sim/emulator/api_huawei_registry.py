@@ -19,8 +19,9 @@ from agent.errors import ApiRejected, RequestInvalid
 from agent.profiles.huawei_iotda.platform import sub_device_notify
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
-from agent.sim.emulator.api_huawei import ID, fmt_time, iotda, json_body
+from agent.sim.emulator.api_huawei import fmt_time, iotda, json_body
 from agent.sim.emulator.http import emulator_of
+from agent.sim.emulator.huawei_checks import ID
 from agent.sim.emulator.registry import Group
 from agent.sim.emulator.service import Emulator
 
