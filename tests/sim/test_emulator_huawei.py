@@ -384,3 +384,28 @@ async def test_a_gateway_hears_about_children_added_and_deleted(
         assert (service["service_id"], service["event_type"]) == ("$sub_device_manager", kind)
         assert service["paras"]["devices"][0]["device_id"] == f"{gateway}-c1"
         assert service["paras"]["devices"][0]["parent_device_id"] == gateway
+
+
+@pytest.mark.broker
+async def test_attempts_in_flight_resume_after_an_emulator_restart(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Restarted mid-task, the emulator re-sends what was in flight; nothing runs twice."""
+    slow = HandlerSpec(service_id="Maintenance", command_name="PING", latency_s=1.0)
+    first = emulator(tmp_path, broker_url=broker.url)
+    emu = await first.__aenter__()
+    async with fleet(emu, broker.port, tmp_path, count=3, handlers=[slow]) as (runner, group):
+        _, created = await _create(emu, _body(targets=None, targets_filter={"group_ids": [group]}))
+        task_id = created["task_id"]
+
+        async def processing() -> bool:
+            return bool(emu.engine.tasks[task_id].counts["processing"] == 3)
+
+        await wait_for(processing, 10, "the commands to be in flight")
+        await first.__aexit__(None, None, None)
+        async with emulator(tmp_path, broker_url=broker.url) as again:
+            assert again.engine.tasks[task_id].counts["processing"] == 3
+            shown = await _finished(again, task_id)
+            assert shown["batchtask"]["status"] == "Success"
+        assert runner.executions.total == 3
+        assert runner.executions.repeated() == []
