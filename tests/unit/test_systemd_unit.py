@@ -71,7 +71,9 @@ def test_unit_exposure_score_meets_the_goal() -> None:
     """`systemd-analyze security --offline=true` scores the unit at 2.0 or lower."""
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", str(UNIT)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
 
