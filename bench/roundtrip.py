@@ -141,7 +141,7 @@ def main() -> None:
         parser.error(f"baseline script not found: {args.baseline}")
 
     with tempfile.TemporaryDirectory(prefix="bench-roundtrip-") as tmp:
-        broker = Mosquitto(Path(tmp) / "mosquitto")
+        broker = Mosquitto(Path(tmp) / "mosquitto", save_every_change=False)
         broker.start()
         try:
             report: dict[str, Any] = {

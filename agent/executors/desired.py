@@ -191,7 +191,8 @@ class DesiredStateExecutor:
         # Counted as the platforms count a document: the section itself is the first level.
         depth = json_depth(desired) + 1
         if depth > self.settings.max_depth:
-            return f"nested {depth} levels deep (the section counts as one); at most {self.settings.max_depth}"
+            limit = self.settings.max_depth
+            return f"nested {depth} levels deep (the section counts as one); at most {limit}"
         if section in self._handlers:
             return None
         if self._state_file is not None and (

@@ -51,13 +51,19 @@ def test_huawei_property_set_is_applied_answered_and_reported(
     with PlatformClient(broker.port, device, client_id="p-hw-1", responder=service) as platform:
         agent = _huawei_agent(tmp_path, broker.port, device)
         agent.start()
-        services = {"Temperature": {"target": 21}, "Valve": {"open": True}}
+        services: dict[str, dict[str, Any]] = {
+            "Temperature": {"target": 21},
+            "Valve": {"open": True},
+        }
         platform.send(platform.side.properties_set("ps-1", services))
         platform.wait_for(lambda: "ps-1" in _set_answers(platform), WAIT, "the property-set answer")
         platform.wait_for(lambda: service.reported() == services, WAIT, "the property report")
 
         # One service cannot be applied: a failure answer naming it, the rest reported.
-        partial = {"Temperature": {"target": 22}, "Valve": {"mode": "fail"}}
+        partial: dict[str, dict[str, Any]] = {
+            "Temperature": {"target": 22},
+            "Valve": {"mode": "fail"},
+        }
         platform.send(platform.side.properties_set("ps-2", partial))
         platform.wait_for(lambda: "ps-2" in _set_answers(platform), WAIT, "the partial answer")
         platform.wait_for(
@@ -253,8 +259,7 @@ def test_tencent_desired_state_set_while_offline_is_applied_after_reconnecting(
 
 
 def test_tencent_version_conflict_resolves_in_one_reget(tmp_path: Path, broker: Mosquitto) -> None:
-    """An update refused with 5005 (desired changed meanwhile) is followed by one read, then
-    the newer desired state is applied and cleared."""
+    """A 5005 refusal (desired changed meanwhile) gets one read; the newer state is applied."""
     agent, service = _tencent(tmp_path, broker.port, "tc-conflict")
     conflicts: list[int] = []
 

@@ -65,7 +65,7 @@ def desired_section(
 def state_file(workdir: Path) -> dict[str, Any]:
     """The sections in the agent's state file (empty before the first write)."""
     path = workdir / "state" / "desired.json"
-    return json.loads(path.read_text())["sections"] if path.exists() else {}  # type: ignore[no-any-return]
+    return json.loads(path.read_text())["sections"] if path.exists() else {}
 
 
 def applier_runs(workdir: Path) -> list[list[Any]]:

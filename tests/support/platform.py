@@ -33,6 +33,8 @@ class PlatformClient:
         device_id: str,
         *,
         client_id: str = "platform",
+        username: str | None = None,
+        password: str | None = None,
         filters: list[str] | None = None,
         responder: Responder | None = None,
     ) -> None:
@@ -45,6 +47,8 @@ class PlatformClient:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(1, 1)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
