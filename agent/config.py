@@ -334,7 +334,8 @@ class MessageSettings(Section):
 
     spool_dir: Path | None = Path("/var/lib/device-agent/messages")
     handler: ExecHandler | None = None
-    # Extra topics to subscribe to (``{device_id}`` is replaced), e.g. custom ``user/`` topics.
+    # Extra topics to subscribe to, e.g. custom ``user/`` topics; ``{device_id}`` is replaced
+    # (Tencent IoT Hub: ``{product_id}`` and ``{device_name}``).
     user_topics: list[str] = []
 
     @field_validator("user_topics")
@@ -451,6 +452,9 @@ class AgentConfig(BaseSettings):
     @model_validator(mode="after")
     def _profile_fits_connection(self) -> AgentConfig:
         device = self.device
+        if isinstance(device, HuaweiOceanConnectDevice) and self.desired.enabled:
+            msg = "desired: the huawei-oceanconnect profile has no desired state to apply"
+            raise ValueError(msg)
         if isinstance(device, TencentIothubDevice):
             if self.mqtt.keepalive_s > 900:
                 msg = "mqtt.keepalive_s: Tencent IoT Hub allows at most 900 s"

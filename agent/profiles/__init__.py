@@ -46,6 +46,7 @@ def _huawei_oceanconnect(device: HuaweiOceanConnectDevice, config: AgentConfig) 
     return OceanConnectProfile(
         device.device_id,
         sign_type=device.sign_type,
+        user_topics=config.messages.user_topics,
         max_payload_bytes=config.limits.max_payload_bytes,
     )
 

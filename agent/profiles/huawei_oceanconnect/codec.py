@@ -9,6 +9,7 @@ codec mode is spoken: ``command/binary`` needs the product's codec plugin to be 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from agent.model import (
     CommandResult,
     ConnectIdentity,
     Inbound,
+    MessageDelivery,
     Outbound,
     Publish,
     ResultCode,
@@ -27,6 +29,7 @@ from agent.model import (
 from agent.profiles.base import dump_json, parse_json
 from agent.profiles.huawei_iotda import auth
 from agent.profiles.huawei_oceanconnect import wire
+from agent.topics import matches
 
 NAME = "huawei-oceanconnect"
 # deviceRsp errcode: 0 success, 1 failure; the agent's own result code goes in the body.
@@ -40,17 +43,24 @@ class OceanConnectProfile:
     name = NAME
 
     def __init__(
-        self, device_id: str, *, sign_type: int = 0, max_payload_bytes: int = 65536
+        self,
+        device_id: str,
+        *,
+        sign_type: int = 0,
+        user_topics: Iterable[str] = (),
+        max_payload_bytes: int = 65536,
     ) -> None:
         self.device_id = device_id
         self.sign_type = sign_type
         self.max_payload_bytes = max_payload_bytes
         self.command_topic = f"/huawei/v1/devices/{device_id}/command/json"
         self.data_topic = f"/huawei/v1/devices/{device_id}/data/json"
+        self._user_topics = [topic.replace("{device_id}", device_id) for topic in user_topics]
 
     def subscriptions(self) -> list[Subscription]:
-        """The JSON command topic (the device must subscribe to it itself)."""
-        return [Subscription(topic_filter=self.command_topic)]
+        """The JSON command topic (the device must subscribe to it itself), and user topics."""
+        filters = [self.command_topic, *self._user_topics]
+        return [Subscription(topic_filter=topic) for topic in filters]
 
     def connect_identity(
         self, secret: str, now: datetime, anchor: datetime | None = None
@@ -65,8 +75,10 @@ class OceanConnectProfile:
         )
 
     def decode(self, topic: str, payload: bytes) -> Inbound:
-        """Decode a ``cloudReq`` command."""
+        """Decode a ``cloudReq`` command, or a raw message on a configured user topic."""
         if topic != self.command_topic:
+            if any(matches(f, topic) for f in self._user_topics):
+                return self._message(topic, payload)
             raise RemoteProtocolError(f"unexpected topic {topic!r}")
         raw: Any = None
         if len(payload) <= self.max_payload_bytes:
@@ -93,6 +105,21 @@ class OceanConnectProfile:
             service_id=body.service_id,
             command_name=body.cmd,
             paras=body.paras or {},
+        )
+
+    def _message(self, topic: str, payload: bytes) -> MessageDelivery:
+        if len(payload) > self.max_payload_bytes:
+            raise RemoteProtocolError(
+                f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}"
+            )
+        digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+        return MessageDelivery(
+            key=f"{NAME}/{self.device_id}/message-sha256/{digest}",
+            device_id=self.device_id,
+            topic=topic,
+            content=payload,
+            format="raw",
+            dedupe="content",
         )
 
     def _bad(self, key: str, mid: int | None, reason: str) -> RemoteProtocolError:
