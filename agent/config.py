@@ -7,6 +7,8 @@ Environment overrides use ``__`` between levels: ``DEVICE_AGENT_MQTT__PORT=8883`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tomllib
@@ -528,6 +530,13 @@ def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
     secret = config.device.secret_file
     if secret is not None and (not secret.is_file() or not os.access(secret, os.R_OK)):
         problems.append(("device.secret_file", str(secret), "is not a readable file"))
+    elif secret is not None and isinstance(config.device, TencentIothubDevice):
+        try:
+            base64.b64decode(secret.read_bytes().strip(), validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(
+                ("device.secret_file", str(secret), "is not a base64 device secret (DevicePsk)")
+            )
     tls = config.mqtt.tls
     for key, file in (
         ("ca_file", tls.ca_file),
@@ -537,9 +546,9 @@ def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
         if tls.enabled and file is not None and not file.is_file():
             problems.append((f"mqtt.tls.{key}", str(file), "is not a file"))
     for key, program, check in _programs(config):
-        reason = check(program)
-        if reason:
-            problems.append((key, program, reason))
+        problem = check(program)
+        if problem:
+            problems.append((key, program, problem))
     return problems
 
 

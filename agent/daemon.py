@@ -51,9 +51,10 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    agent = Agent(config, journal=journal, secret=secret, log=log)
     background: list[asyncio.Task[None]] = []
     try:
+        # Inside the try: a secret the profile cannot use fails here, and the journal closes.
+        agent = Agent(config, journal=journal, secret=secret, log=log)
         await agent.start()
         log.info("agent.started", journal=str(config.journal.path))
         background = [

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,13 @@ from agent.profiles.huawei_oceanconnect import OceanConnectPlatform
 from agent.profiles.huawei_oceanconnect.platform import CommandAnswerV3
 from agent.profiles.tencent_iothub import TencentIothubPlatform
 from agent.sim.mosquitto import Mosquitto, free_port
-from tests.support.agents import RECORDING_HANDLER, AgentProcess, agent_config, write_handler
+from tests.support.agents import (
+    RECORDING_HANDLER,
+    REPO,
+    AgentProcess,
+    agent_config,
+    write_handler,
+)
 from tests.support.dialects import (
     TENCENT_PRODUCT,
     oceanconnect_device,
@@ -189,3 +198,28 @@ def test_script_task_receives_task_ext_and_hostile_names_run_nothing(
     assert answers["ok"][0].result_code == 0
     assert answers["ok"][0].paras == {"region": "eu-1", "note": "$(id); `id`"}
     assert len(agent.events("script.task_ext.refused")) == 2
+
+
+def test_a_tencent_secret_that_is_not_base64_stops_the_daemon_with_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    """check-config and the daemon both refuse a secret that is not base64 (exit status 2)."""
+    device = tencent_device(tmp_path, "tc-badsecret")
+    Path(device["secret_file"]).write_text("this is not base64!\n")
+    config = agent_config(tmp_path, free_port(), device=device)
+    checked = subprocess.run(
+        [sys.executable, "-m", "agent", "check-config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    agent = AgentProcess(config, tmp_path)
+    agent.start(wait_ready=False)
+
+    assert checked.returncode == 2
+    assert "not a base64 device secret" in checked.stderr
+    assert agent.wait_exit(30) == 2
+    assert "base64" in agent.log_tail()

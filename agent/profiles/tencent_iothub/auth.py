@@ -59,7 +59,7 @@ def password(secret: str, user: str, signature: Signature = "hmacsha256") -> str
         key = base64.b64decode(secret, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ConfigError(
-            [("device.secret_file", None, "is not a base64 device secret (IoT Hub DevicePsk)")]
+            [("device.secret_file", None, "is not a base64 device secret (DevicePsk)")]
         ) from exc
     token = hmac.new(key, user.encode(), _DIGESTS[signature]).hexdigest()
     return f"{token};{signature}"

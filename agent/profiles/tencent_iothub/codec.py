@@ -254,10 +254,12 @@ class TencentIothubProfile:
             # Clearing desired values is only safe for the version they were read from.
             body["version"] = result.version
         data = dump_json(body)
-        if len(data) > MAX_PUBLISH_BYTES and self.status_key:
+        if len(data) > MAX_PUBLISH_BYTES:
             # Too large to report in full: say so rather than send what the broker refuses.
             note = f"{result.description}; reported state of {len(data)} bytes not sent"
-            state["reported"] = {self.status_key: {**_status(result), "description": note}}
+            state.pop("reported", None)
+            if self.status_key:
+                state["reported"] = {self.status_key: {**_status(result), "description": note}}
             data = dump_json(body)
         return [Publish(topic=self.shadow_up, payload=data)]
 
