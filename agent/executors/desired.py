@@ -8,8 +8,8 @@ applier (a handler, or the JSON state file), and answers with one
 - A section is applied only as far as its applier says; the result is "applied" only when
   every section was applied completely, "partial" when some of it was, never "applied" then.
 - The same document version twice is a no-op: the journal recognises the subtask key (the
-  version, or the platform's request id), and versions at or below the last one handled are
-  not applied again (a late shadow read after a newer delta).
+  version and content, or the platform's request id), and within a connection versions at or
+  below the last one handled are not applied again (a late shadow read after a newer delta).
 - What was applied is recorded per device in the journal's key/value store. Only sections
   whose applied value the platform does not hold yet are reported; a repeated push of a
   desired value that cannot be applied therefore ends without another report, so platforms
@@ -80,6 +80,10 @@ class DesiredStateExecutor:
         self._journal = journal
         self._lock = asyncio.Lock()
         self._regets = 0
+        # The newest document version handled per device since the last connect. Kept in
+        # memory on purpose: the read after a connect is the platform's current word, even
+        # if its version is lower than one seen before (a shadow that was reset).
+        self._versions: dict[str, int] = {}
         rng = rng or random.Random()  # noqa: S311 - simulated failures, not secrets
         self._handlers: dict[str, HandlerApplier | SimulatedApplier] = {}
         for applier in settings.appliers:
@@ -122,6 +126,7 @@ class DesiredStateExecutor:
     async def connected(self, uplink: Uplink) -> None:
         """Read the platform's document: desired changes made while offline were not pushed."""
         self._regets = 0
+        self._versions.clear()
         uplink.send_transient([self._query_event()])
 
     # -- desired state --------------------------------------------------------------------
@@ -130,13 +135,10 @@ class DesiredStateExecutor:
         async with self._lock:
             record = await self._load(subtask.device_id)
             version = subtask.version
-            if (
-                not force
-                and version is not None
-                and record.version is not None
-                and version <= record.version
-            ):
-                ctx.log.info("desired.stale", version=version, handled_version=record.version)
+            handled = self._versions.get(subtask.device_id)
+            if not force and version is not None and handled is not None and version <= handled:
+                # A late read overtaken by a newer delta: applying it would go backwards.
+                ctx.log.info("desired.stale", version=version, handled_version=handled)
                 return Outcome(
                     ok=True, summary={"status": "unchanged", "version": version, "stale": True}
                 )
@@ -153,7 +155,8 @@ class DesiredStateExecutor:
                 else:
                     record.applied[section] = _merged(record.applied.get(section), outcome.value)
             if version is not None:
-                record.version = max(version, record.version or version)
+                record.version = version
+                self._versions[subtask.device_id] = max(version, handled or version)
             await self._save(subtask.device_id, record)
         result = self._result(subtask, outcomes, baseline)
         summary: dict[str, Any] = {"status": result.status, "version": version}

@@ -188,6 +188,19 @@ async def test_the_same_version_twice_is_a_no_op(env: _Env) -> None:
     assert len(env.log.events("desired.stale")) == 2
 
 
+async def test_after_a_reconnect_a_lower_version_is_taken_at_its_word(env: _Env) -> None:
+    """A reset shadow counts from 0 again: after a connect its documents are applied."""
+    executor = env.executor(handler_sections=())
+    await executor.execute(_desired({"T": {"t": 1}}, version=57), env.ctx())
+
+    await executor.connected(env.uplink)  # type: ignore[arg-type]
+    outcome = await executor.execute(_desired({"T": {"t": 2}}, version=1, source="sync"), env.ctx())
+
+    assert _result(outcome).status == "applied"
+    assert env.file()["sections"] == {"T": {"t": 2}}
+    assert env.file()["version"] == 1
+
+
 async def test_handler_sections_run_and_report_what_they_applied(env: _Env) -> None:
     """A handler gets the section's desired value and its context; success applies it all."""
     executor = env.executor()

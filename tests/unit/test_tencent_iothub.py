@@ -153,7 +153,24 @@ class TestShadowDecoding:
         assert event.source == "push"
         assert event.version == 3
         assert event.sections == {"temperature": 25}
-        assert event.key == f"tencent-iothub/{PID}/{DN}/shadow/3"
+        assert event.key.startswith(f"tencent-iothub/{PID}/{DN}/shadow/3/")
+
+    def test_keys_tell_a_repeat_from_a_reset_shadow_at_the_same_version(self) -> None:
+        """Same version and content: the same key; same version, other content: another."""
+        profile = _profile()
+        other = json.loads(json.dumps(DELTA))
+        other["payload"]["state"] = {"temperature": 19}
+
+        keys = [
+            event.key
+            for event in (
+                profile.decode(RESULT, json.dumps(body).encode()) for body in (DELTA, DELTA, other)
+            )
+            if isinstance(event, DesiredState)
+        ]
+
+        assert len(keys) == 3
+        assert keys[0] == keys[1] != keys[2]
 
     def test_get_reply_yields_the_delta_and_the_reported_baseline(self) -> None:
         """The reference get reply: pending delta, what is reported, the version."""

@@ -134,38 +134,43 @@ class TencentIothubProfile:
             if version is None or raw.get("type") not in ("delta", "get"):
                 raise
             # The version is readable: the refusal can be reported in the shadow.
-            raise self._rejection(self._key("shadow", str(version)), version, exc.reason) from exc
+            key = self._shadow_key(version, payload)
+            raise self._rejection(key, version, exc.reason) from exc
         if body.type == "delta":
-            return self._decode_delta(body)
+            return self._decode_delta(body, payload)
         if body.type == "get":
-            return self._decode_get_reply(body)
+            return self._decode_get_reply(body, payload)
         if body.type == "update":
             return self._decode_update_reply(body, payload)
         if body.type == "delete":
             return Ignored(reason="shadow delete replies need no work")
         raise RemoteProtocolError(f"shadow message of unknown type {body.type[:32]!r}")
 
-    def _decode_delta(self, body: wire.ShadowDown) -> Inbound:
+    def _decode_delta(self, body: wire.ShadowDown, payload: bytes) -> Inbound:
         version = body.payload.version if body.payload else None
         if version is None:
             raise RemoteProtocolError("shadow delta has no payload.version")
-        key = self._key("shadow", str(version))
         state = body.payload.state if body.payload else None
         if not state:
-            raise self._rejection(key, version, "shadow delta has no payload.state object")
+            reason = "shadow delta has no payload.state object"
+            raise self._rejection(self._shadow_key(version, payload), version, reason)
         if not self.desired_state:
             return Ignored(reason="shadow delta: no desired-state applier is configured")
         return DesiredState(
-            key=key, device_id=self.device_id, source="push", version=version, sections=state
+            key=self._shadow_key(version, dump_json(state)),
+            device_id=self.device_id,
+            source="push",
+            version=version,
+            sections=state,
         )
 
-    def _decode_get_reply(self, body: wire.ShadowDown) -> Inbound:
+    def _decode_get_reply(self, body: wire.ShadowDown, payload: bytes) -> Inbound:
         if body.result not in (None, 0):
             raise RemoteProtocolError(f"shadow get refused with result {body.result}")
         document = body.payload
         if document is None or document.version is None:
             raise RemoteProtocolError("shadow get reply has no payload.version")
-        key = self._key("shadow", str(document.version))
+        key = self._shadow_key(document.version, payload)
         state = document.state or {}
         parts: dict[str, dict[str, Any]] = {}
         for part in ("reported", "desired", "delta"):
@@ -181,7 +186,7 @@ class TencentIothubProfile:
         if not self.desired_state:
             return Ignored(reason="shadow desired state: no desired-state applier is configured")
         return DesiredState(
-            key=key,
+            key=self._shadow_key(document.version, dump_json(left)),
             device_id=self.device_id,
             source="sync",
             version=document.version,
@@ -221,6 +226,15 @@ class TencentIothubProfile:
             description=reason,
         )
         return RemoteProtocolError(reason, key=key, reply=reply)
+
+    def _shadow_key(self, version: int, content: bytes) -> str:
+        """The subtask key of a shadow document: its version and a digest of its content.
+
+        A repeat is recognised, while a shadow that was reset (the device re-created, versions
+        counting from 0 again) is never mistaken for an old document.
+        """
+        digest = hashlib.sha256(content).hexdigest()[:16]
+        return self._key("shadow", f"{version}/{digest}")
 
     def _key(self, kind: str, ident: str) -> str:
         return f"{NAME}/{self.device_id}/{kind}/{ident}"
