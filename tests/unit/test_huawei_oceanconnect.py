@@ -16,6 +16,7 @@ from agent.model import (
     CommandResponse,
     CommandResult,
     DesiredStateQuery,
+    MessageDelivery,
     ResultCode,
 )
 from agent.profiles.huawei_iotda import HuaweiIotdaProfile
@@ -167,3 +168,14 @@ def test_arbitrary_bytes_on_the_command_topic_raise_only_protocol_errors(payload
             _profile().encode(exc.reply)  # type: ignore[arg-type]
         return
     assert isinstance(event, CommandRequest)
+
+
+def test_user_topics_deliver_raw_messages() -> None:
+    """Configured user topics ({device_id} replaced) carry raw messages to the sink."""
+    profile = OceanConnectProfile(DEV, user_topics=["/custom/{device_id}/notice"])
+
+    event = profile.decode(f"/custom/{DEV}/notice", b"\x00raw")
+
+    assert [s.topic_filter for s in profile.subscriptions()] == [COMMAND, f"/custom/{DEV}/notice"]
+    assert isinstance(event, MessageDelivery)
+    assert event.content == b"\x00raw"
