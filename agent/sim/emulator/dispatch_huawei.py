@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
-from agent.profiles.huawei_iotda.platform import CommandAnswer, user_topic
+from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAnswer, user_topic
 from agent.sim.emulator.dispatch import Answer, UplinkReader, Verdict
 from agent.sim.emulator.records import Device, Subtask, Task
 
@@ -58,6 +58,8 @@ class HuaweiReader:
             return Answer(
                 answer.request_id, Verdict.failed(str(answer.result_code), message, output)
             )
+        if not isinstance(answer, PropertiesSetAnswer):
+            return None  # reports, queries answered and shadow reads answer no subtask
         output = {"result_code": answer.result_code, "result_desc": answer.result_desc}
         if answer.result_code == 0:
             return Answer(answer.request_id, Verdict(ok=True, output=output))
