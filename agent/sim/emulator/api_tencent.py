@@ -373,7 +373,8 @@ async def _legacy_create(emulator: Emulator, form: dict[str, str]) -> web.Respon
         schedule=schedule,
         tasks={k: val for k, val in renamed.items() if val is not None},
         max_execution=max_execution,
-        request={**form, "tasks": tasks},
+        # Kept with the API 3.0 spelling too, which the dispatchers read.
+        request={**form, "tasks": tasks, "Tasks": renamed},
     )
     await emulator.engine.create(task, targets)
     return web.json_response(

@@ -58,8 +58,8 @@ class UplinkReader(Protocol):
     def filters(self) -> list[str]:
         """Topic filters the task service subscribes to for this platform."""
 
-    def read(self, topic: str, payload: bytes) -> Answer | None:
-        """The answer in an uplink, or None when the uplink answers nothing.
+    def read(self, topic: str, payload: bytes) -> Answer | list[Answer] | None:
+        """The answer(s) in an uplink, or None when the uplink answers nothing.
 
         Raises:
             RemoteProtocolError: the uplink looks like an answer but is malformed.
@@ -77,7 +77,12 @@ class MqttDispatcher(Protocol):
     def downlinks(
         self, task: Task, subtask: Subtask, device: Device, correlation: str
     ) -> list[Publish]:
-        """The publications that carry one attempt of a subtask to its device."""
+        """The publications that carry one attempt of a subtask to its device.
+
+        None at all means there is nothing to deliver (the device is already there): the
+        attempt succeeds. A dispatcher whose answers cannot carry the engine's request id has
+        a ``correlate(task, subtask, device) -> str | None`` method naming the one they carry.
+        """
 
 
 @dataclass(frozen=True, slots=True)

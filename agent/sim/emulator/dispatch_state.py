@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,7 +73,7 @@ class OceanConnectReader:
     def read(self, topic: str, payload: bytes) -> Answer | None:
         """The answer in a ``deviceRsp``."""
         parts = topic.split("/")
-        if len(parts) != 6 or parts[:4] != ["", "huawei", "v1", "devices"]:
+        if len(parts) != 7 or parts[:4] != ["", "huawei", "v1", "devices"]:
             return None
         answer = OceanConnectPlatform(parts[4]).decode_uplink(topic, payload)
         correlation = oceanconnect_correlation(answer.device_id, answer.mid)
@@ -80,7 +81,9 @@ class OceanConnectReader:
         if answer.errcode == 0:
             return Answer(correlation, Verdict(ok=True, output=output))
         error = answer.body.get("error") if isinstance(answer.body, dict) else None
-        return Answer(correlation, Verdict.failed(str(answer.errcode), str(error or "failed"), output))
+        return Answer(
+            correlation, Verdict.failed(str(answer.errcode), str(error or "failed"), output)
+        )
 
 
 class OceanConnectCommands:
@@ -209,18 +212,15 @@ class TencentShadowService:
         self, task: Task, subtask: Subtask, device: Device, correlation: str
     ) -> list[Publish]:
         """Merge the desired change and push its delta (nothing when it is already reported)."""
-        import json
-
         change = json.loads(task.request["Tasks"]["UpdateShadowTask"]["Desired"])
         shadow = self._shadow(device.product_id, device.name)
         waiting = self._waiting.setdefault((device.product_id, device.name), {})
-        if not waiting.get(correlation):
-            delta = shadow.set_desired(change, int(self._clock()))
-        else:  # sent again (reconnect, restart): push what is still pending
-            delta = shadow.set_desired({}, int(self._clock())) if False else None
+        now = int(self._clock())
+        if correlation in waiting:  # sent again (after a reconnect): push what is still pending
             left = pending(change, shadow.reported)
-            if left:
-                delta = shadow.set_desired(left, int(self._clock()))
+            delta = shadow.set_desired(left, now) if left else None
+        else:
+            delta = shadow.set_desired(change, now)
         if not pending(change, shadow.reported):
             waiting.pop(correlation, None)
             return []

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from agent.sim.emulator.dispatch import Dispatcher, Unavailable, UplinkReader
 from agent.sim.emulator.dispatch_huawei import HuaweiCommands, HuaweiMessages, HuaweiReader
 from agent.sim.emulator.dispatch_registry import CreateDevices, DeleteDevices, Freeze, UpdateDevices
+from agent.sim.emulator.dispatch_state import (
+    HuaweiShadows,
+    OceanConnectCommands,
+    OceanConnectReader,
+    TencentMessages,
+    TencentShadowService,
+    WeDataScripts,
+)
 from agent.sim.emulator.records import HUAWEI_IOTDA, OCEANCONNECT, TENCENT_IOTHUB, TENCENT_WEDATA
 
 NOT_IN_BUILD = "device side not available in this build"
@@ -40,11 +48,11 @@ class DispatcherTable:
 def build_table(*, command_timeout_s: float | None = None) -> DispatcherTable:
     """The table for this build."""
     huawei = HuaweiReader()
-    commands = (
-        HuaweiCommands(huawei)
-        if command_timeout_s is None
-        else HuaweiCommands(huawei, command_timeout_s)
-    )
+    oceanconnect = OceanConnectReader()
+    shadows = TencentShadowService()
+    timeout = command_timeout_s or 20.0
+    commands = HuaweiCommands(huawei, timeout)
+    oc_commands = OceanConnectCommands(oceanconnect, timeout)
     entries: dict[tuple[str, str], Dispatcher] = {
         (HUAWEI_IOTDA, "createCommands"): commands,
         (HUAWEI_IOTDA, "createMessages"): HuaweiMessages(huawei),
@@ -52,7 +60,7 @@ def build_table(*, command_timeout_s: float | None = None) -> DispatcherTable:
             "asynchronous commands are delivered to LwM2M/CoAP devices only, not over MQTT",
             code="IOTDA.014300",
         ),
-        (HUAWEI_IOTDA, "updateDeviceShadows"): _missing("IoTDA desired-state (properties/set)"),
+        (HUAWEI_IOTDA, "updateDeviceShadows"): HuaweiShadows(huawei, timeout),
         (HUAWEI_IOTDA, "firmwareUpgrade"): _missing("IoTDA firmware upgrade ($ota events)"),
         (HUAWEI_IOTDA, "softwareUpgrade"): _missing("IoTDA software upgrade ($ota events)"),
         (HUAWEI_IOTDA, "createDevices"): CreateDevices(),
@@ -60,10 +68,10 @@ def build_table(*, command_timeout_s: float | None = None) -> DispatcherTable:
         (HUAWEI_IOTDA, "deleteDevices"): DeleteDevices(),
         (HUAWEI_IOTDA, "freezeDevices"): Freeze(frozen=True),
         (HUAWEI_IOTDA, "unfreezeDevices"): Freeze(frozen=False),
-        (TENCENT_IOTHUB, "UpdateShadow"): _missing("Tencent IoT Hub shadow (delta)"),
-        (TENCENT_IOTHUB, "PublishMessage"): _missing("Tencent IoT Hub custom topics"),
-        (OCEANCONNECT, "DeviceCmd"): _missing("OceanConnect commands (cloudReq/deviceRsp)"),
-        (TENCENT_WEDATA, "30"): _missing("WeData Python script tasks"),
-        (TENCENT_WEDATA, "35"): _missing("WeData Shell script tasks"),
+        (TENCENT_IOTHUB, "UpdateShadow"): shadows,
+        (TENCENT_IOTHUB, "PublishMessage"): TencentMessages(),
+        (OCEANCONNECT, "DeviceCmd"): oc_commands,
+        (TENCENT_WEDATA, "30"): WeDataScripts(commands, oc_commands, timeout),
+        (TENCENT_WEDATA, "35"): WeDataScripts(commands, oc_commands, timeout),
     }
-    return DispatcherTable(entries=entries, readers=[huawei])
+    return DispatcherTable(entries=entries, readers=[huawei, oceanconnect, shadows])

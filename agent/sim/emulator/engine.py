@@ -268,7 +268,9 @@ class TaskEngine:
         if device.frozen:
             self._finish_now(task, sub, Verdict.failed("IOTDA.014112", "the device is frozen"))
             return
-        correlation = f"{task.task_id}-{sub.seq}-{sub.attempts}"
+        correlate = getattr(dispatcher, "correlate", None)
+        custom = correlate(task, sub, device) if correlate is not None else None
+        correlation = custom or f"{task.task_id}-{sub.seq}-{sub.attempts}"
         sub.correlation = correlation
         timeout = task.attempt_timeout_s or dispatcher.timeout_s
         sub.deadline = now + timeout
@@ -289,6 +291,9 @@ class TaskEngine:
             publishes = dispatcher.downlinks(task, sub, device, correlation)
         except (KeyError, TypeError, ValueError) as exc:
             self._conclude(sub, Verdict.failed("INTERNAL", f"cannot build the downlink: {exc}"))
+            return
+        if not publishes and not dispatcher.fire_and_forget:
+            self._conclude(sub, Verdict(ok=True, output={"already": "in the desired state"}))
             return
         for publish in publishes:
             future = self._publish(publish)

@@ -76,15 +76,16 @@ class PlatformLink:
     def _received(self, message: InboundMessage) -> None:
         for reader in self._readers:
             try:
-                answer = reader.read(message.topic, message.payload)
+                answers = reader.read(message.topic, message.payload)
             except RemoteProtocolError as exc:
                 self.bad_uplinks += 1
                 self._log.warning(
                     "emulator.uplink.rejected", topic=message.topic, reason=exc.reason
                 )
                 continue
-            if answer is not None:
-                self._on_answer(answer)
+            for answer in answers if isinstance(answers, list) else [answers]:
+                if answer is not None:
+                    self._on_answer(answer)
         # The answer is in the engine's memory and written behind; a lost one comes back: the
         # agent answers a redelivered request again from its journal.
         self.connection.ack(message)

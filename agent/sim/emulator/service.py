@@ -78,6 +78,11 @@ class Emulator:
                 log=self.log,
             )
             self.engine.link = self.link
+            link = self.link
+            for reader in self.table.readers:
+                attach = getattr(reader, "attach", None)
+                if attach is not None:  # readers that answer devices (the shadow service)
+                    attach(lambda publish: link.publish(publish).add_done_callback(_retrieved))
             self._link_task = asyncio.get_running_loop().create_task(
                 self.link.run(), name="emulator.link"
             )
@@ -111,3 +116,8 @@ class Emulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._link_task
         await self.store.close()
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()  # a lost reply is asked for again: the device repeats its request

@@ -6,6 +6,7 @@ same process, because the children are reached through the gateway's connection.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,5 +113,8 @@ def registration(slots: list[Slot], spec: FleetSpec) -> dict[str, Any]:
 
 
 def secret_of(device_id: str) -> str:
-    """The simulated device's secret (the brokers the simulator starts do not check it)."""
-    return f"sim-secret-{device_id}"
+    """The simulated device's secret (the brokers the simulator starts do not check it).
+
+    Base64, as Tencent's device secrets are; the other platforms take any string.
+    """
+    return base64.b64encode(f"sim-secret-{device_id}".encode()).decode()

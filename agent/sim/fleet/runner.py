@@ -14,8 +14,10 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from agent.agent import Agent
-from agent.config import AgentConfig, CommandRoute, SimulatedHandler
+from agent.config import AgentConfig, CommandRoute, DeviceIdentity, SimulatedHandler
 from agent.executors.base import Context, Executor, Outcome
 from agent.journal.base import Journal
 from agent.journal.memory import MemoryJournal
@@ -24,6 +26,8 @@ from agent.logging import get_logger
 from agent.model import Subtask
 from agent.sim.fleet.layout import Slot, secret_of
 from agent.sim.fleet.spec import FleetSpec
+
+_DEVICE: TypeAdapter[Any] = TypeAdapter(DeviceIdentity)
 
 
 class Executions:
@@ -60,6 +64,24 @@ class _Counting:
         return getattr(self._inner, name)
 
 
+CONFIG_PROFILES = {"oceanconnect": "huawei-oceanconnect"}  # cohort profile -> config profile
+
+
+def device_section(slot: Slot, workdir: Path) -> dict[str, Any]:
+    """The ``[device]`` table of one simulated agent."""
+    device = slot.device
+    secret = str(workdir / "unused-secret")  # the secret is handed to the agent directly
+    if device.profile == "tencent-iothub":
+        return {
+            "profile": "tencent-iothub",
+            "product_id": device.product_id,
+            "device_name": device.device_id,
+            "secret_file": secret,
+        }
+    profile = CONFIG_PROFILES.get(device.profile, device.profile)
+    return {"profile": profile, "device_id": device.device_id, "secret_file": secret}
+
+
 def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentConfig:
     """The configuration every agent shares (each gets a copy with its own device id)."""
     routes = [
@@ -71,6 +93,18 @@ def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentCo
             ),
         )
         for h in spec.handlers
+    ]
+    appliers = [
+        {
+            "section": a.section,
+            "handler": {
+                "kind": "simulated",
+                "latency_s": a.latency_s,
+                "failure_rate": a.failure_rate,
+                "fail_first": a.fail_first,
+            },
+        }
+        for a in spec.appliers
     ]
     return AgentConfig.model_validate(
         {
@@ -92,6 +126,7 @@ def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentCo
             "limits": {"max_concurrent_subtasks": spec.max_concurrent_subtasks},
             "commands": {"routes": routes},
             "messages": {"spool_dir": None},
+            "desired": {"appliers": appliers},
         }
     )
 
@@ -113,8 +148,7 @@ class FleetRunner:
         self.restarts = 0
         self.journal: Journal | None = None
         self._log = get_logger(component="fleet")
-        # Agents share sections: only the device table differs, so copy the model shallowly.
-        self._device_template = self.base.device
+        self._slots = {slot.device.device_id: slot for slot in self.slots}
 
     async def start(self) -> None:
         """Open the shared journal and start every agent."""
@@ -131,8 +165,9 @@ class FleetRunner:
             await asyncio.gather(*(self._start(i) for i in ids[chunk : chunk + 500]))
 
     def _config(self, device_id: str) -> AgentConfig:
-        device = self._device_template.model_copy(update={"device_id": device_id})
-        return self.base.model_copy(update={"device": device})
+        # Agents share every section but the device table: a shallow copy shares them.
+        section = device_section(self._slots[device_id], self.workdir)
+        return self.base.model_copy(update={"device": _DEVICE.validate_python(section)})
 
     async def _start(self, device_id: str) -> Agent:
         assert self.journal is not None  # noqa: S101 - opened in start()

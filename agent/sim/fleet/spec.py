@@ -8,6 +8,7 @@ submitted ``at_s`` seconds after the fleet is connected.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from agent.errors import ConfigError
 Api = Literal[
     "huawei-iotda", "tencent-iothub", "tencent-iothub-v2", "oceanconnect", "tencent-wedata"
 ]
-PROFILES_IN_BUILD = frozenset({"huawei-iotda"})
+PROFILES_IN_BUILD = frozenset({"huawei-iotda", "tencent-iothub", "oceanconnect"})
 
 
 class Spec(BaseModel):
@@ -38,6 +39,15 @@ class HandlerSpec(Spec):
     fail_first: int = Field(default=0, ge=0, le=100)  # first N runs on each device fail
 
 
+class ApplierSpec(Spec):
+    """A simulated desired-state applier for one section (a Huawei service, a Tencent key)."""
+
+    section: str = Field(min_length=1)
+    latency_s: float = Field(default=0.0, ge=0, le=3600)
+    failure_rate: float = Field(default=0.0, ge=0, le=1)
+    fail_first: int = Field(default=0, ge=0, le=100)
+
+
 class CohortSpec(Spec):
     """``count`` devices named ``{name}-{index:05d}`` (gateways: with ``children`` each)."""
 
@@ -48,6 +58,18 @@ class CohortSpec(Spec):
     group: str | None = None  # group name (default: the cohort name); children: "{group}-children"
     children: int = Field(default=0, ge=0, le=1000)  # > 0 makes each device a gateway
     attrs: dict[str, str] = {}  # OceanConnect deviceType/manufacturerId/model/location
+
+    @model_validator(mode="after")
+    def _tencent_product(self) -> CohortSpec:
+        if self.profile == "tencent-iothub" and not re.fullmatch(
+            r"[A-Za-z0-9]{1,32}", self.product_id
+        ):
+            msg = "a tencent-iothub cohort needs a product_id of 1-32 letters and digits"
+            raise ValueError(msg)
+        if self.profile != "huawei-iotda" and self.children:
+            msg = "gateways with children are simulated for huawei-iotda cohorts only"
+            raise ValueError(msg)
+        return self
 
     @property
     def group_name(self) -> str:
@@ -81,6 +103,7 @@ class FleetSpec(Spec):
 
     cohorts: list[CohortSpec] = [CohortSpec(name="device", count=100)]
     handlers: list[HandlerSpec] = []
+    appliers: list[ApplierSpec] = []  # desired state (updateDeviceShadows, UpdateShadow)
     workflows: list[WorkflowSpec] = []
     faults: FaultSpec = FaultSpec()
     connect_concurrency: int = Field(default=64, ge=1, le=10_000)
