@@ -31,7 +31,7 @@ from agent.sim.emulator.settings import EmulatorSettings
 from agent.sim.fleet.broker import BrokerHandle, EmbeddedHandle
 from agent.sim.fleet.layout import build_layout, registration
 from agent.sim.fleet.runner import FleetRunner
-from agent.sim.fleet.spec import CohortSpec, FleetSpec, HandlerSpec
+from agent.sim.fleet.spec import ApplierSpec, CohortSpec, FleetSpec, HandlerSpec
 from agent.sim.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +71,7 @@ async def run_fleet(broker: BrokerHandle, devices: int, workdir: Path) -> dict[s
     spec = FleetSpec(
         cohorts=[CohortSpec(name="bench", count=devices)],
         handlers=[HandlerSpec(command_name="PING")],
+        appliers=[ApplierSpec(section="s")],
         connect_concurrency=256,
     )
     slots = build_layout(spec)
@@ -127,6 +128,9 @@ async def run_fleet(broker: BrokerHandle, devices: int, workdir: Path) -> dict[s
             "fail": task.counts["fail"],
             "subtasks_per_s": round(devices / elapsed),
             "repeated_executions": len(runner.executions.repeated()),
+            "errors": sorted(
+                {s.error_msg or "" for s in emulator.engine.subtasks[task.task_id] if s.error_msg}
+            )[:5],
         }
     await runner.stop()
     await emulator.close()

@@ -68,6 +68,9 @@ def test_scripts_demo_runs_the_fleet_demo_and_prints_the_report(tmp_path: Path) 
     assert meters["status"] in ("Success", "PartialSuccess")
     assert meters["task_progress"]["success"] >= 290
     assert all(error.endswith("simulated_failure") for error in meters["errors"])
-    assert report["fleet"]["agents"] == 302
+    assert report["fleet"]["agents"] == 342
+    doors = next(task for task in report["tasks"] if task["name"] == "doors: shadow by filter")
+    assert doors["status"] == "Success"
+    assert doors["task_progress"]["total"] == 30
     assert report["executions"]["repeated"] == []
     assert (tmp_path / "report" / "report.png").stat().st_size > 0

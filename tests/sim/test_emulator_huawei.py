@@ -17,7 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.sim.emulator.service import Emulator
-from agent.sim.fleet.spec import HandlerSpec
+from agent.sim.fleet.spec import ApplierSpec, HandlerSpec
 from agent.sim.mosquitto import Mosquitto
 from tests.support.sim import call, emulator, fleet, wait_for
 
@@ -235,13 +235,19 @@ async def test_stopping_a_scheduled_task_ends_in_stopped(tmp_path: Path) -> None
 
 
 async def test_types_without_a_device_side_fail_saying_so(tmp_path: Path) -> None:
-    """UpdateDeviceShadows is accepted and validated; its subtasks fail as not in this build."""
+    """A firmware upgrade is accepted and validated; its subtasks fail as not in this build."""
     async with emulator(tmp_path) as emu:
         await call(emu, "POST", "/sim/v1/fleet", json={"devices": [{"device_id": "dev-1"}]})
-        shadow = {"shadow": [{"service_id": "WaterMeter", "desired": {"temperature": "60"}}]}
-        bad = await _create(emu, _body(task_type="updateDeviceShadows", document={"shadow": []}))
+        _, package = await call(
+            emu,
+            "POST",
+            "/v5/iot/proj/ota-upgrades/packages?version=2.0&package_type=firmwarePackage",
+            data=b"image",
+        )
+        upgrade = {"package_id": package["package_id"]}
+        bad = await _create(emu, _body(task_type="firmwareUpgrade", document={"package_id": "x"}))
         assert bad[0] == 400
-        _, created = await _create(emu, _body(task_type="updateDeviceShadows", document=shadow))
+        _, created = await _create(emu, _body(task_type="firmwareUpgrade", document=upgrade))
         shown = await _finished(emu, created["task_id"])
         assert shown["batchtask"]["status"] == "Fail"
         error = shown["task_details"][0]["error"]
@@ -409,3 +415,28 @@ async def test_attempts_in_flight_resume_after_an_emulator_restart(
             assert shown["batchtask"]["status"] == "Success"
         assert runner.executions.total == 3
         assert runner.executions.repeated() == []
+
+
+@pytest.mark.broker
+async def test_desired_state_pushed_to_every_device_ends_in_success(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """UpdateDeviceShadows: each device applies the desired properties and answers 0."""
+    meter = ApplierSpec(section="WaterMeter", latency_s=0.05)
+    async with (
+        emulator(tmp_path, broker_url=broker.url) as emu,
+        fleet(emu, broker.port, tmp_path, count=4, handlers=[], appliers=[meter]) as (_, group),
+    ):
+        shadow = {"shadow": [{"service_id": "WaterMeter", "desired": {"temperature": "60"}}]}
+        bad = await _create(emu, _body(task_type="updateDeviceShadows", document={"shadow": []}))
+        assert bad[0] == 400
+        body = _body(
+            task_type="updateDeviceShadows",
+            targets=None,
+            targets_filter={"group_ids": [group]},
+            document=shadow,
+        )
+        _, created = await _create(emu, body)
+        shown = await _finished(emu, created["task_id"])
+        assert shown["batchtask"]["status"] == "Success"
+        assert {json.loads(d["output"])["result_code"] for d in shown["task_details"]} == {0}

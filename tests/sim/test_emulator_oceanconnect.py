@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from agent.model import Publish
-from agent.sim.emulator.dispatch_huawei import HuaweiCommands, HuaweiReader
-from agent.sim.emulator.dispatchers import DispatcherTable, build_table
-from agent.sim.emulator.records import OCEANCONNECT, Device, Subtask, Task
 from agent.sim.emulator.service import Emulator
 from agent.sim.fleet.spec import HandlerSpec
 from agent.sim.mosquitto import Mosquitto
@@ -119,8 +114,8 @@ async def test_each_target_type_selects_its_devices(tmp_path: Path, param: dict[
 
 async def test_one_unfinished_task_at_a_time_and_unique_names(tmp_path: Path) -> None:
     """A second task while one is unfinished gets 105001; a reused name gets 105002."""
-    # No broker: the stand-in's commands stay in flight, so the first task stays unfinished.
-    async with emulator(tmp_path, table=_stand_in_table()) as emu:
+    # No broker: the commands stay in flight, so the first task stays unfinished.
+    async with emulator(tmp_path) as emu:
         await _fleet(emu)
         status, first = await call(emu, "POST", TASKS, json=_body(), headers=HEADERS)
         assert status == 200
@@ -155,30 +150,6 @@ async def test_access_tokens_are_checked_when_credentials_are_set(tmp_path: Path
         assert other_app["error_code"] == "100217"
 
 
-class DeviceCmdOverIotda(HuaweiCommands):
-    """This build has no OceanConnect device side: DeviceCmd travels as an IoTDA command here."""
-
-    def downlinks(
-        self, task: Task, subtask: Subtask, device: Device, correlation: str
-    ) -> list[Publish]:
-        command = task.request["param"]["command"]
-        document = {
-            "service_id": command["serviceId"],
-            "command_name": command["method"],
-            "paras": command.get("paras") or {},
-        }
-        as_iotda = dataclasses.replace(task, request={"document": document})
-        return super().downlinks(as_iotda, subtask, device, correlation)
-
-
-def _stand_in_table() -> DispatcherTable:
-    """The build's table with DeviceCmd carried by the stand-in."""
-    table = build_table()
-    reader = HuaweiReader()
-    entries = {**table.entries, (OCEANCONNECT, "DeviceCmd"): DeviceCmdOverIotda(reader)}
-    return DispatcherTable(entries, [reader])
-
-
 @pytest.mark.broker
 async def test_max_retransmit_retries_and_results_reach_the_callback(
     tmp_path: Path, broker: Mosquitto
@@ -200,13 +171,10 @@ async def test_max_retransmit_retries_and_results_reach_the_callback(
     flaky = HandlerSpec(service_id="Maintenance", command_name="REBOOT", fail_first=1)
     try:
         async with (
-            emulator(
-                tmp_path,
-                broker_url=broker.url,
-                table=_stand_in_table(),
-                oceanconnect_retransmit_s=0.3,
-            ) as emu,
-            fleet(emu, broker.port, tmp_path, count=2, handlers=[flaky]) as (_, group),
+            emulator(tmp_path, broker_url=broker.url, oceanconnect_retransmit_s=0.3) as emu,
+            fleet(
+                emu, broker.port, tmp_path, count=2, handlers=[flaky], profile="oceanconnect"
+            ) as (_, group),
         ):
             devices = emu.registry.groups[group].device_ids
             param = _param(

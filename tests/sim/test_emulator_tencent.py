@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 
 from agent.sim.emulator.auth import sign_headers
 from agent.sim.emulator.service import Emulator
-from tests.support.sim import call, emulator, wait_for
+from agent.sim.fleet.spec import ApplierSpec, HandlerSpec
+from agent.sim.mosquitto import Mosquitto
+from tests.support.sim import call, emulator, fleet, wait_for
 
 PRODUCT = "ABCDE12345"
 V3 = {"X-TC-Version": "2018-06-14", "Content-Type": "application/json"}
@@ -68,19 +71,58 @@ async def test_create_task_selects_devices_by_name_filter(tmp_path: Path) -> Non
         assert described["AllDeviceCnt"] == 2
 
 
-async def test_update_shadow_subtasks_fail_as_not_in_this_build(tmp_path: Path) -> None:
-    """UpdateShadow is accepted; without the Tencent device side its subtasks fail, saying why."""
-    async with emulator(tmp_path) as emu:
-        await _fleet(emu, ["frontdoor"])
-        answer = await _api3(emu, "CreateTask", _create())
+@pytest.mark.broker
+async def test_update_shadow_ends_when_every_device_reports_it(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """UpdateShadow pushes the delta; each Tencent agent applies it and reports: Success."""
+    async with (
+        emulator(tmp_path, broker_url=broker.url) as emu,
+        fleet(
+            emu,
+            broker.port,
+            tmp_path,
+            count=4,
+            handlers=[],
+            profile="tencent-iothub",
+            product_id=PRODUCT,
+            appliers=[ApplierSpec(section="state", latency_s=0.05)],
+        ) as (_, prefix),
+    ):
+        body = _create(DeviceNameFilter=f"^{prefix}-0000[0-2]$")
+        answer = await _api3(emu, "CreateTask", body)
 
-        async def failed() -> bool:
+        async def done() -> bool:
             described = await _api3(emu, "DescribeTask", {"Id": answer["TaskId"]})
-            return bool(described["Status"] == 4)
+            progress = described["TaskProgress"]
+            assert sum(v for k, v in progress.items() if k != "total") == progress["total"]
+            return bool(described["Status"] in (3, 4, 5))
 
-        await wait_for(failed, 10, "the task to fail")
+        await wait_for(done, 20, "the shadow task to end")
         described = await _api3(emu, "DescribeTask", {"Id": answer["TaskId"]})
-        assert "not available in this build" in described["ErrMsg"]
+        assert (described["Status"], described["AllDeviceCnt"]) == (3, 3)
+        assert described["TaskProgress"]["success"] == 3
+
+
+@pytest.mark.broker
+async def test_publish_message_in_the_older_form_reaches_the_broker(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """PublishMessage (older form) to a subscribed topic: done once the broker has each one."""
+    async with (
+        emulator(tmp_path, broker_url=broker.url) as emu,
+        fleet(
+            emu, broker.port, tmp_path, count=3, handlers=[], profile="tencent-iothub",
+            product_id=PRODUCT,
+        ) as (runner, prefix),
+    ):  # fmt: skip
+        tasks = json.dumps({"publishMessageTask": {"topic": "data", "payload": "close"}})
+        form = _form(taskType="PublishMessage", deviceNameFilter=f"^{prefix}", tasks=tasks)
+        _, answer = await call(emu, "POST", "/v2/index.php", data=form)
+        task = emu.engine.tasks[answer["taskId"]]
+        await wait_for(lambda: asyncio.sleep(0, task.finished_at is not None), 20, "the task")
+        assert task.status(time.time()) == "Success"
+        await wait_for(lambda: asyncio.sleep(0, runner.executions.total == 3), 20, "deliveries")
 
 
 BAD_V3 = [
@@ -342,3 +384,33 @@ async def test_bad_wedata_requests_are_refused(
         if case == "data-platform type":
             assert "Offline Synchronization" in answer["Error"]["Message"]
         assert emu.engine.tasks == {}
+
+
+@pytest.mark.broker
+async def test_wedata_script_task_runs_as_a_command_on_each_device(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """A Shell task reaches each device of the workflow as a command named after the task."""
+    script = HandlerSpec(command_name="rotate_logs", latency_s=0.05)
+    async with (
+        emulator(tmp_path, broker_url=broker.url) as emu,
+        fleet(emu, broker.port, tmp_path, count=3, handlers=[script]) as (runner, group),
+    ):
+        workflow = await _api3(
+            emu,
+            "CreateWorkflow",
+            {"ProjectId": "1", "WorkflowName": "nightly", "DeviceGroup": group},
+            version=WEDATA,
+        )
+        body = {
+            "ProjectId": "1",
+            "WorkflowId": workflow["Data"]["WorkflowId"],
+            "TaskName": "rotate_logs",
+            "TaskType": 35,
+            "TaskExt": [{"Key": "keep_days", "Value": "7"}],
+        }
+        answer = await _api3(emu, "CreateTask", body, version=WEDATA)
+        task = emu.engine.tasks[answer["Data"]["Id"]]
+        await wait_for(lambda: asyncio.sleep(0, task.finished_at is not None), 20, "the task")
+        assert (task.status(time.time()), task.counts["success"]) == ("Success", 3)
+        assert runner.executions.total == 3

@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -18,7 +18,7 @@ from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings
 from agent.sim.fleet.layout import build_layout, registration
 from agent.sim.fleet.runner import FleetRunner
-from agent.sim.fleet.spec import CohortSpec, FleetSpec, HandlerSpec
+from agent.sim.fleet.spec import ApplierSpec, CohortSpec, FleetSpec, HandlerSpec
 
 
 @asynccontextmanager
@@ -57,16 +57,24 @@ async def fleet(
     handlers: list[HandlerSpec],
     children: int = 0,
     gateways: int = 0,
+    profile: Literal["huawei-iotda", "tencent-iothub", "oceanconnect"] = "huawei-iotda",
+    product_id: str = "simproduct",
+    appliers: list[ApplierSpec] | None = None,
+    attrs: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[FleetRunner, str]]:
     """``count`` agents (plus gateways with children) registered with ``emu``.
 
     Yields the runner and the group name of the devices (a unique prefix per call).
     """
     prefix = f"d{secrets.token_hex(3)}"
-    cohorts = [CohortSpec(name=prefix, count=count)]
+    cohorts = [
+        CohortSpec(
+            name=prefix, count=count, profile=profile, product_id=product_id, attrs=attrs or {}
+        )
+    ]
     if gateways:
         cohorts.append(CohortSpec(name=f"{prefix}gw", count=gateways, children=children))
-    spec = FleetSpec(cohorts=cohorts, handlers=handlers, journal="memory")
+    spec = FleetSpec(cohorts=cohorts, handlers=handlers, appliers=appliers or [], journal="memory")
     slots = build_layout(spec)
     await register_fleet(emu, registration(slots, spec))
     runner = FleetRunner(spec, slots, host="127.0.0.1", port=port, workdir=tmp_path)
