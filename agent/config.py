@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,7 +24,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from agent.errors import ConfigError
 
@@ -58,7 +64,16 @@ class HuaweiIotdaDevice(Section):
         return value
 
 
-DeviceIdentity = Annotated[HuaweiIotdaDevice, Field(discriminator="profile")]
+def _profile_kind(value: object) -> str | None:
+    """``profile`` may be left out while Huawei IoTDA is the only profile (it has a default)."""
+    if isinstance(value, dict):
+        return str(value.get("profile", "huawei-iotda"))
+    return getattr(value, "profile", None)
+
+
+DeviceIdentity = Annotated[
+    Annotated[HuaweiIotdaDevice, Tag("huawei-iotda")], Discriminator(_profile_kind)
+]
 
 
 class TlsSettings(Section):
@@ -261,11 +276,15 @@ class AgentConfig(BaseSettings):
         return env_settings, init_settings
 
 
+# ``DEVICE_AGENT_*`` variables that are not configuration overrides.
+NON_CONFIG_ENV = frozenset({"FAILPOINTS"})
+
+
 def load_config(path: Path) -> AgentConfig:
     """Read, override and validate the configuration at ``path``.
 
     Raises:
-        ConfigError: naming each bad key and value.
+        ConfigError: naming each bad key and value (and the variable, for an override).
     """
     try:
         with path.open("rb") as fh:
@@ -274,13 +293,45 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError([(str(path), None, f"cannot read: {exc.strerror}")]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([(str(path), None, f"not valid TOML: {exc}")]) from exc
+    overrides = _env_overrides()
+    unknown: list[tuple[str, object, str]] = [
+        (name, value, "is not a setting (overrides look like DEVICE_AGENT_MQTT__PORT)")
+        for key, (name, value) in overrides.items()
+        if key.split(".")[0] not in AgentConfig.model_fields
+    ]
+    if unknown:
+        raise ConfigError(unknown)
     try:
         return AgentConfig(**data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from exc
+        raise ConfigError(_problems(exc, overrides)) from exc
+    except SettingsError as exc:
+        # A variable for a table or list that is not valid JSON.
+        field = str(exc).split('"')[1] if '"' in str(exc) else ""
+        bad: list[tuple[str, object, str]] = [
+            (name, value, "must be JSON for a table or list setting")
+            for key, (name, value) in overrides.items()
+            if key.split(".")[0] == field
+        ]
+        raise ConfigError(bad or [("(environment)", None, str(exc))]) from exc
 
 
-def _problems(exc: ValidationError) -> list[tuple[str, object, str]]:
+def _env_overrides() -> dict[str, tuple[str, str]]:
+    """Dotted setting -> (variable, value) for every ``DEVICE_AGENT_*`` override set."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in os.environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        if rest.upper() in NON_CONFIG_ENV:
+            continue
+        found[rest.lower().replace("__", ".")] = (name, value)
+    return found
+
+
+def _problems(
+    exc: ValidationError, overrides: dict[str, tuple[str, str]] | None = None
+) -> list[tuple[str, object, str]]:
     problems: list[tuple[str, object, str]] = []
     for error in exc.errors(include_url=False):
         # Discriminated unions add the tag to the location; it names no key the user wrote.
@@ -288,11 +339,25 @@ def _problems(exc: ValidationError) -> list[tuple[str, object, str]]:
         value = error.get("input")
         if error["type"] == "missing":
             value = None
-        problems.append((key or "(top level)", value, error["msg"]))
+        elif error["type"] == "union_tag_invalid":
+            ctx = error.get("ctx", {})
+            key = f"{key}.{_TAG_FIELDS.get(ctx.get('discriminator', ''), 'kind')}"
+            value = ctx.get("tag")
+        key = key or "(top level)"
+        problems.append((_with_source(key, overrides or {}), value, error["msg"]))
     return problems
 
 
+def _with_source(key: str, overrides: dict[str, tuple[str, str]]) -> str:
+    """Name the environment variable a bad value came from, if it came from one."""
+    for setting, (name, _) in sorted(overrides.items(), key=lambda item: -len(item[0])):
+        if key == setting or key.startswith(setting + "."):
+            return f"{key} (from {name})"
+    return key
+
+
 _UNION_TAGS = {"huawei-iotda", "exec", "simulated"}
+_TAG_FIELDS = {"_profile_kind()": "profile", "_handler_kind()": "kind"}
 
 
 def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
@@ -334,10 +399,18 @@ def handler_problem(program: str, allowed_dirs: list[Path]) -> str | None:
     except (OSError, RuntimeError):
         return "does not exist"
     roots = [directory.resolve() for directory in allowed_dirs]
-    if not any(real.is_relative_to(root) for root in roots):
+    root = next((r for r in roots if real.is_relative_to(r)), None)
+    if root is None:
         return f"is not inside an allowed directory ({', '.join(map(str, allowed_dirs))})"
     if not real.is_file() or not os.access(real, os.X_OK):
         return "is not an executable file"
     if real.stat().st_mode & 0o002:
         return "is world-writable"
+    # Anyone who may write a directory on the way may swap the program for another.
+    for directory in (real.parent, *real.parent.parents):
+        mode = directory.stat().st_mode
+        if mode & 0o002 and not mode & stat.S_ISVTX:
+            return f"is in a world-writable directory ({directory})"
+        if directory == root:
+            break
     return None
