@@ -347,3 +347,25 @@ class LogRecorder:
     def events(self, name: str) -> list[dict[str, Any]]:
         """Lines with event ``name``."""
         return [line for line in self.lines if line["event"] == name]
+
+
+def context(received_at: float = 1_700_000_000.0, log: LogRecorder | None = None) -> Context:
+    """An executor context wired to in-memory parts (journal, outbox, fake transport)."""
+    from agent.journal.memory import MemoryJournal
+    from agent.outbox import Outbox
+    from agent.profiles.huawei_iotda import HuaweiIotdaProfile
+    from agent.uplink import Uplink
+
+    log = log or LogRecorder()
+    journal = MemoryJournal()
+    transport = FakeTransport()
+    outbox = Outbox("dev-1", journal, transport, log=log)
+    uplink = Uplink(
+        agent_id="dev-1",
+        profile=HuaweiIotdaProfile("dev-1"),
+        journal=journal,
+        outbox=outbox,
+        transport=transport,
+        log=log,
+    )
+    return Context(agent_id="dev-1", received_at=received_at, log=log, uplink=uplink)
