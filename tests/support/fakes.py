@@ -139,7 +139,8 @@ class ControlledJournal:
         self.inner = inner
         self._gates: dict[str, asyncio.Event] = {}
         self._failing: set[str] = set()
-        self.accepted_keys: list[str] = []
+        self.entered_keys: list[str] = []  # accept called (perhaps still held)
+        self.accepted_keys: list[str] = []  # accept returned
 
     def hold(self, key_part: str) -> None:
         """Make accepts whose key contains ``key_part`` wait."""
@@ -152,6 +153,10 @@ class ControlledJournal:
     def fail(self, key_part: str) -> None:
         """Make accepts whose key contains ``key_part`` fail."""
         self._failing.add(key_part)
+
+    def heal(self) -> None:
+        """Stop failing accepts."""
+        self._failing.clear()
 
     async def accept(
         self,
@@ -166,6 +171,7 @@ class ControlledJournal:
         finish: Finish | None = None,
     ) -> Accepted:
         """Pass through, after any gate for the key, unless it is marked to fail."""
+        self.entered_keys.append(key)
         for part, gate in self._gates.items():
             if part in key:
                 await gate.wait()
@@ -240,6 +246,7 @@ class Execution:
 
     key: str
     received_at: float
+    subtask: Subtask
     started: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -250,7 +257,8 @@ class ScriptedExecutor:
     order, and so are recoveries.
     """
 
-    def __init__(self, *, hold_all: bool = False) -> None:
+    def __init__(self, *, hold_all: bool = False, crash: Exception | None = None) -> None:
+        self.crash = crash  # raised from every execution, as a buggy executor would
         self.executions: list[Execution] = []
         self.recoveries: list[tuple[str, str]] = []
         self.cancelled: list[str] = []
@@ -269,9 +277,11 @@ class ScriptedExecutor:
 
     async def execute(self, subtask: Subtask, ctx: Context) -> Outcome:
         """Record the call, wait if held, answer."""
-        execution = Execution(subtask.key, ctx.received_at)
+        execution = Execution(subtask.key, ctx.received_at, subtask)
         self.executions.append(execution)
         execution.started.set()
+        if self.crash is not None:
+            raise self.crash
         if self._hold_all:
             gate = self._gates.setdefault(subtask.key, asyncio.Event())
             try:
