@@ -13,7 +13,7 @@ import collections
 import contextlib
 from typing import Any
 
-from agent.errors import LocalProtocolError
+from agent.errors import LocalProtocolError, TransportError
 from agent.journal.base import Journal, OutboxItem
 from agent.transport.base import Transport
 
@@ -115,7 +115,10 @@ class Outbox:
 
     def _settled(self, item: OutboxItem, future: asyncio.Future[None]) -> None:
         self._inflight.pop(item.id, None)
-        error = future.exception()
+        # A cancelled publication was abandoned, not acknowledged: treat it as lost.
+        error = (
+            TransportError("publication cancelled") if future.cancelled() else future.exception()
+        )
         if error is None:
             self._known.discard(item.id)
             self._acked.append(item.id)
