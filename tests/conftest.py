@@ -10,6 +10,7 @@ import pytest
 import structlog
 
 from agent.sim.mosquitto import Mosquitto, mosquitto_binary
+from tests.support.agents import stop_leftover_agents
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +24,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+    stop_leftover_agents()  # a test that failed before stopping its daemon leaves none behind
 
 
 def _require_mosquitto() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -63,6 +64,10 @@ class Mosquitto:
                     "allow_anonymous true",
                     # Small request/response exchanges must not wait on Nagle's algorithm.
                     "set_tcp_nodelay true",
+                    # Started as root, mosquitto switches to the "mosquitto" user and then
+                    # cannot save into this directory: persistence silently fails and queued
+                    # messages and sessions vanish on restart. Stay the user that started it.
+                    f"user {pwd.getpwuid(os.geteuid()).pw_name}",
                     "persistence true",
                     f"persistence_location {workdir}/",
                     # Queued QoS 1 messages survive a broker restart: save on every change.

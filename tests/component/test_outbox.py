@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import LocalProtocolError
+from agent.errors import JournalError, LocalProtocolError
 from agent.journal.base import Journal, OutboxItem
 from agent.journal.memory import MemoryJournal
 from agent.journal.sqlite import SqliteJournal
@@ -235,3 +235,25 @@ async def test_a_cancelled_publication_counts_as_lost_not_as_stuck(
 
     assert await pump.outbox.drain(5.0)
     assert await pump.stored() == []
+
+
+async def test_a_failed_journal_scan_is_retried_rather_than_ending_the_pump(
+    make_pump: PumpFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal read error while scanning the backlog is logged and the scan tried again."""
+    journal = MemoryJournal()
+    await journal.enqueue(AGENT, _publishes(2), now=1.0)
+    real_pending = journal.pending
+    failures = [JournalError("disk I/O error")]
+
+    async def flaky(agent_id: str, after_id: int, limit: int) -> list[OutboxItem]:
+        if failures:
+            raise failures.pop()
+        return await real_pending(agent_id, after_id, limit)
+
+    monkeypatch.setattr(journal, "pending", flaky)
+    pump = await make_pump(journal=journal)
+
+    await until(lambda: len(pump.sent()) == 2, "the backlog sent after the retry")
+    (failed,) = pump.log.events("outbox.scan.failed")
+    assert "disk I/O error" in failed["error"]

@@ -77,6 +77,20 @@ def agent_config(
     return path
 
 
+# Daemons started by tests and not yet seen to exit (a failing test may not get to stop them).
+_started: list[AgentProcess] = []
+
+
+def stop_leftover_agents() -> None:
+    """SIGKILL (and reap) every daemon a test started and left running."""
+    while _started:
+        agent = _started.pop()
+        if agent.process is not None and agent.process.poll() is None:
+            agent.process.kill()
+            agent.process.wait(30)
+        agent._close_notify()
+
+
 class AgentProcess:
     """``device-agent run`` as a child process, with a notify socket to see READY=1."""
 
@@ -110,6 +124,7 @@ class AgentProcess:
             cwd=self.workdir,
         )
         log.close()
+        _started.append(self)
         if wait_ready:
             self.wait_notification("READY=1", timeout)
 
