@@ -118,9 +118,6 @@ class Dispatcher:
             # Not acknowledged: the broker redelivers it on the next connection.
             self._log.error("journal.accept.failed", topic=message.topic, error=str(exc))
             return False
-        except Exception:  # a bug must cost this one message, not the dispatcher
-            self._log.exception("subtask.accept.crashed", topic=message.topic)
-            return True
         return True
 
     async def _accept(self, subtask: Subtask, message: InboundMessage) -> None:

@@ -69,10 +69,6 @@ class Mosquitto:
                     "allow_anonymous true",
                     # Small request/response exchanges must not wait on Nagle's algorithm.
                     "set_tcp_nodelay true",
-                    # Started as root, mosquitto switches to the "mosquitto" user and then
-                    # cannot save into this directory: persistence silently fails and queued
-                    # messages and sessions vanish on restart. Stay the user that started it.
-                    f"user {pwd.getpwuid(os.geteuid()).pw_name}",
                     "persistence true",
                     f"persistence_location {workdir}/",
                     # Queued QoS 1 messages survive even a SIGKILL of the broker when it saves
