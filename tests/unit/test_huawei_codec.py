@@ -661,6 +661,8 @@ def test_downlinks_this_agent_does_not_serve_yet_are_ignored(
         (f"{SYS}nonsense", "unexpected system topic"),
         (f"$oc/devices/{DEVICE}-other/sys/commands/request_id={RID}", "unexpected topic"),
         ("random/topic", "unexpected topic"),
+        ("/device/message/down/\ud800", "not valid UTF-8"),
+        (f"{SYS}messages/down\udc80", "not valid UTF-8"),
     ],
 )
 def test_publications_on_unexpected_topics_are_rejected(

@@ -108,6 +108,10 @@ class HuaweiIotdaProfile:
 
     def decode(self, topic: str, payload: bytes) -> Inbound:
         """Decode one publication received on a subscribed topic."""
+        try:
+            topic.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate: no broker sends it, none is kept
+            raise RemoteProtocolError("topic is not valid UTF-8 text") from exc
         if topic.startswith(self._prefix):
             return self._decode_sys(topic[len(self._prefix) :], payload)
         if any(matches(f, topic) for f in self._user_topics):
