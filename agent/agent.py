@@ -16,6 +16,7 @@ from agent.config import AgentConfig
 from agent.dispatcher import Dispatcher
 from agent.executors.base import ConnectAware, Executor
 from agent.executors.command import CommandExecutor
+from agent.executors.desired import DesiredStateExecutor
 from agent.executors.message import MessageExecutor
 from agent.executors.unsupported import UnsupportedExecutor
 from agent.journal.base import Journal
@@ -53,6 +54,8 @@ class Agent:
         self._secret = secret
         self._clock = clock
         self._anchor: datetime | None = None
+        # A secret the profile cannot sign with fails here, at start, not in the reconnect loop.
+        self.profile.connect_identity(secret, datetime.fromtimestamp(clock(), UTC))
         self.transport = MqttConnection(
             config.mqtt,
             identity=self._identity,
@@ -72,7 +75,7 @@ class Agent:
             log=self.log,
             clock=clock,
         )
-        self.executors = self._executors(config)
+        self.executors = self._executors(config, journal, self.agent_id)
         self.dispatcher = Dispatcher(
             agent_id=self.agent_id,
             profile=self.profile,
@@ -88,12 +91,19 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
 
     @staticmethod
-    def _executors(config: AgentConfig) -> dict[str, Executor]:
-        return {
+    def _executors(config: AgentConfig, journal: Journal, agent_id: str) -> dict[str, Executor]:
+        executors: dict[str, Executor] = {
             "command": CommandExecutor(config.commands),
             "message": MessageExecutor(config.messages, config.commands),
             "unsupported": UnsupportedExecutor(),
         }
+        if config.desired.enabled:
+            desired = DesiredStateExecutor(
+                config.desired, config.commands, journal, agent_id=agent_id
+            )
+            for kind in ("desired_state", "desired_refresh", "state_query"):
+                executors[kind] = desired
+        return executors
 
     async def start(self) -> None:
         """Resume what a previous run left open, then connect and serve in the background."""
@@ -149,7 +159,8 @@ class Agent:
 
     async def _on_connected(self) -> None:
         self.outbox.resume()
-        for executor in self.executors.values():
+        # One executor may serve several kinds: each hears about the connection once.
+        for executor in {id(e): e for e in self.executors.values()}.values():
             if isinstance(executor, ConnectAware):
                 await executor.connected(self.uplink)
 

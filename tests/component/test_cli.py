@@ -33,7 +33,7 @@ def _config(tmp_path: Path, **changes: dict[str, object]) -> Path:
     secret.write_text("s3cret-value\n")
     handler = write_handler(tmp_path / "handlers", "echo", "print('{}')\n")
     data: dict[str, dict[str, object]] = {
-        "device": {"device_id": "dev-1", "secret_file": str(secret)},
+        "device": {"profile": "huawei-iotda", "device_id": "dev-1", "secret_file": str(secret)},
         "mqtt": {"host": "127.0.0.1", "port": 1883},
         "journal": {"path": str(tmp_path / "journal.db")},
         "commands": {
@@ -114,7 +114,9 @@ def test_check_config_on_the_example_only_misses_the_installation(tmp_path: Path
     problems = [line.strip() for line in result.stderr.splitlines()[1:]]
     assert problems[0].startswith("device.secret_file = '/etc/device-agent/device-secret'")
     assert all(
-        p.startswith(("device.secret_file", "mqtt.tls.ca_file", "commands.routes."))
+        p.startswith(
+            ("device.secret_file", "mqtt.tls.ca_file", "commands.routes.", "desired.appliers.")
+        )
         for p in problems
     ), problems
 

@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from agent.config import AgentConfig, check_environment, handler_problem, load_config
+from agent.config import (
+    AgentConfig,
+    HuaweiIotdaDevice,
+    check_environment,
+    handler_problem,
+    load_config,
+)
 from agent.errors import ConfigError
 from tests.support import toml
 
@@ -72,7 +78,9 @@ def test_example_optional_settings_validate_when_enabled(tmp_path: Path) -> None
 
     assert config.mqtt.tls.cert_file is not None
     assert config.messages.handler is not None
-    assert {r.handler.kind for r in config.commands.routes} == {"exec", "simulated"}
+    assert {r.handler.kind for r in config.commands.routes} == {"exec", "simulated", "script"}
+    assert {a.handler.kind for a in config.desired.appliers} == {"exec", "simulated"}
+    assert config.desired.state_file_sections == ["Config", "Thresholds"]
 
 
 def _model_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
@@ -108,8 +116,12 @@ def _toml_paths(value: object, prefix: str = "") -> set[str]:
 
 
 def test_every_configuration_field_appears_in_the_example() -> None:
-    """Each field of AgentConfig (nested ones too) is set or shown in the example file."""
-    fields = _model_paths(AgentConfig)
+    """Each field of AgentConfig (nested ones too) is set or shown in the example file.
+
+    The example is a Huawei IoTDA device, so of the device identities only IoTDA's applies.
+    """
+    fields = {p for p in _model_paths(AgentConfig) if not p.startswith("device.")}
+    fields |= _model_paths(HuaweiIotdaDevice, "device.")
     shown = _toml_paths(tomllib.loads(_example_with_optional_lines()))
 
     missing = sorted(fields - shown)
@@ -226,14 +238,14 @@ def test_missing_required_keys_are_named(tmp_path: Path) -> None:
     assert all(message == "Field required" for _, _, message in problems)
 
 
-def test_profile_may_be_left_out(tmp_path: Path) -> None:
-    """The device table defaults to the Huawei IoTDA profile, as its field says."""
+def test_a_missing_profile_is_named(tmp_path: Path) -> None:
+    """Without device.profile the agent cannot tell which identity this is: it says so."""
     data = _base(tmp_path)
     del data["device"]["profile"]
 
-    config = load_config(_write(tmp_path, data))
+    problems = _problems(_write(tmp_path, data))
 
-    assert config.device.profile == "huawei-iotda"
+    assert problems == [("device.profile", None, "is required to say which kind this is")]
 
 
 def test_an_unknown_profile_is_named(tmp_path: Path) -> None:

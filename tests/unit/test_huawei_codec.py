@@ -246,7 +246,7 @@ def test_device_answers_round_trip_through_the_platform_side(profile: HuaweiIotd
         (f"{SYS}commands/response/request_id={RID}", b'{"result_code": "0"}', "result_code"),
         (f"{SYS}commands/response/request_id={RID}", b"[]", "JSON object"),
         (f"{SYS}properties/set/response/request_id={RID}", b"{}", "result_code"),
-        (f"{SYS}messages/up", b"{}", "not an answer topic"),
+        (f"{SYS}messages/up", b"{}", "not an uplink this side reads"),
     ],
 )
 def test_platform_rejects_answers_it_cannot_read(
@@ -612,7 +612,7 @@ def test_platform_reads_the_property_set_response_sample(platform: HuaweiIotdaPl
 
 def test_oversize_property_set_is_rejected_with_a_reply(profile: HuaweiIotdaProfile) -> None:
     """An oversize property set still gets an answer on its response topic."""
-    with pytest.raises(RemoteProtocolError, match="oversize") as caught:
+    with pytest.raises(RemoteProtocolError, match="exceeds") as caught:
         profile.decode(f"{SYS}properties/set/request_id={RID}", b" " * 4097)
 
     assert isinstance(caught.value.reply, RequestRejected)
