@@ -10,7 +10,6 @@ import pytest
 import structlog
 from hypothesis import settings
 
-
 from agent.sim.mosquitto import Mosquitto, mosquitto_binary
 from tests.support.agents import stop_leftover_agents
 
