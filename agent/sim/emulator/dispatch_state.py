@@ -183,6 +183,11 @@ class TencentShadowService:
 
     name = "tencent-iothub"
     fire_and_forget: bool = False
+    # Deltas go out at QoS 0 and the shadow service does not keep them: a device that missed
+    # one (it reconnected, the broker restarted) would only catch up by asking, and its request
+    # can be lost the same way. Pushing what is still pending again now and then closes the gap;
+    # the agent recognises a delta it has applied already.
+    resend_every_s: float = 3.0
 
     def __init__(self, timeout_s: float = 86400.0, clock: Callable[[], float] = time.time) -> None:
         self.reader: UplinkReader | None = self
@@ -191,6 +196,7 @@ class TencentShadowService:
         self._shadows: dict[tuple[str, str], TencentShadow] = {}
         # (pid, dn) -> {correlation: desired change it waits for}
         self._waiting: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._deltas: dict[str, Publish] = {}  # correlation -> the delta its attempt pushed
         self.publish: Callable[[Publish], None] = lambda _: None
 
     def attach(self, publish: Callable[[Publish], None]) -> None:
@@ -215,17 +221,20 @@ class TencentShadowService:
         change = json.loads(task.request["Tasks"]["UpdateShadowTask"]["Desired"])
         shadow = self._shadow(device.product_id, device.name)
         waiting = self._waiting.setdefault((device.product_id, device.name), {})
-        now = int(self._clock())
-        if correlation in waiting:  # sent again (after a reconnect): push what is still pending
-            left = pending(change, shadow.reported)
-            delta = shadow.set_desired(left, now) if left else None
-        else:
-            delta = shadow.set_desired(change, now)
         if not pending(change, shadow.reported):
             waiting.pop(correlation, None)
             return []
+        if correlation in waiting:
+            # Sent again: the same delta, same version. A new version would make the device's
+            # update (carrying the version it saw) a 5005 conflict.
+            last = self._deltas.get(correlation)
+            return [last] if last is not None else []
+        delta = shadow.set_desired(change, int(self._clock()))
         waiting[correlation] = change
-        return [delta] if delta is not None else []
+        if delta is None:
+            return []
+        self._deltas[correlation] = delta
+        return [delta]
 
     def read(self, topic: str, payload: bytes) -> list[Answer] | None:
         """Answer a device's shadow request; the subtasks its reported state completes."""
@@ -248,8 +257,10 @@ class TencentShadowService:
             if not pending(change, shadow.reported):
                 answers.append(Answer(correlation, Verdict(ok=True, output={"reported": True})))
                 del waiting[correlation]
+                self._deltas.pop(correlation, None)
             elif isinstance(status, dict) and status.get("result") == "failed":
                 reason = str(status.get("description") or "the device could not apply it")
                 answers.append(Answer(correlation, Verdict.failed("APPLY_FAILED", reason, status)))
                 del waiting[correlation]
+                self._deltas.pop(correlation, None)
         return answers

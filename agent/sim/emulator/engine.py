@@ -64,6 +64,8 @@ class TaskEngine:
         self.observers: list[SubtaskObserver] = []
         self.late_answers = 0
         self._inflight: dict[str, r.Subtask] = {}  # correlation -> subtask
+        self._sent_at: dict[str, float] = {}  # correlation -> when its downlink last went out
+        self._next_nudge = 0.0
         self._due: list[tuple[float, int, r.Subtask]] = []
         self._deadlines: list[tuple[float, int, str]] = []
         self._order = itertools.count()
@@ -199,6 +201,7 @@ class TaskEngine:
             now = self.clock()
             self._expire(now)
             await self._dispatch_due(now)
+            self._nudge(now)
             delay = 0.5
             if self._due and len(self._inflight) < self.max_in_flight:
                 delay = min(delay, self._due[0][0] - now)
@@ -207,6 +210,21 @@ class TaskEngine:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(delay, 0.001))
+
+    def _nudge(self, now: float) -> None:
+        """Send again attempts whose dispatcher asks for it (downlinks a broker may drop)."""
+        if now < self._next_nudge:
+            return
+        self._next_nudge = now + 1.0
+        for correlation, sub in list(self._inflight.items()):
+            task = self.tasks[sub.task_id]
+            dispatcher = self.table.get(task.api, task.task_type)
+            every = getattr(dispatcher, "resend_every_s", None)
+            device = self.registry.devices.get(sub.device_id)
+            if not every or device is None or not isinstance(dispatcher, MqttDispatcher):
+                continue
+            if now - self._sent_at.get(correlation, 0.0) >= every:
+                self._send(dispatcher, task, sub, device, correlation)
 
     async def _flusher(self) -> None:
         while True:
@@ -287,6 +305,7 @@ class TaskEngine:
         device: r.Device,
         correlation: str,
     ) -> None:
+        self._sent_at[correlation] = self.clock()
         try:
             publishes = dispatcher.downlinks(task, sub, device, correlation)
         except (KeyError, TypeError, ValueError) as exc:
@@ -347,6 +366,7 @@ class TaskEngine:
             return
         if sub.correlation is not None:
             self._inflight.pop(sub.correlation, None)
+            self._sent_at.pop(sub.correlation, None)
             sub.correlation = None
             self._wake.set()  # a slot is free
         task = self.tasks[sub.task_id]
@@ -372,6 +392,7 @@ class TaskEngine:
     def _finish_now(self, task: r.Task, sub: r.Subtask, verdict: Verdict) -> None:
         if sub.correlation is not None:
             self._inflight.pop(sub.correlation, None)
+            self._sent_at.pop(sub.correlation, None)
             sub.correlation = None
         sub.deadline = None
         sub.output = verdict.output

@@ -17,7 +17,13 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from agent.agent import Agent
-from agent.config import AgentConfig, CommandRoute, DeviceIdentity, SimulatedHandler
+from agent.config import (
+    AgentConfig,
+    CommandRoute,
+    DesiredStateSettings,
+    DeviceIdentity,
+    SimulatedHandler,
+)
 from agent.executors.base import Context, Executor, Outcome
 from agent.journal.base import Journal
 from agent.journal.memory import MemoryJournal
@@ -35,6 +41,7 @@ class Executions:
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
+        self.by_kind: collections.Counter[str] = collections.Counter()
 
     @property
     def total(self) -> int:
@@ -55,6 +62,7 @@ class _Counting:
 
     async def execute(self, subtask: Subtask, ctx: Context) -> Outcome:
         self._executions.counts[subtask.key] += 1
+        self._executions.by_kind[subtask.kind] += 1
         return await self._inner.execute(subtask, ctx)
 
     async def recover(self, subtask: Subtask, state: str, ctx: Context) -> Outcome:
@@ -65,6 +73,8 @@ class _Counting:
 
 
 CONFIG_PROFILES = {"oceanconnect": "huawei-oceanconnect"}  # cohort profile -> config profile
+DESIRED_PROFILES = frozenset({"huawei-iotda", "tencent-iothub"})
+NO_DESIRED = DesiredStateSettings()
 
 
 def device_section(slot: Slot, workdir: Path) -> dict[str, Any]:
@@ -166,8 +176,13 @@ class FleetRunner:
 
     def _config(self, device_id: str) -> AgentConfig:
         # Agents share every section but the device table: a shallow copy shares them.
-        section = device_section(self._slots[device_id], self.workdir)
-        return self.base.model_copy(update={"device": _DEVICE.validate_python(section)})
+        slot = self._slots[device_id]
+        update: dict[str, Any] = {
+            "device": _DEVICE.validate_python(device_section(slot, self.workdir))
+        }
+        if slot.device.profile not in DESIRED_PROFILES:
+            update["desired"] = NO_DESIRED  # OceanConnect has no desired state to apply
+        return self.base.model_copy(update=update)
 
     async def _start(self, device_id: str) -> Agent:
         assert self.journal is not None  # noqa: S101 - opened in start()

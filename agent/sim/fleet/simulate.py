@@ -124,6 +124,7 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
         }
         executions = {
             "total": runner.executions.total,
+            "by_kind": dict(runner.executions.by_kind),
             "repeated": runner.executions.repeated(),
         }
     finally:
