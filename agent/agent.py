@@ -25,6 +25,7 @@ from agent.outbox import Outbox
 from agent.profiles import build_profile
 from agent.profiles.base import Profile
 from agent.transport.paho_bridge import MqttConnection
+from agent.upgrade.wiring import LONG_RUNNING_KINDS, upgrade_executors
 from agent.uplink import Uplink
 
 # Kept in the journal: when this device's broker session began (see Profile.connect_identity).
@@ -73,6 +74,7 @@ class Agent:
             clock=clock,
         )
         self.executors = self._executors(config)
+
         self.dispatcher = Dispatcher(
             agent_id=self.agent_id,
             profile=self.profile,
@@ -84,15 +86,24 @@ class Agent:
             max_concurrent=config.limits.max_concurrent_subtasks,
             log=self.log,
             clock=clock,
+            kind_limits=LONG_RUNNING_KINDS,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
-    @staticmethod
-    def _executors(config: AgentConfig) -> dict[str, Executor]:
+    def _executors(self, config: AgentConfig) -> dict[str, Executor]:
+        command = CommandExecutor(config.commands)
         return {
-            "command": CommandExecutor(config.commands),
+            "command": command,
             "message": MessageExecutor(config.messages, config.commands),
             "unsupported": UnsupportedExecutor(),
+            **upgrade_executors(
+                config,
+                journal=self.journal,
+                agent_id=self.agent_id,
+                command=command,
+                log=self.log,
+                clock=self._clock,
+            ),
         }
 
     async def start(self) -> None:
@@ -149,7 +160,8 @@ class Agent:
 
     async def _on_connected(self) -> None:
         self.outbox.resume()
-        for executor in self.executors.values():
+        # One executor may serve several kinds: call each once.
+        for executor in {id(e): e for e in self.executors.values()}.values():
             if isinstance(executor, ConnectAware):
                 await executor.connected(self.uplink)
 

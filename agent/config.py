@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agent.errors import ConfigError
+from agent.settings_upgrades import GatewaySettings, UpgradeSettings
 
 ENV_PREFIX = "DEVICE_AGENT_"
 
@@ -247,6 +248,8 @@ class AgentConfig(BaseSettings):
     messages: MessageSettings = MessageSettings()
     logging: LoggingSettings = LoggingSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    upgrades: UpgradeSettings = UpgradeSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -292,7 +295,7 @@ def _problems(exc: ValidationError) -> list[tuple[str, object, str]]:
     return problems
 
 
-_UNION_TAGS = {"huawei-iotda", "exec", "simulated"}
+_UNION_TAGS = {"huawei-iotda", "exec", "simulated", "script", "ab-slots"}
 
 
 def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
@@ -319,6 +322,9 @@ def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
         reason = handler_problem(config.messages.handler.argv[0], config.commands.allowed_dirs)
         if reason:
             problems.append(("messages.handler.argv", config.messages.handler.argv[0], reason))
+    from agent.upgrade.checks import upgrade_problems
+
+    problems.extend(upgrade_problems(config))
     return problems
 
 

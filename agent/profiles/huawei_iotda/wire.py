@@ -69,3 +69,76 @@ def parse(model: type[WireT], value: Any, *, what: str) -> WireT:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or "(object)"
         raise RemoteProtocolError(f"{what} field {field!r}: {first['msg']}") from exc
+
+
+# -- events (``.../sys/events/down|up``): ``$ota`` and ``$sub_device_manager`` ----------------
+
+
+class EventService(Wire):
+    """One entry of an event message's ``services`` list."""
+
+    service_id: str
+    event_type: str
+    event_time: str | None = None
+    event_id: str | None = None
+    paras: dict[str, Any] | None = None
+
+
+class OtaQueryParas(Wire):
+    """``version_query`` paras (gateway mode adds the task fields)."""
+
+    task_id: str | None = None
+    sub_device_count: int | None = None
+    task_ext_info: dict[str, Any] | str | None = None
+
+
+class OtaPackageParas(Wire):
+    """``firmware_upgrade``/``software_upgrade`` (and ``_v2``, which has no token) paras."""
+
+    version: str
+    url: str
+    file_size: int | None = None
+    file_name: str | None = None
+    access_token: str | None = None
+    expires: int | None = None
+    sign: str | None = None
+    custom_info: str | None = None
+    task_id: str | None = None
+    sub_device_count: int | None = None
+    task_ext_info: dict[str, Any] | str | None = None
+
+
+class SubDevice(Wire):
+    """A child device in ``add_sub_device_notify``/``delete_sub_device_notify``."""
+
+    device_id: str
+    node_id: str | None = None
+    product_id: str | None = None
+    name: str | None = None
+    fw_version: str | None = None
+    sw_version: str | None = None
+    parent_device_id: str | None = None
+    status: str | None = None
+
+
+class SubDeviceNotifyParas(Wire):
+    """Paras of the sub-device add/delete notifications."""
+
+    devices: list[SubDevice]
+    version: int | None = None
+
+
+class UpgradeProgressParas(Wire):
+    """``upgrade_progress_report`` paras, as the platform reads them."""
+
+    result_code: int
+    progress: int | None = None
+    version: str
+    description: str | None = None
+
+
+class VersionReportParas(Wire):
+    """``version_report`` paras, as the platform reads them."""
+
+    sw_version: str | None = None
+    fw_version: str | None = None
