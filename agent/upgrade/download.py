@@ -50,6 +50,7 @@ class PackageSource:
     url: str
     access_token: str | None
     size: int | None
+    md5: bool = False  # compute MD5 too (Tencent's md5sum); SHA-256 always
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ class Downloader:
             )
         meta_path = part.with_name(part.name + ".meta.json")
         meta = await asyncio.to_thread(self._prepare, source, part, meta_path)
-        state = await asyncio.to_thread(_Hashing.resume, part)
+        state = await asyncio.to_thread(_Hashing.resume, part, source.md5)
         self._check_space(part, source.size, state.offset)
         job = _Job(source, part, meta_path, meta, state, on_progress)
         resumed_from = state.offset
@@ -202,7 +203,7 @@ class Downloader:
         _save_meta(meta_path, meta)
         await asyncio.to_thread(_fsync, part)
         return Downloaded(
-            part, state.offset, state.sha256.hexdigest(), state.md5.hexdigest(), resumed_from
+            part, state.offset, state.sha256.hexdigest(), state.md5_hex(), resumed_from
         )
 
     def _prepare(self, source: PackageSource, part: Path, meta_path: Path) -> dict[str, Any]:
@@ -219,6 +220,7 @@ class Downloader:
     async def _attempt(self, client: httpx.AsyncClient, job: _Job) -> bool:
         """One GET from the current offset; True when it made progress. Raises _Retry or fails."""
         state, source = job.state, job.source
+        start = state.offset
         headers = {"Accept-Encoding": "identity"}
         if source.access_token:
             headers["Authorization"] = f"Bearer {source.access_token}"
@@ -260,8 +262,10 @@ class Downloader:
                     _save_meta(job.meta_path, job.meta)
                 return await self._stream(response, job, _expected_end(response, state.offset))
         except httpx.TransportError as exc:
-            # Connection refused or cut, timeouts, a body shorter than announced.
-            raise _Retry(f"{type(exc).__name__}: {exc}") from None
+            # Connection refused or cut, timeouts, a body shorter than announced: go on at
+            # once from where it stopped if bytes came, else back off.
+            delay = 0.0 if state.offset > start else None
+            raise _Retry(f"{type(exc).__name__}: {exc}", delay) from None
 
     async def _stream(self, response: httpx.Response, job: _Job, expected_end: int | None) -> bool:
         state, size = job.state, job.source.size
@@ -269,7 +273,8 @@ class Downloader:
         since_meta = 0
         fd = os.open(job.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
-            async for chunk in response.aiter_raw(self.settings.chunk_bytes):
+            # No re-chunking: every byte received is on disk before an error can strike.
+            async for chunk in response.aiter_raw():
                 if size is not None and state.offset + len(chunk) > size:
                     raise UpgradeFailed(
                         UpgradeStatus.VERIFY_FAILED,
@@ -348,14 +353,16 @@ class Downloader:
 class _Hashing:
     """The part file's length and running digests."""
 
-    def __init__(self) -> None:
+    def __init__(self, md5: bool = False) -> None:
         self.offset = 0
         self.sha256 = hashlib.sha256()
-        self.md5 = hashlib.md5()  # noqa: S324 - Tencent's md5sum is an integrity check only
+        # Tencent's md5sum is an integrity check only; computed only when asked for.
+        self.md5 = hashlib.md5() if md5 else None  # noqa: S324
+        self._with_md5 = md5
 
     @classmethod
-    def resume(cls, part: Path) -> _Hashing:
-        state = cls()
+    def resume(cls, part: Path, md5: bool) -> _Hashing:
+        state = cls(md5)
         try:
             with part.open("rb") as fh:
                 while chunk := fh.read(1024 * 1024):
@@ -366,13 +373,17 @@ class _Hashing:
 
     def update(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
-        self.md5.update(chunk)
+        if self.md5 is not None:
+            self.md5.update(chunk)
         self.offset += len(chunk)
+
+    def md5_hex(self) -> str:
+        return "" if self.md5 is None else self.md5.hexdigest()
 
     def restart(self, part: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.truncate(part, 0)
-        self.__init__()  # type: ignore[misc]
+        self.__init__(self._with_md5)  # type: ignore[misc]
 
 
 def _write_all(fd: int, data: bytes) -> None:

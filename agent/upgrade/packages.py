@@ -102,7 +102,9 @@ class PackageCache:
             listeners.pop(key, None)
 
     async def _fetch(self, pid: str, request: UpgradeRequest, expected: Expectation) -> None:
-        source = PackageSource(pid, request.url, request.access_token, expected.size)
+        source = PackageSource(
+            pid, request.url, request.access_token, expected.size, md5=expected.md5 is not None
+        )
         part = self._part(pid)
 
         async def fan_out(done: int, size: int | None) -> None:
@@ -143,7 +145,7 @@ class PackageCache:
             if known is not None:
                 return self.image(pid), known
             part = self._part(pid)
-            size, sha256, md5 = await asyncio.to_thread(_digests, part)
+            size, sha256, md5 = await asyncio.to_thread(_digests, part, expected.md5 is not None)
             try:
                 check_download(Downloaded(part, size, sha256, md5, 0), expected)
             except UpgradeFailed:
@@ -222,16 +224,17 @@ class PackageCache:
         return removed
 
 
-def _digests(path: Path) -> tuple[int, str, str]:
+def _digests(path: Path, with_md5: bool) -> tuple[int, str, str]:
     sha256 = hashlib.sha256()
-    md5 = hashlib.md5()  # noqa: S324 - integrity check for Tencent's md5sum only
+    md5 = hashlib.md5() if with_md5 else None  # noqa: S324 - Tencent's md5sum: integrity only
     size = 0
     try:
         with path.open("rb") as fh:
             while chunk := fh.read(1024 * 1024):
                 sha256.update(chunk)
-                md5.update(chunk)
+                if md5 is not None:
+                    md5.update(chunk)
                 size += len(chunk)
     except FileNotFoundError as exc:
         raise UpgradeFailed(UpgradeStatus.VERIFY_FAILED, "downloaded package is gone") from exc
-    return size, sha256.hexdigest(), md5.hexdigest()
+    return size, sha256.hexdigest(), "" if md5 is None else md5.hexdigest()
