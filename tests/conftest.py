@@ -10,6 +10,7 @@ import pytest
 import structlog
 
 from agent.sim.mosquitto import Mosquitto, mosquitto_binary
+from tests.support.upgrades import Reaper
 
 
 @pytest.fixture(autouse=True)
@@ -50,3 +51,11 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     instance.start()
     yield instance
     instance.stop(kill=True)
+
+
+@pytest.fixture
+def reaper() -> Iterator[Reaper]:
+    """Agent processes a test registers are killed when it ends, whatever happened."""
+    instance = Reaper()
+    yield instance
+    instance.reap()

@@ -271,7 +271,7 @@ class UpgradeExecutor:
             run.failure = failure
             await self._fail(run)
         except IllegalTransition as exc:
-            ctx.log.error("upgrade.illegal_transition", state=exc.state, event=exc.event)
+            ctx.log.error("upgrade.illegal_transition", state=exc.state, trigger=exc.event)
             run.failure = UpgradeFailed(UpgradeStatus.INTERNAL, str(exc))
             await self._fail(run)
         except asyncio.CancelledError:
@@ -288,7 +288,7 @@ class UpgradeExecutor:
         run.detail["state_since"] = self._clock()
         await self._journal.record_state(run.request.key, target, run.detail, self._clock())
         run.machine.fire(event)
-        run.ctx.log.info("upgrade.state", state=target, event=event)
+        run.ctx.log.info("upgrade.state", state=target, trigger=event)
         failpoints.hit(f"upgrade.{target}")
         if not run.machine.terminal:
             await run.reporter.update(target, 0)
