@@ -245,10 +245,10 @@ class Downloader:
                         f"server sent Content-Encoding {encoding!r} despite identity",
                     )
                 if response.status_code == 206:
-                    start = _range_start(response.headers.get("Content-Range"))
-                    if start != state.offset:
+                    served_from = _range_start(response.headers.get("Content-Range"))
+                    if served_from != state.offset:
                         state.restart(job.part)
-                        raise _Retry(f"server answered a range from {start}; starting over", 0)
+                        raise _Retry(f"server sent a range from {served_from}; starting over", 0)
                 elif state.offset > 0:
                     self._log.info(
                         "upgrade.download.restarting",
