@@ -266,8 +266,8 @@ def test_several_services_in_one_message_become_a_batch_and_others_are_ignored()
     body = {
         "object_device_id": "child-1",
         "services": [
-            *VERSION_QUERY["services"],  # type: ignore[misc]
-            *FIRMWARE_UPGRADE["services"],  # type: ignore[misc]
+            *VERSION_QUERY["services"],
+            *FIRMWARE_UPGRADE["services"],
             {"service_id": "$time_sync", "event_type": "time_sync_response", "paras": {}},
         ],
     }
