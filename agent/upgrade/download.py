@@ -29,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 
 from agent import failpoints
@@ -40,6 +41,19 @@ ProgressCallback = Callable[[int, int | None], Awaitable[None]]
 _RETRYABLE = frozenset({408, 429})
 # Meta (bytes fetched, for the byte budget) is rewritten after this many bytes.
 _META_EVERY = 8 * 1024 * 1024
+
+
+def _larger_reads(read_bytes: int) -> None:
+    """Let httpcore read up to ``read_bytes`` per socket read (its default is 64 KiB).
+
+    Fewer, larger reads roughly double the throughput of a bulk download on a fast link; the
+    setting is process-wide, and only package downloads use httpx in the agent. Skipped if a
+    future httpcore no longer has the attribute.
+    """
+    connection = getattr(getattr(httpcore, "_async", None), "http11", None)
+    cls = getattr(connection, "AsyncHTTP11Connection", None)
+    if cls is not None and getattr(cls, "READ_NUM_BYTES", 0) < read_bytes:
+        cls.READ_NUM_BYTES = read_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,7 @@ class Downloader:
         self._wall = wall_clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        _larger_reads(settings.chunk_bytes)
 
     def _client(self) -> httpx.AsyncClient:
         context = ssl.create_default_context(
@@ -269,19 +284,25 @@ class Downloader:
 
     async def _stream(self, response: httpx.Response, job: _Job, expected_end: int | None) -> bool:
         state, size = job.state, job.source.size
-        start = state.offset
+        start = received = state.offset
         since_meta = 0
+        loop = asyncio.get_running_loop()
         fd = os.open(job.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Hashing and writing a chunk run on a worker thread while the next chunk is read
+        # (both release the GIL); one chunk in flight at most, so memory stays bounded.
+        pending: asyncio.Future[None] | None = None
         try:
-            # No re-chunking: every byte received is on disk before an error can strike.
+            # No re-chunking: every byte received goes to disk before an error can strike.
             async for chunk in response.aiter_raw():
-                if size is not None and state.offset + len(chunk) > size:
+                if size is not None and received + len(chunk) > size:
                     raise UpgradeFailed(
                         UpgradeStatus.VERIFY_FAILED,
                         f"server sent more than the announced file_size ({size} bytes)",
                     )
-                _write_all(fd, chunk)
-                state.update(chunk)
+                if pending is not None:
+                    await pending
+                pending = loop.run_in_executor(None, state.absorb, fd, chunk)
+                received += len(chunk)
                 job.meta["fetched"] = job.meta.get("fetched", 0) + len(chunk)
                 since_meta += len(chunk)
                 if since_meta >= _META_EVERY:
@@ -289,8 +310,11 @@ class Downloader:
                     _save_meta(job.meta_path, job.meta)
                     self._check_budgets(job.meta, size)
                 failpoints.hit("upgrade.download.chunk")
-                await job.on_progress(state.offset, size)
+                await job.on_progress(received, size)
         finally:
+            if pending is not None:
+                with contextlib.suppress(OSError):
+                    await asyncio.shield(pending)
             os.close(fd)
             if since_meta:
                 _save_meta(job.meta_path, job.meta)
@@ -370,6 +394,11 @@ class _Hashing:
         except FileNotFoundError:
             pass
         return state
+
+    def absorb(self, fd: int, chunk: bytes) -> None:
+        """Write a chunk to the part file and hash it (on a worker thread)."""
+        _write_all(fd, chunk)
+        self.update(chunk)
 
     def update(self, chunk: bytes) -> None:
         self.sha256.update(chunk)

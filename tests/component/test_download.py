@@ -13,9 +13,9 @@ import structlog
 
 from agent.model import UpgradeStatus
 from agent.settings_upgrades import UpgradeSettings
+from agent.sim.packages import Fault, PackageServer
 from agent.upgrade.download import Downloader, PackageSource
 from agent.upgrade.failures import UpgradeFailed
-from tests.support.http import Fault, PackageServer
 
 SIZE = 1_000_000
 DATA = os.urandom(SIZE)

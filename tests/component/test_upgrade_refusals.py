@@ -20,8 +20,8 @@ from agent.executors.base import Context, Outcome
 from agent.journal.memory import MemoryJournal
 from agent.model import Outbound, UpgradeProgress, UpgradeRequest
 from agent.profiles.huawei_iotda import HuaweiIotdaProfile
+from agent.sim.packages import PackageServer
 from agent.upgrade.wiring import upgrade_executors
-from tests.support.http import PackageServer
 
 DEVICE = "dev-1"
 OLD = b"old image " * 1000

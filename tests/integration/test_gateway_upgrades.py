@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from agent.sim.mosquitto import Mosquitto
+from agent.sim.packages import PackageServer
 from tests.support.agents import AgentProcess, agent_config
-from tests.support.http import PackageServer
 from tests.support.platform import PlatformClient
 from tests.support.upgrades import Reaper, event_reports, finals
 

@@ -1,4 +1,4 @@
-"""A package server on 127.0.0.1 for download tests: ranges, ETags, and faults on demand.
+"""A package server on 127.0.0.1 (tests, benches, the fleet simulator): ranges, ETags, faults.
 
 Faults are queued per path and consumed one request at a time: a status (with an optional
 Retry-After), a connection cut after N body bytes (the announced length is the full one, so
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class Fault:
 
 @dataclass
 class Served:
-    """What one request asked for and got."""
+    """What one request asked for and got (``sent``: body bytes written to the socket)."""
 
     path: str
     status: int
@@ -171,12 +172,24 @@ class PackageServer:
             handler.send_header("Content-Range", f"bytes {start}-{entry.size - 1}/{entry.size}")
         handler.end_headers()
         limit = length if fault is None or fault.cut_after is None else min(length, fault.cut_after)
-        record.status, record.sent = status, limit
+        record.status = status
+        record.sent = 0
         if isinstance(entry.data, Path):
             with entry.data.open("rb") as fh:
-                handler.connection.sendfile(fh, start, limit)
+                offset = start
+                while record.sent < limit:
+                    count = min(1024 * 1024, limit - record.sent)
+                    sent = os.sendfile(handler.connection.fileno(), fh.fileno(), offset, count)
+                    if sent == 0:
+                        break
+                    offset += sent
+                    record.sent += sent
         else:
-            handler.wfile.write(entry.data[start : start + limit])
+            view = memoryview(entry.data)[start : start + limit]
+            for index in range(0, len(view), 65536):
+                piece = view[index : index + 65536]
+                record.sent += len(piece)  # counted first: a reader that has it sees it counted
+                handler.wfile.write(piece)
         if limit < length:
             handler.wfile.flush()
             with contextlib.suppress(OSError):
