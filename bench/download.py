@@ -108,6 +108,85 @@ def _curl(url: str, out: Path, verify: bool) -> float:
     return time.perf_counter() - started
 
 
+def _make_package(path: Path, size_mb: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as fh:
+        for _ in range(size_mb):
+            block = os.urandom(1024 * 1024)
+            digest.update(block)
+            fh.write(block)
+    return digest.hexdigest()
+
+
+def _kill_and_resume(
+    server: PackageServer, url: str, size: int, sha: str, work: Path
+) -> dict[str, Any]:
+    """SIGKILL a worker about half-way through (reads of up to 256 KiB), then resume."""
+    part = work / "killed.part"
+    before = len(server.requests)
+    killed = _run_worker(
+        url, size, sha, part, failpoint=f"upgrade.download.chunk=kill@{size // (256 * 1024) // 2}"
+    )
+    had = part.stat().st_size if part.exists() else 0
+    resumed = _run_worker(url, size, sha, part)
+    sent = sum(r.sent for r in server.requests[before:])
+    resume_from = int(resumed.get("resumed_from", 0))
+    return {
+        "killed_returncode": killed.get("returncode"),
+        "bytes_on_disk_at_kill": had,
+        "resumed_from": resume_from,
+        "refetched_by_agent_bytes": max(0, had - resume_from),
+        "server_bytes_beyond_size": max(0, sent - size),
+        "resumed_ok": bool(resumed.get("ok")),
+    }
+
+
+def _measure(size_mb: int, rounds: int) -> dict[str, Any]:
+    size = size_mb * 1024 * 1024
+    with tempfile.TemporaryDirectory(prefix="bench-download-") as tmp:
+        work = Path(tmp)
+        source = work / "package.bin"
+        sha = _make_package(source, size_mb)
+        with PackageServer() as server:
+            server.add("/package.bin", source)
+            url = server.url("/package.bin")
+            agent_s: list[float] = []
+            curl_s: list[float] = []
+            curl_verify_s: list[float] = []
+            peaks: list[int] = []
+            for round_ in range(rounds):
+                part = work / f"agent-{round_}.part"
+                result = _run_worker(url, size, sha, part)
+                if not result.get("ok"):
+                    return {"error": "agent download failed", "detail": result}
+                agent_s.append(result["seconds"])
+                peaks.append(result["rss_peak_kib"] - result["rss_baseline_kib"])
+                part.unlink()
+                out = work / "curl.bin"
+                curl_s.append(_curl(url, out, verify=False))
+                out.unlink()
+                curl_verify_s.append(_curl(url, out, verify=True))
+                out.unlink()
+            kill = _kill_and_resume(server, url, size, sha, work)
+
+    def mbps(seconds: list[float]) -> float:
+        return float(size / statistics.median(seconds) / 1e6)
+
+    return {
+        "size_bytes": size,
+        "rounds": rounds,
+        "agent_download_verify_MBps": round(mbps(agent_s), 1),
+        "curl_download_MBps": round(mbps(curl_s), 1),
+        "curl_download_then_sha256sum_MBps": round(mbps(curl_verify_s), 1),
+        "ratio_agent_vs_curl": round(mbps(agent_s) / mbps(curl_s), 3),
+        "ratio_agent_vs_curl_plus_sha256sum": round(mbps(agent_s) / mbps(curl_verify_s), 3),
+        "peak_rss_growth_kib": max(peaks),
+        "kill": kill,
+        "load_average": os.getloadavg(),
+        "note": "a shared machine makes these indicative; compare ratios from one run only",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=200)
@@ -121,85 +200,9 @@ def main() -> int:
     if shutil.which("curl") is None:
         print(json.dumps({"error": "curl is not installed"}))
         return 1
-    size = args.size_mb * 1024 * 1024
-    with tempfile.TemporaryDirectory(prefix="bench-download-") as tmp:
-        work = Path(tmp)
-        source = work / "package.bin"
-        digest = hashlib.sha256()
-        with source.open("wb") as fh:
-            for _ in range(args.size_mb):
-                block = os.urandom(1024 * 1024)
-                digest.update(block)
-                fh.write(block)
-        sha = digest.hexdigest()
-        with PackageServer() as server:
-            server.add("/package.bin", source)
-            url = server.url("/package.bin")
-            agent_s: list[float] = []
-            curl_s: list[float] = []
-            curl_verify_s: list[float] = []
-            peaks: list[int] = []
-            for round_ in range(args.rounds):
-                part = work / f"agent-{round_}.part"
-                result = _run_worker(url, size, sha, part)
-                if not result.get("ok"):
-                    print(json.dumps({"error": "agent download failed", "detail": result}))
-                    return 1
-                agent_s.append(result["seconds"])
-                peaks.append(result["rss_peak_kib"] - result["rss_baseline_kib"])
-                part.unlink()
-                out = work / "curl.bin"
-                curl_s.append(_curl(url, out, verify=False))
-                out.unlink()
-                curl_verify_s.append(_curl(url, out, verify=True))
-                out.unlink()
-            # Kill the worker about half-way through (reads of up to 256 KiB), then resume.
-            part = work / "killed.part"
-            before = len(server.requests)
-            killed = _run_worker(
-                url,
-                size,
-                sha,
-                part,
-                failpoint=f"upgrade.download.chunk=kill@{size // (256 * 1024) // 2}",
-            )
-            had = part.stat().st_size if part.exists() else 0
-            resumed = _run_worker(url, size, sha, part)
-            requests = server.requests[before:]
-            resume_from = resumed.get("resumed_from", 0)
-            sent = sum(r.sent for r in requests)
-
-        def mbps(seconds: float) -> float:
-            return float(size / seconds / 1e6)
-
-        agent_mbps = mbps(statistics.median(agent_s))
-        curl_mbps = mbps(statistics.median(curl_s))
-        curl_verify_mbps = mbps(statistics.median(curl_verify_s))
-        print(
-            json.dumps(
-                {
-                    "size_bytes": size,
-                    "rounds": args.rounds,
-                    "agent_download_verify_MBps": round(agent_mbps, 1),
-                    "curl_download_MBps": round(curl_mbps, 1),
-                    "curl_download_then_sha256sum_MBps": round(curl_verify_mbps, 1),
-                    "ratio_agent_vs_curl": round(agent_mbps / curl_mbps, 3),
-                    "ratio_agent_vs_curl_plus_sha256sum": round(agent_mbps / curl_verify_mbps, 3),
-                    "peak_rss_growth_kib": max(peaks),
-                    "kill": {
-                        "killed_returncode": killed.get("returncode"),
-                        "bytes_on_disk_at_kill": had,
-                        "resumed_from": resume_from,
-                        "refetched_by_agent_bytes": max(0, had - resume_from),
-                        "server_bytes_beyond_size": max(0, sent - size),
-                        "resumed_ok": bool(resumed.get("ok")),
-                    },
-                    "note": "measured on a shared machine unless stated otherwise",
-                },
-                indent=2,
-            )
-        )
-    return 0
+    result = _measure(args.size_mb, args.rounds)
+    print(json.dumps(result, indent=2))
+    return 1 if "error" in result else 0
 
 
 if __name__ == "__main__":
