@@ -23,6 +23,8 @@ from agent.sdnotify import Notifier, watchdog_interval
 
 _PRUNE_EVERY_S = 3600.0
 _STATUS_EVERY_S = 30.0
+# How soon `systemctl status` shows that the connection went away (or came back).
+_STATUS_POLL_S = 1.0
 
 
 def read_secret(path: Path) -> str:
@@ -76,12 +78,20 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
 
 
 async def _announce_ready(agent: Agent, notifier: Notifier, log: object) -> None:
-    """READY=1 once connected and subscribed; afterwards a STATUS line now and then."""
+    """READY=1 once connected and subscribed; then STATUS when the connection comes or goes.
+
+    Between changes the STATUS line is refreshed every ``_STATUS_EVERY_S`` (counts move).
+    """
+    loop = asyncio.get_running_loop()
     await agent.transport.ready.wait()
     notifier.ready(_status_line(agent))
+    connected, sent_at = True, loop.time()
     while True:
-        await asyncio.sleep(_STATUS_EVERY_S)
-        notifier.status(_status_line(agent))
+        await asyncio.sleep(_STATUS_POLL_S)
+        now = agent.transport.ready.is_set()
+        if now != connected or loop.time() - sent_at >= _STATUS_EVERY_S:
+            notifier.status(_status_line(agent))
+            connected, sent_at = now, loop.time()
 
 
 def _status_line(agent: Agent) -> str:
@@ -93,8 +103,11 @@ async def _watchdog(agent: Agent, journal: SqliteJournal, notifier: Notifier, ev
     """WATCHDOG=1 only while the loop turns, the journal's writer answers and no part crashed."""
     while True:
         await asyncio.sleep(every)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+        # lands as the ping completes, and this task would then outlive the daemon's shutdown.
         with contextlib.suppress(TimeoutError, AgentError):
-            await asyncio.wait_for(journal.ping(), every)
+            async with asyncio.timeout(every):
+                await journal.ping()
             if agent.healthy:
                 notifier.watchdog()
 

@@ -124,6 +124,18 @@ def _show(title: str, publish: Publish, answer: InboundMessage | None) -> None:
         print(f"   device   -> {answer.topic}\n              {payload}")
 
 
+async def _spooled(spool: Path, timeout: float) -> list[Path]:
+    """The spool's message descriptions, once there is one (messages have no answer to await)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # Polled, as a spool consumer would: nothing announces a finished message.
+    while not (found := await asyncio.to_thread(lambda: sorted(spool.glob("*.json")))):
+        if loop.time() >= deadline:
+            break
+        await asyncio.sleep(0.02)
+    return found
+
+
 async def run_demo(workdir: Path | None) -> int:
     """Run the demo; returns the exit code."""
     base = workdir or Path(tempfile.mkdtemp(prefix="device-agent-demo-"))
@@ -133,6 +145,7 @@ async def run_demo(workdir: Path | None) -> int:
     journal = await SqliteJournal.open(config.journal.path)
     agent = Agent(config, journal=journal, secret=read_secret(config.device.secret_file))
     stand_in = PlatformStandIn(config)
+    problems: list[str] = []
     platform_task = asyncio.create_task(stand_in.connection.run())
     try:
         await agent.start()
@@ -143,24 +156,23 @@ async def run_demo(workdir: Path | None) -> int:
         command = stand_in.platform.command(
             "demo-req-1", "DEVICE_INFO", {"verbose": True}, service_id="Maintenance"
         )
-        _show(
-            "createCommands subtask: run the DEVICE_INFO handler",
-            command,
-            await stand_in.send(command),
-        )
+        answer = await stand_in.send(command)
+        _show("createCommands subtask: run the DEVICE_INFO handler", command, answer)
+        if _result_code(answer) != 0:
+            problems.append("the DEVICE_INFO command was not answered with result_code 0")
         bad = Publish(topic=stand_in.platform.command("demo-req-2", "X").topic, payload=b"{oops")
-        _show(
-            "a malformed request gets a failure answer, and the agent keeps serving",
-            bad,
-            await stand_in.send(bad),
-        )
+        answer = await stand_in.send(bad)
+        _show("a malformed request gets a failure answer, and the agent keeps serving", bad, answer)
+        if _result_code(answer) in (None, 0):
+            problems.append("the malformed request did not get a failure answer")
         message = stand_in.platform.message("firmware window opens at 02:00", message_id="msg-1")
         await stand_in.connection.publish(message.topic, message.payload, 1)
         _show("createMessages subtask: delivered to the spool directory", message, None)
-        await asyncio.sleep(0.5)
-        spooled = sorted((base / "messages").glob("*.json"))
+        spooled = await _spooled(base / "messages", timeout=20)
         for meta in spooled:
             print(f"   spooled: {meta.name} {json.loads(meta.read_text())['message_id']}")
+        if not spooled:
+            problems.append("the message did not reach the spool directory")
     finally:
         await agent.stop(grace=5, flush_timeout=5)
         await stand_in.connection.close()
@@ -177,4 +189,17 @@ async def run_demo(workdir: Path | None) -> int:
     print(
         f"\nfiles kept in {base}; inspect with: device-agent status --journal {config.journal.path}"
     )
-    return 0
+    for problem in problems:
+        print(f"demo failed: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _result_code(answer: InboundMessage | None) -> int | None:
+    """The ``result_code`` of a command answer, or None when there is no readable one."""
+    if answer is None:
+        return None
+    try:
+        code = json.loads(answer.payload).get("result_code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) else None

@@ -78,7 +78,9 @@ class Dispatcher:
         """Take a publication from the transport (called on the loop, must not block)."""
         if self._accepting:
             self._inbox.put_nowait(message)
+            return
         # When stopping, the message is left unacknowledged: the broker keeps it for next time.
+        self._log.info("message.deferred", topic=message.topic, reason="stopping")
 
     async def run(self) -> None:
         """Journal received publications and acknowledge them in order, until cancelled."""
@@ -92,7 +94,13 @@ class Dispatcher:
     async def _acknowledge(self) -> None:
         while True:
             message, admit = await self._acks.get()
-            if await admit:
+            try:
+                admitted = await admit
+            except Exception:
+                # Left unacknowledged: the broker redelivers it on the next connection.
+                self._log.exception("message.admit.crashed", topic=message.topic)
+                continue
+            if admitted:
                 self._ack(message)
 
     async def _admit(self, message: InboundMessage) -> bool:
@@ -316,9 +324,14 @@ class Dispatcher:
         self._accepting = False
 
     async def drain(self, grace: float) -> None:
-        """Let running subtasks finish for up to ``grace`` seconds, then interrupt the rest."""
-        if self._running:
-            await asyncio.wait(set(self._running), timeout=grace)
+        """Let running subtasks finish for up to ``grace`` seconds, then interrupt the rest.
+
+        Subtasks that were already being admitted when intake stopped join the wait.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._running and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._running), timeout=remaining)
         for task in list(self._running):
             task.cancel()
         if self._running:

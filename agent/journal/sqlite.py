@@ -61,6 +61,11 @@ def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None
         future.set_result(value)
 
 
+def _settle_all(batch: list[_Pending]) -> None:
+    for pending in batch:
+        _settle(pending.future, pending.value, pending.error)
+
+
 def connect(
     path: Path, *, synchronous: str = "full", read_only: bool = False
 ) -> sqlite3.Connection:
@@ -160,8 +165,12 @@ class SqliteJournal:
                 conn.execute("ROLLBACK")
             for pending in batch:
                 pending.error = JournalError(f"journal commit failed: {exc}")
+        # One wake-up per event loop for the whole batch, not one per operation.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
         for pending in batch:
-            pending.loop.call_soon_threadsafe(_settle, pending.future, pending.value, pending.error)
+            by_loop.setdefault(pending.loop, []).append(pending)
+        for loop, settled in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, settled)
 
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:

@@ -74,6 +74,10 @@ class Backoff:
         self.attempt += 1
         return self._rng.uniform(0, ceiling)
 
+    def jitter(self, low: float, high: float) -> float:
+        """A random factor in [low, high] from the same generator."""
+        return self._rng.uniform(low, high)
+
     def reset(self) -> None:
         """Start over after a connection that held."""
         self.attempt = 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import weakref
@@ -22,7 +23,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import MqttSettings, TlsSettings
+from agent.config import MqttSettings
 from agent.errors import ConnectRefused, LocalProtocolError, TransportError
 from agent.logging import get_logger, redactor
 from agent.transport.base import (
@@ -33,6 +34,7 @@ from agent.transport.base import (
     MessageCallback,
     SubscriptionProvider,
 )
+from agent.transport.tls import build_tls_context, describe_tls_error
 
 # CONNACK refusals that mean "these credentials will not do": retry slowly, never hammer.
 _BAD_CREDENTIALS = {134, 135}  # MQTT 3.1.1 return codes 4 and 5, as paho reports them
@@ -40,20 +42,22 @@ _BAD_CREDENTIALS = {134, 135}  # MQTT 3.1.1 return codes 4 and 5, as paho report
 _STABLE_AFTER_S = 10.0
 
 
-def build_tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    """A client TLS context for the broker.
+class _LastError(logging.Logger):
+    """Stands in for paho's logger to keep its last error (why a socket read or write failed).
 
-    The CA comes from ``ca_file`` (or the system store); TLS 1.2 or newer; mutual TLS when a
-    certificate is configured; hostname verification unless disabled.
+    paho turns a failed read (say, the broker's TLS alert "certificate required") into a bare
+    "connection lost"; its own error line is the only place the cause survives. Nothing is
+    formatted below error level, so this costs nothing per packet.
     """
-    context = ssl.create_default_context(
-        cafile=str(tls.ca_file) if tls.ca_file is not None else None
-    )
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = tls.verify_hostname
-    if tls.cert_file is not None and tls.key_file is not None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    return context
+
+    def __init__(self) -> None:
+        super().__init__("device_agent.paho", logging.ERROR)
+        self.message: str | None = None
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        """Remember error-level lines; drop the rest."""
+        if level >= logging.ERROR:
+            self.message = str(msg) % args if args else str(msg)
 
 
 def _close_socket(client: mqtt.Client) -> None:
@@ -135,6 +139,7 @@ class MqttConnection:
         self._lost: asyncio.Future[str] | None = None
         self._stop = asyncio.Event()
         self._unwatch: Callable[[], None] | None = None
+        self._paho_errors = _LastError()
 
     # -- public API -----------------------------------------------------------------------
 
@@ -153,13 +158,14 @@ class MqttConnection:
                 delay = self._backoff.next_delay()
             except ConnectRefused as exc:
                 if exc.bad_credentials:
-                    delay = self.settings.auth_retry_s
+                    # Jittered downwards, so a fleet refused together does not retry together.
+                    delay = self.settings.auth_retry_s * self._backoff.jitter(0.8, 1.0)
                     self._log.error(
                         "mqtt.connect.refused",
                         rc=exc.rc,
                         reason=exc.reason,
                         bad_credentials=True,
-                        retry_in_s=delay,
+                        retry_in_s=round(delay, 2),
                     )
                 else:
                     delay = self._backoff.next_delay()
@@ -237,7 +243,10 @@ class MqttConnection:
             client_id=identity.client_id,
         )
         await self._open_socket(client)
-        code = await self._until_lost(self._connack, self.settings.connect_timeout_s, "CONNACK")
+        try:
+            code = await self._until_lost(self._connack, self.settings.connect_timeout_s, "CONNACK")
+        except TransportError as exc:
+            raise TransportError(f"{exc}{self._client_cert_hint()}") from exc
         if code.is_failure:
             raise ConnectRefused(
                 code.value, code.getName(), bad_credentials=code.value in _BAD_CREDENTIALS
@@ -269,6 +278,8 @@ class MqttConnection:
             client.tls_set_context(self._tls)
             client.tls_insecure_set(not self.settings.tls.verify_hostname)
         client.max_inflight_messages_set(self.settings.max_inflight)
+        self._paho_errors = _LastError()
+        client.enable_logger(self._paho_errors)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
@@ -291,17 +302,34 @@ class MqttConnection:
                     raise
         except TimeoutError as exc:
             raise TransportError("connect timed out") from exc
-        except ssl.SSLError as exc:  # also certificate and hostname mismatches
-            raise TransportError(f"TLS handshake failed: {exc.reason or exc}") from exc
+        except ssl.SSLError as exc:  # also unknown CAs and name mismatches
+            raise TransportError(describe_tls_error(exc)) from exc
         except (OSError, ValueError) as exc:
             where = f"{self.settings.host}:{self.settings.port}"
             raise TransportError(f"cannot connect to {where}: {exc}") from exc
         sock = cast(socket.socket | None, client.socket())
         if sock is None:
-            raise TransportError("connection closed during connect")
+            cause = self._paho_errors.message or "no reason given"
+            raise TransportError(
+                f"connection closed during connect ({cause}){self._client_cert_hint()}"
+            )
         # Without TCP_NODELAY every small request/response waits on Nagle + delayed ACK (~40 ms).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._watch(client, sock)
+
+    def _client_cert_hint(self) -> str:
+        """What to check when a TLS connection is dropped before CONNACK.
+
+        A broker that requires a client certificate closes the connection after the handshake;
+        its alert saying why is often lost with the connection, so the log line says it instead.
+        """
+        tls = self.settings.tls
+        if tls.enabled and tls.cert_file is None:
+            return (
+                "; no client certificate is configured (mqtt.tls.cert_file):"
+                " does the broker require one?"
+            )
+        return ""
 
     def _watch(self, client: mqtt.Client, sock: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -407,7 +435,8 @@ class MqttConnection:
         self, client: mqtt.Client, userdata: object, flags: object, code: ReasonCode, props: object
     ) -> None:
         if client is self._client:
-            self._mark_lost(str(code))
+            cause = self._paho_errors.message
+            self._mark_lost(f"{code} ({cause})" if cause else str(code))
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:

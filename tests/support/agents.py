@@ -16,6 +16,8 @@ from typing import Any
 from tests.support import toml
 
 REPO = Path(__file__).resolve().parents[2]
+# The device secret every test configuration uses (tests check it never reaches a log line).
+DEVICE_SECRET = "test-device-secret-0123456789"  # noqa: S105 - a test fixture
 
 
 def write_handler(directory: Path, name: str, body: str) -> Path:
@@ -54,7 +56,7 @@ def agent_config(
 ) -> Path:
     """Write a Huawei IoTDA agent configuration for a loopback broker; returns its path."""
     secret = workdir / "secret"
-    secret.write_text("test-device-secret-0123456789\n")
+    secret.write_text(DEVICE_SECRET + "\n")
     data: dict[str, Any] = {
         "device": {"profile": "huawei-iotda", "device_id": device_id, "secret_file": str(secret)},
         "mqtt": {
@@ -113,11 +115,11 @@ class AgentProcess:
         if wait_ready:
             self.wait_notification("READY=1", timeout)
 
-    def wait_notification(self, field: str, timeout: float) -> None:
-        """Wait for a notify datagram containing ``field``."""
+    def wait_notification(self, field: str, timeout: float, *, count: int = 1) -> None:
+        """Wait until ``count`` notify datagrams containing ``field`` have arrived."""
         assert self._notify is not None
         deadline = time.monotonic() + timeout
-        while not any(field in n for n in self.notifications):
+        while sum(field in n for n in self.notifications) < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (self.process and self.process.poll() is not None):
                 raise AssertionError(f"no {field} from the agent; log:\n{self.log_tail()}")
@@ -127,12 +129,40 @@ class AgentProcess:
             except TimeoutError:
                 continue
 
+    def collect_notifications(self) -> list[str]:
+        """Take every notify datagram already queued (without waiting); returns them all."""
+        if self._notify is not None:
+            self._notify.setblocking(False)
+            try:
+                while True:
+                    self.notifications.append(self._notify.recv(4096).decode())
+            except BlockingIOError:
+                pass
+            finally:
+                self._notify.setblocking(True)
+        return self.notifications
+
+    def wait_event(self, name: str, timeout: float, *, count: int = 1) -> list[dict[str, Any]]:
+        """Wait until the log holds ``count`` lines with event ``name``; returns them."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.events(name)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout} s waiting for {count} x {name}; log:\n"
+                    + self.log_tail()
+                )
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(f"the agent exited waiting for {name}:\n{self.log_tail()}")
+            time.sleep(0.02)
+        return found
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Signal the daemon and wait for it to exit; returns its exit status."""
         assert self.process is not None
         if self.process.poll() is None:
             self.process.send_signal(sig)
         code = self.process.wait(timeout)
+        self.collect_notifications()
         self._close_notify()
         return code
 
@@ -149,6 +179,7 @@ class AgentProcess:
         """Wait for the daemon to exit on its own (e.g. at a failpoint)."""
         assert self.process is not None
         code = self.process.wait(timeout)
+        self.collect_notifications()
         self._close_notify()
         return code
 

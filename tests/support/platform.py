@@ -20,7 +20,15 @@ from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAns
 class PlatformClient:
     """Publishes downlinks to one device and collects its uplinks (persistent session)."""
 
-    def __init__(self, port: int, device_id: str, *, client_id: str = "platform") -> None:
+    def __init__(
+        self,
+        port: int,
+        device_id: str,
+        *,
+        client_id: str = "platform",
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.side = HuaweiIotdaPlatform(device_id)
         self.uplinks: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
@@ -28,6 +36,8 @@ class PlatformClient:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(1, 1)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
