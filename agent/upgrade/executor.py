@@ -241,6 +241,12 @@ class UpgradeExecutor:
         async def persist() -> None:
             await self._journal.record_state(request.key, run.machine.state, detail, self._clock())
 
+        async def send(report: UpgradeProgress) -> None:
+            # Progress goes out as it happens and is not replayed: a journaled report resent
+            # after a restart could arrive after a later one and make the status flip back.
+            # The final result is journaled with the subtask's end and always arrives.
+            ctx.uplink.send_transient([report])
+
         reporter = ProgressReporter(
             device_id=request.device_id,
             version=request.version,
@@ -248,7 +254,7 @@ class UpgradeExecutor:
             detail=detail,
             step=self.settings.progress_step,
             limiter=self._limiter,
-            send=lambda report: ctx.uplink.send([report]),
+            send=send,
             persist=persist,
             enabled_phases=None
             if self.settings.report_download_progress

@@ -1,6 +1,7 @@
 """What the upgrade side does after every (re)connect, and the child list's changes.
 
-After a connect: report the versions this device (and, in gateway mode, each child) runs,
+After a connect (with upgrades enabled): report the versions this device (and, in gateway
+mode, each child) runs,
 ask the platform for the child-list changes since the version last seen, re-arm the deadlines
 of open gateway tasks, and clear week-old package leftovers.
 """
@@ -32,6 +33,7 @@ class ConnectHook:
         packages: PackageCache,
         versions: VersionStore,
         report_children: bool,
+        report_versions: bool,
         log: Any,
         clock: Any = time.time,
     ) -> None:
@@ -41,21 +43,25 @@ class ConnectHook:
         self._packages = packages
         self._versions = versions
         self._report_children = report_children
+        self._report_versions = report_versions
         self._log = log
         self._clock = clock
 
     async def connected(self, uplink: Uplink) -> None:
         """Versions, child sync request, task deadlines (transient sends: repeated next time)."""
-        events: list[Outbound] = [await self._upgrades.version_report(uplink.agent_id)]
+        events: list[Outbound] = []
+        if self._report_versions:
+            events.append(await self._upgrades.version_report(uplink.agent_id))
         if self._registry is not None:
             await self._registry.load()
-            if self._report_children:
+            if self._report_versions and self._report_children:
                 for child in self._registry.children():
                     events.append(await self._upgrades.version_report(child.device_id))
             events.append(
                 ChildrenSyncRequest(device_id=uplink.agent_id, version=self._registry.version)
             )
-        uplink.send_transient(events)
+        if events:
+            uplink.send_transient(events)
         if self._tasks is not None:
             await self._tasks.rearm(uplink.send)
         removed = self._packages.sweep(self._clock())

@@ -1,4 +1,4 @@
-"""Upgrade progress reports: forward only, rate-limited, sent durably.
+"""Upgrade progress reports: forward only, rate-limited.
 
 A report goes out when the phase changes or the phase's own progress crosses the next
 ``progress_step`` (10 % by default), and at most once per ``report_interval_s`` per device;

@@ -122,6 +122,7 @@ def upgrade_executors(
         packages=packages,
         versions=versions,
         report_children=config.gateway.report_child_versions,
+        report_versions=settings.enabled,
         clock=clock,
         log=log,
     )

@@ -110,3 +110,5 @@ class Reaper:
         for agent in self.agents:
             if agent.process is not None and agent.process.poll() is None:
                 agent.kill()
+            elif agent.process is not None:
+                agent.wait_exit(5)  # closes its notify socket
