@@ -16,6 +16,7 @@ from agent.config import AgentConfig
 from agent.dispatcher import Dispatcher
 from agent.executors.base import ConnectAware, Executor
 from agent.executors.command import CommandExecutor
+from agent.executors.desired import DesiredStateExecutor
 from agent.executors.message import MessageExecutor
 from agent.executors.unsupported import UnsupportedExecutor
 from agent.journal.base import Journal
@@ -54,6 +55,8 @@ class Agent:
         self._secret = secret
         self._clock = clock
         self._anchor: datetime | None = None
+        # A secret the profile cannot sign with fails here, at start, not in the reconnect loop.
+        self.profile.connect_identity(secret, datetime.fromtimestamp(clock(), UTC))
         self.transport = MqttConnection(
             config.mqtt,
             identity=self._identity,
@@ -73,8 +76,7 @@ class Agent:
             log=self.log,
             clock=clock,
         )
-        self.executors = self._executors(config)
-
+        self.executors = self._executors(config, journal, self.agent_id)
         self.dispatcher = Dispatcher(
             agent_id=self.agent_id,
             profile=self.profile,
@@ -90,21 +92,32 @@ class Agent:
         )
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _executors(self, config: AgentConfig) -> dict[str, Executor]:
+    def _executors(
+        self, config: AgentConfig, journal: Journal, agent_id: str
+    ) -> dict[str, Executor]:
         command = CommandExecutor(config.commands)
-        return {
+        executors: dict[str, Executor] = {
             "command": command,
             "message": MessageExecutor(config.messages, config.commands),
             "unsupported": UnsupportedExecutor(),
-            **upgrade_executors(
+        }
+        if config.desired.enabled:
+            desired = DesiredStateExecutor(
+                config.desired, config.commands, journal, agent_id=agent_id
+            )
+            for kind in ("desired_state", "desired_refresh", "state_query"):
+                executors[kind] = desired
+        executors.update(
+            upgrade_executors(
                 config,
-                journal=self.journal,
-                agent_id=self.agent_id,
+                journal=journal,
+                agent_id=agent_id,
                 command=command,
                 log=self.log,
                 clock=self._clock,
-            ),
-        }
+            )
+        )
+        return executors
 
     async def start(self) -> None:
         """Resume what a previous run left open, then connect and serve in the background."""
@@ -160,7 +173,7 @@ class Agent:
 
     async def _on_connected(self) -> None:
         self.outbox.resume()
-        # One executor may serve several kinds: call each once.
+        # One executor may serve several kinds: each hears about the connection once.
         for executor in {id(e): e for e in self.executors.values()}.values():
             if isinstance(executor, ConnectAware):
                 await executor.connected(self.uplink)

@@ -7,9 +7,12 @@ Environment overrides use ``__`` between levels: ``DEVICE_AGENT_MQTT__PORT=8883`
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -40,6 +43,13 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _topic_safe_device_id(value: str) -> str:
+    if not _DEVICE_ID.fullmatch(value):
+        msg = "must be 1-128 characters of letters, digits and _ - . : @"
+        raise ValueError(msg)
+    return value
+
+
 class HuaweiIotdaDevice(Section):
     """Identity on Huawei Cloud IoTDA (one secret per device)."""
 
@@ -53,13 +63,78 @@ class HuaweiIotdaDevice(Section):
     @field_validator("device_id")
     @classmethod
     def _device_id_is_topic_safe(cls, value: str) -> str:
-        if not _DEVICE_ID.fullmatch(value):
-            msg = "must be 1-128 characters of letters, digits and _ - . : @"
+        return _topic_safe_device_id(value)
+
+
+class HuaweiOceanConnectDevice(Section):
+    """Identity on legacy Huawei OceanConnect (``/huawei/v1/devices/...`` topics)."""
+
+    profile: Literal["huawei-oceanconnect"] = "huawei-oceanconnect"
+    device_id: str
+    secret_file: Path
+    # Same client id and password scheme as IoTDA (identity type 0: the device id).
+    sign_type: Literal[0, 1] = 0
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id_is_topic_safe(cls, value: str) -> str:
+        return _topic_safe_device_id(value)
+
+
+# Tencent topic suffixes: console topic names are letters, digits and underscores (":" and "-"
+# are accepted by the PublishMessage API), with "/" between levels; no wildcards.
+_TENCENT_SUFFIX = re.compile(r"^[A-Za-z0-9_:\-]{1,64}(/[A-Za-z0-9_:\-]{1,64}){0,7}$")
+
+
+class TencentIothubDevice(Section):
+    """Identity on Tencent Cloud IoT Hub: product id and device name, key or certificate."""
+
+    profile: Literal["tencent-iothub"] = "tencent-iothub"
+    product_id: str = Field(pattern=r"^[A-Za-z0-9]{1,32}$")
+    device_name: str = Field(pattern=r"^[A-Za-z0-9_\-.:@]{1,48}$")
+    # key: HMAC-signed password from the device secret (base64, in secret_file);
+    # certificate: mutual TLS with mqtt.tls.cert_file/key_file, no password is sent.
+    auth: Literal["key", "certificate"] = "key"
+    secret_file: Path | None = None
+    signature: Literal["hmacsha256", "hmacsha1"] = "hmacsha256"
+    # The signed username carries an expiry; credentials are signed afresh for every attempt.
+    credential_ttl_s: int = Field(default=3600, ge=60, le=10 * 365 * 86400)
+    # Custom topics ``{product_id}/{device_name}/{suffix}`` delivered to the message sink
+    # (PublishMessage tasks); the device needs subscribe permission on each.
+    topics: list[str] = ["control", "data"]
+    # Reported-state key under which the outcome of each desired-state change is reported
+    # (applied / partial / failed, with reasons); empty: not reported.
+    shadow_status_key: str = Field(default="device_agent", max_length=64)
+
+    @property
+    def device_id(self) -> str:
+        """How the agent names this device in its journal and logs."""
+        return f"{self.product_id}/{self.device_name}"
+
+    @field_validator("topics")
+    @classmethod
+    def _suffixes_valid(cls, topics: list[str]) -> list[str]:
+        for topic in topics:
+            if not _TENCENT_SUFFIX.fullmatch(topic):
+                msg = f"topic suffix {topic!r} must be letters, digits, _ : - with / between levels"
+                raise ValueError(msg)
+        if len(set(topics)) != len(topics):
+            msg = "topic suffixes must be unique"
             raise ValueError(msg)
-        return value
+        return topics
+
+    @model_validator(mode="after")
+    def _key_needs_secret(self) -> TencentIothubDevice:
+        if self.auth == "key" and self.secret_file is None:
+            msg = "auth = 'key' needs secret_file (the base64 device secret)"
+            raise ValueError(msg)
+        return self
 
 
-DeviceIdentity = Annotated[HuaweiIotdaDevice, Field(discriminator="profile")]
+DeviceIdentity = Annotated[
+    HuaweiIotdaDevice | HuaweiOceanConnectDevice | TencentIothubDevice,
+    Field(discriminator="profile"),
+]
 
 
 class TlsSettings(Section):
@@ -111,6 +186,14 @@ class LimitSettings(Section):
     max_concurrent_subtasks: int = Field(default=16, ge=1, le=4096)
 
 
+def _check_env(env: dict[str, str]) -> dict[str, str]:
+    for name, value in env.items():
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", name) or "\x00" in value:
+            msg = f"environment name {name!r} must match [A-Z_][A-Z0-9_]* and values hold no NUL"
+            raise ValueError(msg)
+    return env
+
+
 class ExecHandler(Section):
     """An allow-listed executable: ``argv`` is run directly, never through a shell."""
 
@@ -133,13 +216,7 @@ class ExecHandler(Section):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
-        for name, value in env.items():
-            if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", name) or "\x00" in value:
-                msg = (
-                    f"environment name {name!r} must match [A-Z_][A-Z0-9_]* and values hold no NUL"
-                )
-                raise ValueError(msg)
-        return env
+        return _check_env(env)
 
 
 class SimulatedHandler(Section):
@@ -151,6 +228,58 @@ class SimulatedHandler(Section):
     result_paras: dict[str, Any] = {}
 
 
+class ScriptHandler(Section):
+    """A script task in the vocabulary of Tencent WeData ``CreateTask``: Shell or Python.
+
+    ``task_type`` 35 runs ``script`` with ``/bin/sh``, 30 with Python (``-I``: isolated, no
+    ``PYTHON*`` variables, no user site). The script must live in an allowed directory; the
+    interpreter is run from ``argv`` (never a shell command line). ``TaskExt`` key/value pairs
+    of the command reach the script as ``DEVICE_AGENT_TASK_EXT_{Key}`` environment variables.
+    """
+
+    kind: Literal["script"] = "script"
+    task_type: Literal[30, 35]
+    script: Path
+    interpreter: Path | None = None
+    args: list[str] = []
+    timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    env: dict[str, str] = {}
+
+    @field_validator("script", "interpreter")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_absolute():
+            msg = "must be an absolute path"
+            raise ValueError(msg)
+        return path
+
+    @field_validator("args")
+    @classmethod
+    def _no_nul(cls, args: list[str]) -> list[str]:
+        if any("\x00" in arg for arg in args):
+            msg = "arguments must not contain NUL"
+            raise ValueError(msg)
+        return args
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        return _check_env(env)
+
+    @property
+    def program(self) -> Path:
+        """The interpreter that runs the script."""
+        if self.interpreter is not None:
+            return self.interpreter
+        return Path("/bin/sh") if self.task_type == 35 else Path("/usr/bin/python3")
+
+    @property
+    def argv(self) -> list[str]:
+        """The command line: interpreter (isolated for Python), script, arguments."""
+        isolate = ["-I"] if self.task_type == 30 else []
+        return [str(self.program), *isolate, str(self.script), *self.args]
+
+
 def _handler_kind(value: object) -> str | None:
     """Handlers without ``kind`` are executables, the common case."""
     if isinstance(value, dict):
@@ -159,6 +288,14 @@ def _handler_kind(value: object) -> str | None:
 
 
 Handler = Annotated[
+    Annotated[ExecHandler, Tag("exec")]
+    | Annotated[SimulatedHandler, Tag("simulated")]
+    | Annotated[ScriptHandler, Tag("script")],
+    Discriminator(_handler_kind),
+]
+
+# Desired-state appliers: an executable (same contract as commands) or a simulated one.
+ApplierHandler = Annotated[
     Annotated[ExecHandler, Tag("exec")] | Annotated[SimulatedHandler, Tag("simulated")],
     Discriminator(_handler_kind),
 ]
@@ -200,7 +337,8 @@ class MessageSettings(Section):
 
     spool_dir: Path | None = Path("/var/lib/device-agent/messages")
     handler: ExecHandler | None = None
-    # Extra topics to subscribe to (``{device_id}`` is replaced), e.g. custom ``user/`` topics.
+    # Extra topics to subscribe to, e.g. custom ``user/`` topics; ``{device_id}`` is replaced
+    # (Tencent IoT Hub: ``{product_id}`` and ``{device_name}``).
     user_topics: list[str] = []
 
     @field_validator("user_topics")
@@ -211,6 +349,70 @@ class MessageSettings(Section):
                 msg = f"topic {topic!r} is empty, too long or holds NUL"
                 raise ValueError(msg)
         return topics
+
+
+def _section_name(name: str) -> str:
+    if not name or len(name) > 128 or "\x00" in name:
+        msg = f"section name {name!r} must be 1-128 characters without NUL"
+        raise ValueError(msg)
+    return name
+
+
+class DesiredApplier(Section):
+    """Applies one section of the desired state (a Huawei service, a Tencent shadow key)."""
+
+    section: str
+    handler: ApplierHandler
+
+    @field_validator("section")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _section_name(value)
+
+
+class DesiredStateSettings(Section):
+    """How desired state (Huawei device shadow, Tencent shadow) is applied on the device.
+
+    Without a state file and without appliers, desired state is not carried out: Huawei
+    property-set requests are answered as unsupported and Tencent deltas are logged and left.
+    """
+
+    # Built-in applier: sections are merged into this JSON file (atomically, fsynced).
+    state_file: Path | None = None
+    # The sections the state file takes; empty: every section that has no handler.
+    state_file_sections: list[str] = []
+    appliers: list[DesiredApplier] = []
+    # Per-handler deadline when the handler sets none; Huawei waits 20 s for the answer.
+    default_timeout_s: float = Field(default=15.0, gt=0, le=86400)
+    # Desired documents nested deeper than this are refused, the section counting as the first
+    # level (Tencent's shadow limit is 5; Huawei properties are one level below the service).
+    max_depth: int = Field(default=5, ge=1, le=32)
+
+    @field_validator("state_file_sections")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        return [_section_name(name) for name in names]
+
+    @model_validator(mode="after")
+    def _one_applier_per_section(self) -> DesiredStateSettings:
+        sections = [applier.section for applier in self.appliers]
+        twice = {name for name in sections if sections.count(name) > 1}
+        if twice:
+            msg = f"sections {sorted(twice)} have more than one applier"
+            raise ValueError(msg)
+        both = set(sections) & set(self.state_file_sections)
+        if both:
+            msg = f"sections {sorted(both)} have a handler and are also in state_file_sections"
+            raise ValueError(msg)
+        if self.state_file_sections and self.state_file is None:
+            msg = "state_file_sections needs state_file"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any applier is configured."""
+        return self.state_file is not None or bool(self.appliers)
 
 
 class LoggingSettings(Section):
@@ -246,10 +448,30 @@ class AgentConfig(BaseSettings):
     limits: LimitSettings = LimitSettings()
     commands: CommandSettings = CommandSettings()
     messages: MessageSettings = MessageSettings()
+    desired: DesiredStateSettings = DesiredStateSettings()
     logging: LoggingSettings = LoggingSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     upgrades: UpgradeSettings = UpgradeSettings()
     gateway: GatewaySettings = GatewaySettings()
+
+    @model_validator(mode="after")
+    def _profile_fits_connection(self) -> AgentConfig:
+        device = self.device
+        if isinstance(device, HuaweiOceanConnectDevice) and self.desired.enabled:
+            msg = "desired: the huawei-oceanconnect profile has no desired state to apply"
+            raise ValueError(msg)
+        if isinstance(device, TencentIothubDevice):
+            if self.mqtt.keepalive_s > 900:
+                msg = "mqtt.keepalive_s: Tencent IoT Hub allows at most 900 s"
+                raise ValueError(msg)
+            tls = self.mqtt.tls
+            if device.auth == "certificate" and not (tls.enabled and tls.cert_file is not None):
+                msg = (
+                    "device.auth = 'certificate' needs mqtt.tls.enabled with cert_file and "
+                    "key_file (the device certificate)"
+                )
+                raise ValueError(msg)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -295,15 +517,30 @@ def _problems(exc: ValidationError) -> list[tuple[str, object, str]]:
     return problems
 
 
-_UNION_TAGS = {"huawei-iotda", "exec", "simulated", "script", "ab-slots"}
+_UNION_TAGS = {
+    "huawei-iotda",
+    "huawei-oceanconnect",
+    "tencent-iothub",
+    "exec",
+    "simulated",
+    "script",
+    "ab-slots",
+}
 
 
 def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
     """Check what the schema cannot: files exist, handlers are allow-listed and executable."""
     problems: list[tuple[str, object, str]] = []
     secret = config.device.secret_file
-    if not secret.is_file() or not os.access(secret, os.R_OK):
+    if secret is not None and (not secret.is_file() or not os.access(secret, os.R_OK)):
         problems.append(("device.secret_file", str(secret), "is not a readable file"))
+    elif secret is not None and isinstance(config.device, TencentIothubDevice):
+        try:
+            base64.b64decode(secret.read_bytes().strip(), validate=True)
+        except (binascii.Error, ValueError):
+            problems.append(
+                ("device.secret_file", str(secret), "is not a base64 device secret (DevicePsk)")
+            )
     tls = config.mqtt.tls
     for key, file in (
         ("ca_file", tls.ca_file),
@@ -312,20 +549,75 @@ def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
     ):
         if tls.enabled and file is not None and not file.is_file():
             problems.append((f"mqtt.tls.{key}", str(file), "is not a file"))
-    for index, route in enumerate(config.commands.routes):
-        if isinstance(route.handler, ExecHandler):
-            reason = handler_problem(route.handler.argv[0], config.commands.allowed_dirs)
-            if reason:
-                key = f"commands.routes.{index}.handler.argv"
-                problems.append((key, route.handler.argv[0], reason))
-    if config.messages.handler is not None:
-        reason = handler_problem(config.messages.handler.argv[0], config.commands.allowed_dirs)
-        if reason:
-            problems.append(("messages.handler.argv", config.messages.handler.argv[0], reason))
+    for key, program, check in _programs(config):
+        problem = check(program)
+        if problem:
+            problems.append((key, program, problem))
     from agent.upgrade.checks import upgrade_problems
 
     problems.extend(upgrade_problems(config))
     return problems
+
+
+def _programs(config: AgentConfig) -> Iterator[tuple[str, str, Callable[[str], str | None]]]:
+    """Every program the configuration names: its key, its path and how to check it."""
+    allowed = config.commands.allowed_dirs
+
+    def in_allowed_dirs(program: str) -> str | None:
+        return handler_problem(program, allowed)
+
+    def script_in_allowed_dirs(script: str) -> str | None:
+        return script_problem(script, allowed)
+
+    for index, route in enumerate(config.commands.routes):
+        handler = route.handler
+        key = f"commands.routes.{index}.handler"
+        if isinstance(handler, ExecHandler):
+            yield f"{key}.argv", handler.argv[0], in_allowed_dirs
+        elif isinstance(handler, ScriptHandler):
+            yield f"{key}.script", str(handler.script), script_in_allowed_dirs
+            yield f"{key}.interpreter", str(handler.program), interpreter_problem
+    for index, applier in enumerate(config.desired.appliers):
+        if isinstance(applier.handler, ExecHandler):
+            key = f"desired.appliers.{index}.handler.argv"
+            yield key, applier.handler.argv[0], in_allowed_dirs
+    if config.messages.handler is not None:
+        yield "messages.handler.argv", config.messages.handler.argv[0], in_allowed_dirs
+
+
+def _inside(real: Path, allowed_dirs: list[Path]) -> bool:
+    return any(real.is_relative_to(directory.resolve()) for directory in allowed_dirs)
+
+
+def script_problem(script: str, allowed_dirs: list[Path]) -> str | None:
+    """Why ``script`` may not be run by an interpreter as a script task, or None when it may.
+
+    Like :func:`handler_problem`, but a script needs to be readable, not executable.
+    """
+    try:
+        real = Path(script).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "does not exist"
+    if not _inside(real, allowed_dirs):
+        return f"is not inside an allowed directory ({', '.join(map(str, allowed_dirs))})"
+    if not real.is_file() or not os.access(real, os.R_OK):
+        return "is not a readable file"
+    if real.stat().st_mode & 0o002:
+        return "is world-writable"
+    return None
+
+
+def interpreter_problem(program: str) -> str | None:
+    """Why ``program`` cannot serve as a script interpreter, or None when it can."""
+    try:
+        real = Path(program).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return "does not exist"
+    if not real.is_file() or not os.access(real, os.X_OK):
+        return "is not an executable file"
+    if real.stat().st_mode & 0o002:
+        return "is world-writable"
+    return None
 
 
 def handler_problem(program: str, allowed_dirs: list[Path]) -> str | None:
@@ -339,8 +631,7 @@ def handler_problem(program: str, allowed_dirs: list[Path]) -> str | None:
         real = path.resolve(strict=True)
     except (OSError, RuntimeError):
         return "does not exist"
-    roots = [directory.resolve() for directory in allowed_dirs]
-    if not any(real.is_relative_to(root) for root in roots):
+    if not _inside(real, allowed_dirs):
         return f"is not inside an allowed directory ({', '.join(map(str, allowed_dirs))})"
     if not real.is_file() or not os.access(real, os.X_OK):
         return "is not an executable file"

@@ -43,15 +43,18 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
     """Run until SIGTERM/SIGINT; returns the process exit code."""
     notifier = notifier or Notifier()
     log = get_logger(device_id=config.device.device_id, profile=config.device.profile)
-    secret = read_secret(config.device.secret_file)
+    # Certificate devices (Tencent) authenticate with TLS and have no secret file.
+    secret_file = config.device.secret_file
+    secret = read_secret(secret_file) if secret_file is not None else ""
     journal = await SqliteJournal.open(config.journal.path, synchronous=config.journal.synchronous)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    agent = Agent(config, journal=journal, secret=secret, log=log)
     background: list[asyncio.Task[None]] = []
     try:
+        # Inside the try: a secret the profile cannot use fails here, and the journal closes.
+        agent = Agent(config, journal=journal, secret=secret, log=log)
         await agent.start()
         log.info("agent.started", journal=str(config.journal.path))
         background = [

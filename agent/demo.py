@@ -143,7 +143,7 @@ async def run_demo(workdir: Path | None) -> int:
     broker = await start_embedded_broker(port)
     config = load_config(write_demo_files(base, port))
     journal = await SqliteJournal.open(config.journal.path)
-    agent = Agent(config, journal=journal, secret=read_secret(config.device.secret_file))
+    agent = Agent(config, journal=journal, secret=read_secret(base / "secret"))
     stand_in = PlatformStandIn(config)
     problems: list[str] = []
     platform_task = asyncio.create_task(stand_in.connection.run())

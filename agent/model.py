@@ -77,6 +77,49 @@ class UnsupportedRequest(Model):
     request_kind: str
 
 
+class DesiredState(Model):
+    """Bring the device to a desired state, section by section, and report what was applied.
+
+    A section is what the platform groups properties by (a Huawei ``service_id``, a top-level
+    key of a Tencent shadow); its value is what the platform wants applied (any JSON value; an
+    object holds only the properties that differ from what was last reported).
+    """
+
+    kind: Literal["desired_state"] = "desired_state"
+    key: str
+    device_id: str
+    # "push": the platform sent it (property set, shadow delta); "sync": the agent's own read
+    # of the platform's document after a (re)connect.
+    source: Literal["push", "sync"]
+    # The platform waits for an answer under this id (a Huawei property-set request).
+    correlation: str | None = None
+    # The document version, on platforms that number them (Tencent shadow).
+    version: int | None = None
+    sections: dict[str, Any]
+    # What the platform holds as reported, when it said so (a sync): the baseline for deciding
+    # what needs reporting again.
+    reported: dict[str, Any] | None = None
+
+
+class DesiredStateRefresh(Model):
+    """The platform refused a state report (a version conflict): read its document again."""
+
+    kind: Literal["desired_refresh"] = "desired_refresh"
+    key: str
+    device_id: str
+    reason: str
+
+
+class StateQuery(Model):
+    """The platform asks for the device's current state (one section, or all of them)."""
+
+    kind: Literal["state_query"] = "state_query"
+    key: str
+    device_id: str
+    correlation: str
+    section: str | None = None
+
+
 # ---------------------------------------------------------------------------------------------
 # Upgrades and child devices (gateway mode).
 
@@ -163,6 +206,9 @@ Subtask = Annotated[
     CommandRequest
     | MessageDelivery
     | UnsupportedRequest
+    | DesiredState
+    | DesiredStateRefresh
+    | StateQuery
     | VersionQuery
     | UpgradeRequest
     | InvalidUpgrade
@@ -190,6 +236,9 @@ Inbound = Annotated[
     CommandRequest
     | MessageDelivery
     | UnsupportedRequest
+    | DesiredState
+    | DesiredStateRefresh
+    | StateQuery
     | VersionQuery
     | UpgradeRequest
     | InvalidUpgrade
@@ -316,9 +365,55 @@ class PropertiesSetAnswer(Model):
     description: str
 
 
+class DesiredStateResult(Model):
+    """What became of a :class:`DesiredState`: the answer (if awaited) and the state report.
+
+    ``status`` is "applied" only when every section was applied as desired; "partial" when some
+    were (or some only in part); "failed" when none was; "rejected" when the document itself was
+    unacceptable. ``reported`` holds the sections whose applied value the platform does not know
+    yet; ``cleared`` the sections fully applied, whose desired value may now be dropped.
+    """
+
+    kind: Literal["desired_state_result"] = "desired_state_result"
+    device_id: str
+    report_id: str  # unique per result, for platforms that echo an id back (Tencent clientToken)
+    correlation: str | None = None
+    version: int | None = None
+    status: Literal["applied", "partial", "failed", "rejected"]
+    description: str
+    reported: dict[str, Any] = {}
+    cleared: list[str] = []
+    failed: dict[str, str] = {}
+
+    @property
+    def ok(self) -> bool:
+        """Whether every section was applied."""
+        return self.status == "applied"
+
+
+class DesiredStateQuery(Model):
+    """Ask the platform for the device's document (shadow get) to catch up on desired state."""
+
+    kind: Literal["desired_state_query"] = "desired_state_query"
+    device_id: str
+    correlation: str
+
+
+class StateReport(Model):
+    """Answer to a :class:`StateQuery`: the sections' current (applied) values."""
+
+    kind: Literal["state_report"] = "state_report"
+    device_id: str
+    correlation: str
+    sections: dict[str, Any]
+
+
 Outbound = Annotated[
     CommandResponse
     | RequestRejected
+    | DesiredStateResult
+    | DesiredStateQuery
+    | StateReport
     | UpgradeProgress
     | VersionReport
     | ChildrenSyncRequest

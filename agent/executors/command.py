@@ -3,7 +3,8 @@
 Handler contract: the command's ``paras`` arrive as a JSON object on stdin; the handler may
 print one JSON object on stdout with ``result_code`` (default 0 on exit status 0, else 1),
 ``response_name`` and ``paras``. A non-zero exit status is a failure whatever stdout says.
-Context arrives in ``DEVICE_AGENT_*`` environment variables.
+Context arrives in ``DEVICE_AGENT_*`` environment variables. Script handlers (WeData Shell
+and Python tasks) also get the command's ``TaskExt`` pairs, see :mod:`.script`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,17 @@ import json
 import random
 from typing import Any
 
-from agent.config import CommandRoute, CommandSettings, ExecHandler, SimulatedHandler
+from agent.config import (
+    CommandRoute,
+    CommandSettings,
+    ExecHandler,
+    ScriptHandler,
+    SimulatedHandler,
+)
 from agent.errors import ExecutionError
 from agent.executors.base import Context, Outcome
 from agent.executors.process import ProcessOutcome, run_process
+from agent.executors.script import TaskExtError, task_ext_env
 from agent.model import CommandRequest, CommandResponse, CommandResult, ResultCode, Subtask
 from agent.profiles.base import dump_json
 
@@ -70,7 +78,7 @@ class CommandExecutor:
         return CommandResult(result_code=ResultCode.SUCCESS, paras=dict(handler.result_paras))
 
     async def _run(
-        self, handler: ExecHandler, request: CommandRequest, ctx: Context
+        self, handler: ExecHandler | ScriptHandler, request: CommandRequest, ctx: Context
     ) -> CommandResult:
         timeout = handler.timeout_s or self.settings.default_timeout_s
         env = {
@@ -80,6 +88,18 @@ class CommandExecutor:
             "DEVICE_AGENT_SERVICE_ID": request.service_id or "",
             "DEVICE_AGENT_REQUEST_ID": request.correlation,
         }
+        script = None
+        program = handler.argv[0]
+        if isinstance(handler, ScriptHandler):
+            script = program = str(handler.script)
+            try:
+                env.update(task_ext_env(request.paras))
+            except TaskExtError as exc:
+                # Refused before anything runs: the script never sees a hostile environment.
+                ctx.log.warning("script.task_ext.refused", script=script, reason=str(exc))
+                return CommandResult.failure(
+                    ResultCode.BAD_REQUEST, "bad_task_ext", reason=str(exc)
+                )
         try:
             outcome = await run_process(
                 handler.argv,
@@ -89,14 +109,15 @@ class CommandExecutor:
                 kill_grace_s=self.settings.kill_grace_s,
                 max_output_bytes=self.settings.max_output_bytes,
                 allowed_dirs=self.settings.allowed_dirs,
+                script=script,
             )
         except ExecutionError as exc:
-            ctx.log.error("handler.unavailable", program=handler.argv[0], error=exc.reason)
+            ctx.log.error("handler.unavailable", program=program, error=exc.reason)
             return CommandResult.failure(exc.code, "handler_unavailable", detail=exc.reason)
         if outcome.stderr_tail:
-            ctx.log.info("handler.stderr", program=handler.argv[0], tail=outcome.stderr_tail)
+            ctx.log.info("handler.stderr", program=program, tail=outcome.stderr_tail)
         if outcome.timed_out:
-            ctx.log.warning("handler.timeout", program=handler.argv[0], timeout_s=timeout)
+            ctx.log.warning("handler.timeout", program=program, timeout_s=timeout)
             return CommandResult.failure(ResultCode.TIMEOUT, "timeout", timeout_s=timeout)
         return interpret_output(outcome)
 

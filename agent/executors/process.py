@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.config import handler_problem
+from agent.config import handler_problem, interpreter_problem, script_problem
 from agent.errors import ExecutionError
 from agent.model import ResultCode
 
@@ -77,15 +77,23 @@ async def run_process(
     kill_grace_s: float,
     max_output_bytes: int,
     allowed_dirs: list[Path],
+    script: str | None = None,
 ) -> ProcessOutcome:
     """Run one handler to completion or to its deadline.
+
+    With ``script``, ``argv[0]`` is its interpreter: the script is what must be allow-listed.
 
     Raises:
         ExecutionError: the program is not allow-listed (any more) or cannot be started.
     """
-    problem = handler_problem(argv[0], allowed_dirs)
+    if script is None:
+        what, problem = argv[0], handler_problem(argv[0], allowed_dirs)
+    else:
+        what, problem = script, script_problem(script, allowed_dirs)
+        if problem is None:
+            what, problem = argv[0], interpreter_problem(argv[0])
     if problem:
-        raise ExecutionError(f"handler {argv[0]} {problem}", code=ResultCode.HANDLER_UNAVAILABLE)
+        raise ExecutionError(f"handler {what} {problem}", code=ResultCode.HANDLER_UNAVAILABLE)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import failpoints
-from agent.errors import IllegalTransition
+from agent.errors import IllegalTransition, LocalProtocolError
 from agent.executors.base import Context, Outcome
 from agent.gateway.adapters import ChildAdapter
 from agent.gateway.registry import ChildRegistry
@@ -245,7 +245,10 @@ class UpgradeExecutor:
             # Progress goes out as it happens and is not replayed: a journaled report resent
             # after a restart could arrive after a later one and make the status flip back.
             # The final result is journaled with the subtask's end and always arrives.
-            ctx.uplink.send_transient([report])
+            try:
+                ctx.uplink.send_transient([report])
+            except LocalProtocolError as exc:
+                ctx.log.info("upgrade.progress.not_reported", reason=str(exc))
 
         reporter = ProgressReporter(
             device_id=request.device_id,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agent.errors import LocalProtocolError
 from agent.executors.base import Context, Outcome
 from agent.gateway.registry import ChildRegistry
 from agent.gateway.tasks import TaskGroups
@@ -60,8 +61,12 @@ class ConnectHook:
             events.append(
                 ChildrenSyncRequest(device_id=uplink.agent_id, version=self._registry.version)
             )
-        if events:
-            uplink.send_transient(events)
+        try:
+            if events:
+                uplink.send_transient(events)
+        except LocalProtocolError as exc:
+            # A dialect without version reports (OceanConnect): nothing to tell the platform.
+            self._log.info("upgrade.versions.not_reported", reason=str(exc))
         if self._tasks is not None:
             await self._tasks.rearm(uplink.send)
         removed = self._packages.sweep(self._clock())

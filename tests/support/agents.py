@@ -52,13 +52,18 @@ def agent_config(
     *,
     device_id: str = "dev-1",
     routes: list[dict[str, Any]] | None = None,
+    device: dict[str, Any] | None = None,
     **sections: dict[str, Any],
 ) -> Path:
-    """Write a Huawei IoTDA agent configuration for a loopback broker; returns its path."""
+    """Write an agent configuration for a loopback broker; returns its path.
+
+    The device is a Huawei IoTDA one unless ``device`` gives another identity table.
+    """
     secret = workdir / "secret"
     secret.write_text(DEVICE_SECRET + "\n")
+    identity = {"profile": "huawei-iotda", "device_id": device_id, "secret_file": str(secret)}
     data: dict[str, Any] = {
-        "device": {"profile": "huawei-iotda", "device_id": device_id, "secret_file": str(secret)},
+        "device": device if device is not None else identity,
         "mqtt": {
             "host": "127.0.0.1",
             "port": port,

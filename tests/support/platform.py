@@ -14,11 +14,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
-from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAnswer
+from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAnswer, Uplink
+
+# Sees every uplink (on paho's thread) and returns the platform's immediate replies.
+Responder = Callable[[str, bytes], list[Publish]]
 
 
 class PlatformClient:
-    """Publishes downlinks to one device and collects its uplinks (persistent session)."""
+    """Publishes downlinks to one device and collects its uplinks (persistent session).
+
+    It listens on the Huawei IoTDA uplink topics unless ``filters`` names others (another
+    platform's); a ``responder`` answers uplinks the way the platform's services do.
+    """
 
     def __init__(
         self,
@@ -28,8 +35,12 @@ class PlatformClient:
         client_id: str = "platform",
         username: str | None = None,
         password: str | None = None,
+        filters: list[str] | None = None,
+        responder: Responder | None = None,
     ) -> None:
         self.side = HuaweiIotdaPlatform(device_id)
+        self._filters = filters if filters is not None else self.side.uplink_filters()
+        self._responder = responder
         self.uplinks: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
@@ -57,25 +68,42 @@ class PlatformClient:
         self.client.loop_stop()
 
     def _on_connect(self, client: mqtt.Client, *_: object) -> None:
-        for topic_filter in self.side.uplink_filters():
+        for topic_filter in self._filters:
             client.subscribe(topic_filter, 1)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        payload = bytes(msg.payload)
+        if self._responder is not None:
+            for reply in self._responder(msg.topic, payload):
+                client.publish(reply.topic, reply.payload, reply.qos)
         with self._cond:
-            self.uplinks.append((msg.topic, bytes(msg.payload)))
+            self.uplinks.append((msg.topic, payload))
             self._cond.notify_all()
+
+    def on(self, topic: str) -> list[bytes]:
+        """Payloads received so far on ``topic``."""
+        with self._cond:
+            return [payload for received, payload in self.uplinks if received == topic]
 
     def send(self, publish: Publish) -> None:
         """Publish a downlink (QoS 1; paho resends it if the broker is down)."""
         self.client.publish(publish.topic, publish.payload, publish.qos)
 
     def answers(self) -> list[CommandAnswer | PropertiesSetAnswer]:
-        """Every answer received so far, decoded (uplinks that are not answers are skipped)."""
+        """Every command and property-set answer received so far, decoded."""
+        return [
+            uplink
+            for uplink in self.decoded()
+            if isinstance(uplink, CommandAnswer | PropertiesSetAnswer)
+        ]
+
+    def decoded(self) -> list[Uplink]:
+        """Every Huawei uplink received so far that the platform side reads, decoded."""
         with self._cond:
             uplinks = list(self.uplinks)
         decoded = []
         for topic, payload in uplinks:
-            if "/response/" in topic:
+            if "/response/" in topic or topic.endswith("/properties/report"):
                 decoded.append(self.side.decode_uplink(topic, payload))
         return decoded
 

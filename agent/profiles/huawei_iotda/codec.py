@@ -2,6 +2,7 @@
 
 A child device behind a gateway is addressed on the gateway's topics with ``object_device_id``
 set to the child; answers to request-id topics go back on the gateway's response topic.
+Desired state (property set/get, shadow reads) is decoded in :mod:`.shadow`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from agent.model import (
     CommandResponse,
     CommandResult,
     ConnectIdentity,
+    DesiredStateQuery,
+    DesiredStateResult,
     Ignored,
     Inbound,
     MessageDelivery,
@@ -27,13 +30,14 @@ from agent.model import (
     Publish,
     RequestRejected,
     ResultCode,
+    StateReport,
     Subscription,
     UnsupportedRequest,
     UpgradeProgress,
     VersionReport,
 )
 from agent.profiles.base import dump_json, parse_json
-from agent.profiles.huawei_iotda import auth, wire
+from agent.profiles.huawei_iotda import auth, shadow, wire
 from agent.profiles.huawei_iotda.events import EventCodec
 from agent.topics import matches
 
@@ -42,7 +46,8 @@ NAME = "huawei-iotda"
 # Request ids are echoed into our response topic, so they must not carry topic syntax.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
 _REQUEST_ID_TOPIC = re.compile(
-    r"^(?P<kind>commands|properties/set|properties/get)/request_id=(?P<rid>.*)$"
+    r"^(?P<kind>commands|properties/set|properties/get|shadow/get/response)"
+    r"/request_id=(?P<rid>.*)$"
 )
 
 # Topics the platform publishes to the device. The platform subscribes devices to them
@@ -71,10 +76,13 @@ class HuaweiIotdaProfile:
         sign_type: int = 0,
         user_topics: Iterable[str] = (),
         max_payload_bytes: int = 65536,
+        desired_state: bool = False,
     ) -> None:
         self.device_id = device_id
         self.sign_type = sign_type
         self.max_payload_bytes = max_payload_bytes
+        # Without appliers, property sets are answered as unsupported and shadows ignored.
+        self.desired_state = desired_state
         self._prefix = f"$oc/devices/{device_id}/sys/"
         self._user_topics = [topic.replace("{device_id}", device_id) for topic in user_topics]
         self._events = EventCodec(device_id, f"{NAME}/{device_id}")
@@ -126,8 +134,6 @@ class HuaweiIotdaProfile:
         if handler is not None:
             self._check_size(payload, None)
             return handler(suffix, payload)
-        if suffix.startswith("shadow/get/response/"):
-            return Ignored(reason="shadow responses are not used by this agent yet")
         raise RemoteProtocolError(f"unexpected system topic {suffix!r}")
 
     def _decode_request(self, kind: str, rid: str, payload: bytes) -> Inbound:
@@ -137,14 +143,30 @@ class HuaweiIotdaProfile:
         if kind == "commands":
             return self._decode_command(key, rid, payload)
         if kind == "properties/set":
-            self._check_size(payload, self._rejection(key, rid, "properties_set", "oversize"))
-            child = self._child_properties_set(key, rid, payload)
-            if child is not None:
-                return child
+            return self._decode_properties_set(key, rid, payload)
+        self._check_size(payload, None)
+        if not self.desired_state:
+            return Ignored(reason=f"{kind} needs a desired-state applier, and none is configured")
+        if kind == "properties/get":
+            return shadow.decode_properties_get(self.device_id, key, rid, payload)
+        return shadow.decode_shadow_response(self.device_id, key, payload)
+
+    def _decode_properties_set(self, key: str, rid: str, payload: bytes) -> Inbound:
+        size = len(payload)
+        if size > self.max_payload_bytes:
+            reason = f"payload of {size} bytes exceeds {self.max_payload_bytes}"
+            raise self._rejection(key, rid, "properties_set", reason)
+        child = self._child_properties_set(key, rid, payload)
+        if child is not None:
+            return child
+        if not self.desired_state:
             return UnsupportedRequest(
                 key=key, device_id=self.device_id, correlation=rid, request_kind="properties_set"
             )
-        return Ignored(reason="property queries are not served by this agent yet")
+        try:
+            return shadow.decode_properties_set(self.device_id, key, rid, payload)
+        except RemoteProtocolError as exc:
+            raise self._rejection(key, rid, "properties_set", exc.reason) from exc
 
     def _decode_command(self, key: str, rid: str, payload: bytes) -> CommandRequest:
         def bad(reason: str) -> RemoteProtocolError:
@@ -279,14 +301,18 @@ class HuaweiIotdaProfile:
             return [Publish(topic=topic, payload=dump_json(body))]
         if isinstance(event, UpgradeProgress | VersionReport | ChildrenSyncRequest):
             return [Publish(topic=f"{self._prefix}events/up", payload=self._events.encode(event))]
-        if isinstance(event, PropertiesSetAnswer):
+        if isinstance(event, PropertiesSetAnswer) or (
+            isinstance(event, RequestRejected) and event.request_kind == "properties_set"
+        ):
             topic = f"{self._prefix}properties/set/response/request_id={event.correlation}"
             body = {"result_code": event.result_code, "result_desc": event.description}
             return [Publish(topic=topic, payload=dump_json(body))]
-        if isinstance(event, RequestRejected) and event.request_kind == "properties_set":
-            topic = f"{self._prefix}properties/set/response/request_id={event.correlation}"
-            body = {"result_code": event.result_code, "result_desc": event.description}
-            return [Publish(topic=topic, payload=dump_json(body))]
+        if isinstance(event, DesiredStateResult):
+            return shadow.encode_result(self._prefix, event)
+        if isinstance(event, DesiredStateQuery):
+            return [shadow.encode_query(self._prefix, self.device_id, event)]
+        if isinstance(event, StateReport):
+            return [shadow.encode_state_report(self._prefix, event)]
         raise LocalProtocolError(f"{NAME} cannot encode {event.kind}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from agent.docstate import merge, pending
 from agent.errors import RemoteProtocolError
 from agent.model import Model, Publish
 from agent.profiles.base import dump_json, parse_json
@@ -21,6 +22,11 @@ _EVENTS_UP = re.compile(r"^\$oc/devices/(?P<dev>[^/]+)/sys/events/up$")
 _PROPS_RESPONSE = re.compile(
     r"^\$oc/devices/(?P<dev>[^/]+)/sys/properties/set/response/request_id=(?P<rid>.+)$"
 )
+_PROPS_GET_RESPONSE = re.compile(
+    r"^\$oc/devices/(?P<dev>[^/]+)/sys/properties/get/response/request_id=(?P<rid>.+)$"
+)
+_REPORT = re.compile(r"^\$oc/devices/(?P<dev>[^/]+)/sys/properties/report$")
+_SHADOW_GET = re.compile(r"^\$oc/devices/(?P<dev>[^/]+)/sys/shadow/get/request_id=(?P<rid>.+)$")
 
 
 class CommandAnswer(Model):
@@ -40,6 +46,93 @@ class PropertiesSetAnswer(Model):
     request_id: str
     result_code: int
     result_desc: str | None = None
+
+
+class PropertiesReport(Model):
+    """A device's report of its properties, per service."""
+
+    device_id: str
+    services: dict[str, dict[str, Any]]
+
+
+class PropertiesGetAnswer(Model):
+    """A device's answer to a property query."""
+
+    device_id: str
+    request_id: str
+    services: dict[str, dict[str, Any]]
+
+
+class ShadowGetRequest(Model):
+    """A device asking for its shadow."""
+
+    device_id: str
+    request_id: str
+    service_id: str | None = None
+
+
+Uplink = (
+    CommandAnswer | PropertiesSetAnswer | PropertiesGetAnswer | PropertiesReport | ShadowGetRequest
+)
+
+
+class HuaweiShadow:
+    """The platform's device shadow for one device: desired and reported per service.
+
+    Pure state, as the task service emulator and the tests keep it: ``updateDeviceShadows``
+    writes desired values, reports merge into reported ones, and a shadow read is answered
+    with both halves and a version that grows with every change.
+    """
+
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.desired: dict[str, dict[str, Any]] = {}
+        self.reported: dict[str, dict[str, Any]] = {}
+        self.versions: dict[str, int] = {}
+
+    def set_desired(self, service_id: str, properties: dict[str, Any]) -> None:
+        """Write desired properties of one service (an ``updateDeviceShadows`` subtask)."""
+        self.desired[service_id] = merge(self.desired.get(service_id, {}), properties)
+        self._bump(service_id)
+
+    def report(self, services: dict[str, dict[str, Any]]) -> None:
+        """Merge a device's property report into the reported half."""
+        for service_id, properties in services.items():
+            self.reported[service_id] = merge(self.reported.get(service_id, {}), properties)
+            self._bump(service_id)
+
+    def pending_desired(self) -> dict[str, dict[str, Any]]:
+        """Desired properties the reported half does not hold (what the platform would push)."""
+        left = {}
+        for service_id, properties in self.desired.items():
+            missing = pending(properties, self.reported.get(service_id, {}))
+            if missing:
+                left[service_id] = missing
+        return left
+
+    def response(self, request: ShadowGetRequest) -> Publish:
+        """The platform's answer to a shadow read."""
+        services = sorted(set(self.desired) | set(self.reported))
+        if request.service_id is not None:
+            services = [s for s in services if s == request.service_id]
+        shadow = []
+        for service_id in services:
+            entry: dict[str, Any] = {"service_id": service_id}
+            if service_id in self.desired:
+                entry["desired"] = {"properties": self.desired[service_id]}
+            if service_id in self.reported:
+                entry["reported"] = {"properties": self.reported[service_id]}
+            entry["version"] = self.versions.get(service_id, 0)
+            shadow.append(entry)
+        body = {"object_device_id": self.device_id, "shadow": shadow}
+        topic = (
+            f"$oc/devices/{request.device_id}/sys/shadow/get/response/"
+            f"request_id={request.request_id}"
+        )
+        return Publish(topic=topic, payload=dump_json(body))
+
+    def _bump(self, service_id: str) -> None:
+        self.versions[service_id] = self.versions.get(service_id, 0) + 1
 
 
 class EventReport(Model):
@@ -69,6 +162,8 @@ class HuaweiIotdaPlatform:
         return [
             self._prefix + "commands/response/#",
             self._prefix + "properties/set/response/#",
+            self._prefix + "properties/get/response/#",
+            self._prefix + "shadow/get/+",
             self._prefix + "properties/report",
             self._prefix + "events/up",
             self._prefix + "messages/up",
@@ -117,6 +212,31 @@ class HuaweiIotdaPlatform:
             if value is not None:
                 body[field] = value
         return Publish(topic=target, payload=dump_json(body))
+
+    def properties_set(
+        self,
+        request_id: str,
+        services: dict[str, dict[str, Any]],
+        *,
+        object_device_id: str | None = None,
+    ) -> Publish:
+        """Desired properties pushed to the device (property set, iot_06_v5_3008)."""
+        body: dict[str, Any] = {
+            "services": [
+                {"service_id": service_id, "properties": properties}
+                for service_id, properties in services.items()
+            ]
+        }
+        if object_device_id is not None:
+            body["object_device_id"] = object_device_id
+        topic = f"{self._prefix}properties/set/request_id={request_id}"
+        return Publish(topic=topic, payload=dump_json(body))
+
+    def properties_get(self, request_id: str, service_id: str | None = None) -> Publish:
+        """A property query."""
+        body = {} if service_id is None else {"service_id": service_id}
+        topic = f"{self._prefix}properties/get/request_id={request_id}"
+        return Publish(topic=topic, payload=dump_json(body))
 
     def version_query(
         self,
@@ -226,8 +346,8 @@ class HuaweiIotdaPlatform:
             )
         return reports
 
-    def decode_uplink(self, topic: str, payload: bytes) -> CommandAnswer | PropertiesSetAnswer:
-        """Read a device's answer.
+    def decode_uplink(self, topic: str, payload: bytes) -> Uplink:
+        """Read a device's answer, report or request.
 
         Raises:
             RemoteProtocolError: the uplink is not an answer this side understands.
@@ -251,4 +371,28 @@ class HuaweiIotdaPlatform:
                 result_code=props.result_code,
                 result_desc=props.result_desc,
             )
-        raise RemoteProtocolError(f"not an answer topic: {topic!r}")
+        return _decode_state_uplink(topic, payload)
+
+
+def _services(body: wire.PropertiesReportUp) -> dict[str, dict[str, Any]]:
+    return {service.service_id: service.properties for service in body.services}
+
+
+def _decode_state_uplink(topic: str, payload: bytes) -> Uplink:
+    match = _REPORT.match(topic)
+    if match:
+        body = wire.parse(wire.PropertiesReportUp, parse_json(payload), what="property report")
+        return PropertiesReport(device_id=match["dev"], services=_services(body))
+    match = _PROPS_GET_RESPONSE.match(topic)
+    if match:
+        body = wire.parse(wire.PropertiesReportUp, parse_json(payload), what="query answer")
+        return PropertiesGetAnswer(
+            device_id=match["dev"], request_id=match["rid"], services=_services(body)
+        )
+    match = _SHADOW_GET.match(topic)
+    if match:
+        get = wire.parse(wire.ShadowGetUp, parse_json(payload), what="shadow get")
+        return ShadowGetRequest(
+            device_id=match["dev"], request_id=match["rid"], service_id=get.service_id
+        )
+    raise RemoteProtocolError(f"not an uplink this side reads: {topic!r}")

@@ -6,17 +6,33 @@ where a number belongs is an error rather than a guess.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from agent.profiles.wire import Wire, parse
 
-from agent.errors import RemoteProtocolError
-
-
-class Wire(BaseModel):
-    """Base for wire models."""
-
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+__all__ = [
+    "CommandDown",
+    "CommandUp",
+    "EventService",
+    "MessageDown",
+    "OtaPackageParas",
+    "OtaQueryParas",
+    "PropertiesGetDown",
+    "PropertiesReportUp",
+    "PropertiesSetDown",
+    "PropertiesSetUp",
+    "ServiceProperties",
+    "ShadowGetResponse",
+    "ShadowGetUp",
+    "ShadowService",
+    "ShadowSide",
+    "SubDevice",
+    "SubDeviceNotifyParas",
+    "UpgradeProgressParas",
+    "VersionReportParas",
+    "Wire",
+    "parse",
+]
 
 
 class CommandDown(Wire):
@@ -52,23 +68,62 @@ class PropertiesSetUp(Wire):
     result_desc: str | None = None
 
 
-WireT = TypeVar("WireT", bound=Wire)
+class ServiceProperties(Wire):
+    """One service's properties in a property set or report."""
+
+    service_id: str
+    properties: dict[str, Any]
+    event_time: str | None = None
 
 
-def parse(model: type[WireT], value: Any, *, what: str) -> WireT:
-    """Validate a parsed JSON value against a wire model.
+class PropertiesSetDown(Wire):
+    """``.../sys/properties/set/request_id={rid}`` (iot_06_v5_3008)."""
 
-    Raises:
-        RemoteProtocolError: naming the first bad field.
-    """
-    if not isinstance(value, dict):
-        raise RemoteProtocolError(f"{what} must be a JSON object, not {type(value).__name__}")
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(object)"
-        raise RemoteProtocolError(f"{what} field {field!r}: {first['msg']}") from exc
+    object_device_id: str | None = None
+    services: list[ServiceProperties]
+
+
+class PropertiesReportUp(Wire):
+    """``.../sys/properties/report``."""
+
+    services: list[ServiceProperties]
+
+
+class PropertiesGetDown(Wire):
+    """``.../sys/properties/get/request_id={rid}``; no ``service_id`` means every service."""
+
+    object_device_id: str | None = None
+    service_id: str | None = None
+
+
+class ShadowSide(Wire):
+    """The ``desired`` or ``reported`` half of one service's shadow."""
+
+    properties: dict[str, Any] | None = None
+    event_time: str | None = None
+
+
+class ShadowService(Wire):
+    """One service in a shadow-get response."""
+
+    service_id: str
+    desired: ShadowSide | None = None
+    reported: ShadowSide | None = None
+    version: int | None = None
+
+
+class ShadowGetResponse(Wire):
+    """``.../sys/shadow/get/response/request_id={rid}`` (iot_06_v5_3012)."""
+
+    object_device_id: str | None = None
+    shadow: list[ShadowService]
+
+
+class ShadowGetUp(Wire):
+    """``.../sys/shadow/get/request_id={rid}``: both fields optional."""
+
+    object_device_id: str | None = None
+    service_id: str | None = None
 
 
 # -- events (``.../sys/events/down|up``): ``$ota`` and ``$sub_device_manager`` ----------------
