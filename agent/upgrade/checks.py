@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, LocalProtocolError
 from agent.settings_upgrades import AbSlotsInstaller, ExecAdapter, ScriptInstaller
 
 if TYPE_CHECKING:
@@ -17,28 +18,44 @@ def upgrade_problems(config: AgentConfig) -> list[tuple[str, object, str]]:
     from agent.upgrade.verify import load_public_keys
 
     problems: list[tuple[str, object, str]] = []
-    allowed = config.commands.allowed_dirs
-    programs: list[tuple[str, str]] = []
-    installer = config.upgrades.installer
-    if isinstance(installer, ScriptInstaller):
-        programs.append(("upgrades.installer.argv", installer.argv[0]))
-        if installer.reboot is not None:
-            programs.append(("upgrades.installer.reboot.argv", installer.reboot.argv[0]))
-    if isinstance(installer, AbSlotsInstaller):
-        for name in ("switch", "reboot", "health"):
-            program = getattr(installer, name)
-            if program is not None:
-                programs.append((f"upgrades.installer.{name}.argv", program.argv[0]))
-    if config.gateway.enabled:
-        for type_name, adapter in config.gateway.adapters.items():
-            if isinstance(adapter, ExecAdapter):
-                programs.append((f"gateway.adapters.{type_name}.argv", adapter.argv[0]))
-    for key, program in programs:
-        reason = handler_problem(program, allowed)
+    for key, program in _programs(config):
+        reason = handler_problem(program, config.commands.allowed_dirs)
         if reason:
             problems.append((key, program, reason))
+    problems.extend(_tencent_children(config))
     try:
         load_public_keys(config.upgrades.public_keys)
     except ConfigError as exc:
         problems.extend(exc.problems)
     return problems
+
+
+def _programs(config: AgentConfig) -> Iterator[tuple[str, str]]:
+    installer = config.upgrades.installer
+    if isinstance(installer, ScriptInstaller):
+        yield "upgrades.installer.argv", installer.argv[0]
+        if installer.reboot is not None:
+            yield "upgrades.installer.reboot.argv", installer.reboot.argv[0]
+    if isinstance(installer, AbSlotsInstaller):
+        for name in ("switch", "reboot", "health"):
+            program = getattr(installer, name)
+            if program is not None:
+                yield f"upgrades.installer.{name}.argv", program.argv[0]
+    if config.gateway.enabled:
+        for type_name, adapter in config.gateway.adapters.items():
+            if isinstance(adapter, ExecAdapter):
+                yield f"gateway.adapters.{type_name}.argv", adapter.argv[0]
+
+
+def _tencent_children(config: AgentConfig) -> Iterator[tuple[str, object, str]]:
+    """Tencent children are named ``{product_id}/{device_name}`` (their topics need both)."""
+    if config.device.profile != "tencent-iothub" or not config.gateway.enabled:
+        return
+    from agent.profiles.tencent_iothub.ota import split_child
+
+    for index, child in enumerate(config.gateway.children):
+        try:
+            split_child(child.device_id)
+        except LocalProtocolError:
+            key = f"gateway.children.{index}.device_id"
+            yield key, child.device_id, "must be {product_id}/{device_name} for Tencent IoT Hub"

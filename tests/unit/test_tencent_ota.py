@@ -225,3 +225,33 @@ def test_arbitrary_bytes_raise_only_protocol_errors(payload: bytes) -> None:
         ota.decode_ota(f"$ota/update/{PID}/{DN}", payload, **IDS)
     with contextlib.suppress(RemoteProtocolError):
         ota.decode_gateway("t", payload, key_prefix="k", device_id=DEV)
+
+
+def test_the_tencent_profile_carries_ota_and_gateway_traffic_when_enabled() -> None:
+    """Subscriptions, decoding and encoding of the profile go through this module."""
+    from agent.profiles.tencent_iothub import TencentIothubProfile
+
+    plain = TencentIothubProfile(PID, DN)
+    assert not [s for s in plain.subscriptions() if s.topic_filter.startswith(("$ota", "$gateway"))]
+    with pytest.raises(RemoteProtocolError):
+        plain.decode(f"$ota/update/{PID}/{DN}", json.dumps(UPDATE_FIRMWARE).encode())
+
+    profile = TencentIothubProfile(
+        PID, DN, ota_updates=True, gateway=True, children=["SUBPID0001/sensor-7"]
+    )
+    filters = [s.topic_filter for s in profile.subscriptions()]
+    assert f"$ota/update/{PID}/{DN}" in filters
+    assert "$ota/update/SUBPID0001/sensor-7" in filters
+    assert f"$gateway/operation/result/{PID}/{DN}" in filters
+    own = profile.decode(f"$ota/update/{PID}/{DN}", json.dumps(UPDATE_FIRMWARE).encode())
+    child = profile.decode("$ota/update/SUBPID0001/sensor-7", json.dumps(UPDATE_FIRMWARE).encode())
+    assert isinstance(own, UpgradeRequest)
+    assert own.device_id == profile.device_id
+    assert isinstance(child, UpgradeRequest)
+    assert child.device_id == "SUBPID0001/sensor-7"
+    (report,) = profile.encode(VersionReport(device_id=profile.device_id, fw_version="0.1"))
+    assert report.topic == f"$ota/report/{PID}/{DN}"
+    listing = b'{"type":"describe_sub_devices","payload":{"devices":[]}}'
+    assert isinstance(
+        profile.decode(f"$gateway/operation/result/{PID}/{DN}", listing), ChildrenChanged
+    )
