@@ -3,7 +3,8 @@
 Serves a 200 MB file from a loopback HTTP server (sendfile), then measures in the same run:
 
 * throughput of the agent's downloader (streaming, SHA-256 while writing, fsync) against
-  ``curl -o`` (download only) and ``curl -o`` + ``sha256sum`` (download, then verify);
+  ``curl -o`` (download only), ``curl -o`` + ``sync FILE`` (download made durable, as the
+  agent does) and ``curl -o`` + ``sha256sum`` (download, then verify);
 * peak RSS growth of the agent's download (a worker process; the peak counter is reset after
   imports and set-up, so only the download itself is measured);
 * bytes fetched again after the worker is SIGKILLed mid-download and restarted: what the agent
@@ -12,7 +13,7 @@ Serves a 200 MB file from a loopback HTTP server (sendfile), then measures in th
 
 Prints one JSON object. Numbers from a busy machine are only indicative.
 
-    .venv/bin/python -m bench.download [--size-mb 200] [--rounds 3]
+    .venv/bin/python -m bench.download [--size-mb 200] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -100,12 +101,14 @@ def _run_worker(
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
-def _curl(url: str, out: Path, verify: bool) -> float:
+def _curl(url: str, out: Path, then: list[str] | None = None) -> float:
     started = time.perf_counter()
     subprocess.run(["curl", "-sS", "--fail", "-o", str(out), url], check=True)
-    if verify:
-        subprocess.run(["sha256sum", str(out)], check=True, capture_output=True)
-    return time.perf_counter() - started
+    if then:
+        subprocess.run([*then, str(out)], check=True, capture_output=True)
+    elapsed = time.perf_counter() - started
+    out.unlink()
+    return elapsed
 
 
 def _make_package(path: Path, size_mb: int) -> str:
@@ -152,6 +155,7 @@ def _measure(size_mb: int, rounds: int) -> dict[str, Any]:
             url = server.url("/package.bin")
             agent_s: list[float] = []
             curl_s: list[float] = []
+            curl_sync_s: list[float] = []
             curl_verify_s: list[float] = []
             peaks: list[int] = []
             for round_ in range(rounds):
@@ -163,10 +167,9 @@ def _measure(size_mb: int, rounds: int) -> dict[str, Any]:
                 peaks.append(result["rss_peak_kib"] - result["rss_baseline_kib"])
                 part.unlink()
                 out = work / "curl.bin"
-                curl_s.append(_curl(url, out, verify=False))
-                out.unlink()
-                curl_verify_s.append(_curl(url, out, verify=True))
-                out.unlink()
+                curl_s.append(_curl(url, out))
+                curl_sync_s.append(_curl(url, out, ["sync"]))
+                curl_verify_s.append(_curl(url, out, ["sha256sum"]))
             kill = _kill_and_resume(server, url, size, sha, work)
 
     def mbps(seconds: list[float]) -> float:
@@ -177,8 +180,10 @@ def _measure(size_mb: int, rounds: int) -> dict[str, Any]:
         "rounds": rounds,
         "agent_download_verify_MBps": round(mbps(agent_s), 1),
         "curl_download_MBps": round(mbps(curl_s), 1),
+        "curl_download_then_fsync_MBps": round(mbps(curl_sync_s), 1),
         "curl_download_then_sha256sum_MBps": round(mbps(curl_verify_s), 1),
         "ratio_agent_vs_curl": round(mbps(agent_s) / mbps(curl_s), 3),
+        "ratio_agent_vs_curl_plus_fsync": round(mbps(agent_s) / mbps(curl_sync_s), 3),
         "ratio_agent_vs_curl_plus_sha256sum": round(mbps(agent_s) / mbps(curl_verify_s), 3),
         "peak_rss_growth_kib": max(peaks),
         "kill": kill,
@@ -190,7 +195,7 @@ def _measure(size_mb: int, rounds: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--worker", nargs=4, metavar=("URL", "SIZE", "SHA256", "PART"))
     args = parser.parse_args()
     if args.worker:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,6 +48,16 @@ class _File:
     faults: deque[Fault] = field(default_factory=deque)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up early (the point of many tests) are not worth a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
 class PackageServer:
     """A threaded HTTP server with packages and a fault plan; use as a context manager."""
 
@@ -65,7 +76,7 @@ class PackageServer:
             def do_GET(self) -> None:
                 server._serve(self)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)

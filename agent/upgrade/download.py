@@ -6,6 +6,11 @@ After a restart the bytes already on disk are hashed again and the download cont
 ``Range: bytes=N-`` and ``If-Range`` (the strong ETag, else Last-Modified): a ``206`` appends, a
 ``200`` (the server ignored the range, or the object changed) starts over from zero.
 
+The bytes themselves are moved by a worker thread with httpx's synchronous client (socket
+reads, hashing and writing all release the GIL there, and the event loop only hears about
+progress): on this project's loopback bench that is about three times faster than streaming
+through the event loop. Cancelling the download shuts the socket down under the thread.
+
 Retries are classified by status: 4xx other than 408/429 fail at once (404 is "not found",
 401/403 "link expired"); 408, 429, 5xx and network errors back off (``Retry-After`` honoured) up
 to ``max_attempts`` failures in a row without progress. A total time budget and a byte budget
@@ -16,12 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import queue
 import random
 import shutil
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,12 +55,12 @@ _META_EVERY = 8 * 1024 * 1024
 def _larger_reads(read_bytes: int) -> None:
     """Let httpcore read up to ``read_bytes`` per socket read (its default is 64 KiB).
 
-    Fewer, larger reads roughly double the throughput of a bulk download on a fast link; the
-    setting is process-wide, and only package downloads use httpx in the agent. Skipped if a
-    future httpcore no longer has the attribute.
+    Fewer, larger reads make a bulk download markedly faster on a fast link; the setting is
+    process-wide, and only package downloads use httpx in the agent. Skipped if a future
+    httpcore no longer has the attribute.
     """
-    connection = getattr(getattr(httpcore, "_async", None), "http11", None)
-    cls = getattr(connection, "AsyncHTTP11Connection", None)
+    connection = getattr(getattr(httpcore, "_sync", None), "http11", None)
+    cls = getattr(connection, "HTTP11Connection", None)
     if cls is not None and getattr(cls, "READ_NUM_BYTES", 0) < read_bytes:
         cls.READ_NUM_BYTES = read_bytes
 
@@ -153,7 +162,7 @@ class Downloader:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         _larger_reads(settings.chunk_bytes)
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self) -> httpx.Client:
         context = ssl.create_default_context(
             cafile=str(self.settings.ca_file) if self.settings.ca_file else None
         )
@@ -161,9 +170,7 @@ class Downloader:
             self.settings.read_timeout_s, connect=self.settings.connect_timeout_s
         )
         # trust_env=False: no proxy or .netrc credentials picked up from the environment.
-        return httpx.AsyncClient(
-            verify=context, timeout=timeout, follow_redirects=True, trust_env=False
-        )
+        return httpx.Client(verify=context, timeout=timeout, follow_redirects=True, trust_env=False)
 
     async def fetch(
         self, source: PackageSource, part: Path, on_progress: ProgressCallback
@@ -189,7 +196,8 @@ class Downloader:
         if resumed_from:
             self._log.info("upgrade.download.resuming", offset=resumed_from, size=source.size)
         failures = 0
-        async with self._client() as client:
+        client = await asyncio.to_thread(self._client)
+        try:
             while not (source.size is not None and state.offset == source.size):
                 self._check_budgets(meta, source.size)
                 try:
@@ -215,6 +223,8 @@ class Downloader:
                     failures = 0
                 if source.size is None:
                     break
+        finally:
+            await asyncio.to_thread(client.close)
         _save_meta(meta_path, meta)
         await asyncio.to_thread(_fsync, part)
         return Downloaded(
@@ -225,15 +235,30 @@ class Downloader:
         """The meta of a download of this package in progress, or a fresh one (part removed)."""
         part.parent.mkdir(parents=True, exist_ok=True)
         meta = _load_meta(meta_path)
-        if meta.get("package_id") != source.package_id:
+        # Budgets belong to a download in progress: without its part file it starts afresh.
+        if meta.get("package_id") != source.package_id or not part.exists():
             meta = {"package_id": source.package_id, "started_at": self._wall(), "fetched": 0}
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()
             _save_meta(meta_path, meta)
         return meta
 
-    async def _attempt(self, client: httpx.AsyncClient, job: _Job) -> bool:
-        """One GET from the current offset; True when it made progress. Raises _Retry or fails."""
+    async def _attempt(self, client: httpx.Client, job: _Job) -> bool:
+        """One GET on a worker thread; True when it made progress. Raises _Retry or fails."""
+        relay = _ProgressRelay(asyncio.get_running_loop(), job)
+        stop = _Stop()
+        try:
+            return await asyncio.to_thread(self._transfer, client, job, relay, stop)
+        except asyncio.CancelledError:
+            stop.now()  # the thread ends at its next read; the part file stays as it is
+            raise
+        finally:
+            await relay.settle()
+
+    def _transfer(
+        self, client: httpx.Client, job: _Job, relay: _ProgressRelay, stop: _Stop
+    ) -> bool:
+        """The worker thread's part of an attempt: request, classify, stream to disk."""
         state, source = job.state, job.source
         start = state.offset
         headers = {"Accept-Encoding": "identity"}
@@ -245,7 +270,8 @@ class Downloader:
             if validator:
                 headers["If-Range"] = validator
         try:
-            async with client.stream("GET", source.url, headers=headers) as response:
+            with client.stream("GET", source.url, headers=headers) as response:
+                stop.watch(response)
                 check_url(str(response.url), self.settings.allow_http_hosts)
                 self._classify(response)
                 if response.status_code == 416:
@@ -275,33 +301,43 @@ class Downloader:
                 if response.status_code == 200 or new_validator:
                     job.meta["validator"] = new_validator
                     _save_meta(job.meta_path, job.meta)
-                return await self._stream(response, job, _expected_end(response, state.offset))
-        except httpx.TransportError as exc:
+                expected_end = _expected_end(response, state.offset)
+                return self._stream(response, job, expected_end, relay, stop)
+        except (httpx.TransportError, OSError) as exc:
+            if stop.stopped:
+                raise _Retry("stopped") from None
             # Connection refused or cut, timeouts, a body shorter than announced: go on at
             # once from where it stopped if bytes came, else back off.
             delay = 0.0 if state.offset > start else None
             raise _Retry(f"{type(exc).__name__}: {exc}", delay) from None
 
-    async def _stream(self, response: httpx.Response, job: _Job, expected_end: int | None) -> bool:
+    def _stream(
+        self,
+        response: httpx.Response,
+        job: _Job,
+        expected_end: int | None,
+        relay: _ProgressRelay,
+        stop: _Stop,
+    ) -> bool:
         state, size = job.state, job.source.size
         start = received = state.offset
         since_meta = 0
-        loop = asyncio.get_running_loop()
         fd = os.open(job.part, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        # Hashing and writing a chunk run on a worker thread while the next chunk is read
-        # (both release the GIL); one chunk in flight at most, so memory stays bounded.
-        pending: asyncio.Future[None] | None = None
+        # Hashing and writing run on a second thread while this one reads the next chunk;
+        # at most two chunks wait between them, so memory (and what a crash can lose) stays
+        # well under a MiB.
+        writer = _Writer(fd, state)
         try:
-            # No re-chunking: every byte received goes to disk before an error can strike.
-            async for chunk in response.aiter_raw():
+            # No re-chunking: every byte received is handed on before an error can strike.
+            for chunk in response.iter_raw():
+                if stop.stopped:
+                    break
                 if size is not None and received + len(chunk) > size:
                     raise UpgradeFailed(
                         UpgradeStatus.VERIFY_FAILED,
                         f"server sent more than the announced file_size ({size} bytes)",
                     )
-                if pending is not None:
-                    await pending
-                pending = loop.run_in_executor(None, state.absorb, fd, chunk)
+                writer.put(chunk)
                 received += len(chunk)
                 job.meta["fetched"] = job.meta.get("fetched", 0) + len(chunk)
                 since_meta += len(chunk)
@@ -310,11 +346,9 @@ class Downloader:
                     _save_meta(job.meta_path, job.meta)
                     self._check_budgets(job.meta, size)
                 failpoints.hit("upgrade.download.chunk")
-                await job.on_progress(received, size)
+                relay.report(received, size)
         finally:
-            if pending is not None:
-                with contextlib.suppress(OSError):
-                    await asyncio.shield(pending)
+            writer.close()
             os.close(fd)
             if since_meta:
                 _save_meta(job.meta_path, job.meta)
@@ -372,6 +406,115 @@ class Downloader:
                 UpgradeStatus.LOW_STORAGE,
                 f"{free} bytes free in {part.parent}, {needed} needed",
             )
+
+
+class _ProgressRelay:
+    """Carries progress from the worker thread to the loop, one callback per new percent."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
+        self._loop = loop
+        self._job = job
+        self._last = -1
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def report(self, done: int, size: int | None) -> None:
+        """Called on the worker thread after each chunk."""
+        percent = done * 100 // size if size else done // (1024 * 1024)
+        if percent != self._last:
+            self._last = percent
+            self._loop.call_soon_threadsafe(self._start, done, size)
+
+    def _start(self, done: int, size: int | None) -> None:
+        task = self._loop.create_task(self._invoke(done, size))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _invoke(self, done: int, size: int | None) -> None:
+        await self._job.on_progress(done, size)
+
+    async def settle(self) -> None:
+        """Let the callbacks already scheduled finish (they run in order on the loop)."""
+        await asyncio.sleep(0)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class _Writer:
+    """Hashes and writes chunks on a thread of its own, behind a queue two chunks deep."""
+
+    def __init__(self, fd: int, state: _Hashing) -> None:
+        self._fd = fd
+        self._state = state
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._state.absorb(self._fd, chunk)
+                except OSError as exc:  # disk full, I/O error: reported to the reader
+                    self._error = exc
+
+    def put(self, chunk: bytes) -> None:
+        """Queue a chunk (blocks while two are waiting).
+
+        Raises:
+            UpgradeFailed: writing an earlier chunk failed.
+        """
+        self._raise()
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Write what is queued, then stop the thread.
+
+        Raises:
+            UpgradeFailed: a write failed.
+        """
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise UpgradeFailed(
+                UpgradeStatus.LOW_STORAGE
+                if error.errno in (errno.ENOSPC, errno.EDQUOT)
+                else UpgradeStatus.INTERNAL,
+                f"writing the package failed: {error}",
+            )
+
+
+class _Stop:
+    """Lets the loop stop a transfer that a worker thread is blocked in."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+
+    def watch(self, response: httpx.Response) -> None:
+        """Remember the response's socket (called on the worker thread)."""
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            self._socket = sock if isinstance(sock, socket.socket) else None
+            if self.stopped:
+                self._shutdown()
+
+    def now(self) -> None:
+        """Stop: the next read in the worker thread returns at once."""
+        with self._lock:
+            self.stopped = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
 
 
 class _Hashing:
