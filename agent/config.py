@@ -11,6 +11,7 @@ import base64
 import binascii
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +27,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from agent.errors import ConfigError
 from agent.settings_upgrades import GatewaySettings, UpgradeSettings
@@ -486,11 +492,15 @@ class AgentConfig(BaseSettings):
         return env_settings, init_settings
 
 
+# ``DEVICE_AGENT_*`` variables that are not configuration overrides.
+NON_CONFIG_ENV = frozenset({"FAILPOINTS"})
+
+
 def load_config(path: Path) -> AgentConfig:
     """Read, override and validate the configuration at ``path``.
 
     Raises:
-        ConfigError: naming each bad key and value.
+        ConfigError: naming each bad key and value (and the variable, for an override).
     """
     try:
         with path.open("rb") as fh:
@@ -499,13 +509,45 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError([(str(path), None, f"cannot read: {exc.strerror}")]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([(str(path), None, f"not valid TOML: {exc}")]) from exc
+    overrides = _env_overrides()
+    unknown: list[tuple[str, object, str]] = [
+        (name, value, "is not a setting (overrides look like DEVICE_AGENT_MQTT__PORT)")
+        for key, (name, value) in overrides.items()
+        if key.split(".")[0] not in AgentConfig.model_fields
+    ]
+    if unknown:
+        raise ConfigError(unknown)
     try:
         return AgentConfig(**data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from exc
+        raise ConfigError(_problems(exc, overrides)) from exc
+    except SettingsError as exc:
+        # A variable for a table or list that is not valid JSON.
+        field = str(exc).split('"')[1] if '"' in str(exc) else ""
+        bad: list[tuple[str, object, str]] = [
+            (name, value, "must be JSON for a table or list setting")
+            for key, (name, value) in overrides.items()
+            if key.split(".")[0] == field
+        ]
+        raise ConfigError(bad or [("(environment)", None, str(exc))]) from exc
 
 
-def _problems(exc: ValidationError) -> list[tuple[str, object, str]]:
+def _env_overrides() -> dict[str, tuple[str, str]]:
+    """Dotted setting -> (variable, value) for every ``DEVICE_AGENT_*`` override set."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in os.environ.items():
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        if rest.upper() in NON_CONFIG_ENV:
+            continue
+        found[rest.lower().replace("__", ".")] = (name, value)
+    return found
+
+
+def _problems(
+    exc: ValidationError, overrides: dict[str, tuple[str, str]] | None = None
+) -> list[tuple[str, object, str]]:
     problems: list[tuple[str, object, str]] = []
     for error in exc.errors(include_url=False):
         # Discriminated unions add the tag to the location; it names no key the user wrote.
@@ -513,8 +555,25 @@ def _problems(exc: ValidationError) -> list[tuple[str, object, str]]:
         value = error.get("input")
         if error["type"] == "missing":
             value = None
-        problems.append((key or "(top level)", value, error["msg"]))
+        message = error["msg"]
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            # Name the key that selects the variant, not the whole table.
+            ctx = error.get("ctx", {})
+            key = f"{key}.{_TAG_FIELDS.get(ctx.get('discriminator', ''), 'kind')}"
+            value = ctx.get("tag")
+            if value is None:
+                message = "is required to say which kind this is"
+        key = key or "(top level)"
+        problems.append((_with_source(key, overrides or {}), value, message))
     return problems
+
+
+def _with_source(key: str, overrides: dict[str, tuple[str, str]]) -> str:
+    """Name the environment variable a bad value came from, if it came from one."""
+    for setting, (name, _) in sorted(overrides.items(), key=lambda item: -len(item[0])):
+        if key == setting or key.startswith(setting + "."):
+            return f"{key} (from {name})"
+    return key
 
 
 _UNION_TAGS = {
@@ -526,6 +585,8 @@ _UNION_TAGS = {
     "script",
     "ab-slots",
 }
+# The key a union's tag is read from, by discriminator (as pydantic names it in errors).
+_TAG_FIELDS = {"'profile'": "profile", "_handler_kind()": "kind"}
 
 
 def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
@@ -585,8 +646,10 @@ def _programs(config: AgentConfig) -> Iterator[tuple[str, str, Callable[[str], s
         yield "messages.handler.argv", config.messages.handler.argv[0], in_allowed_dirs
 
 
-def _inside(real: Path, allowed_dirs: list[Path]) -> bool:
-    return any(real.is_relative_to(directory.resolve()) for directory in allowed_dirs)
+def _root(real: Path, allowed_dirs: list[Path]) -> Path | None:
+    """The allowed directory ``real`` lies below, if any."""
+    roots = [directory.resolve() for directory in allowed_dirs]
+    return next((root for root in roots if real.is_relative_to(root)), None)
 
 
 def script_problem(script: str, allowed_dirs: list[Path]) -> str | None:
@@ -598,13 +661,14 @@ def script_problem(script: str, allowed_dirs: list[Path]) -> str | None:
         real = Path(script).resolve(strict=True)
     except (OSError, RuntimeError):
         return "does not exist"
-    if not _inside(real, allowed_dirs):
+    root = _root(real, allowed_dirs)
+    if root is None:
         return f"is not inside an allowed directory ({', '.join(map(str, allowed_dirs))})"
     if not real.is_file() or not os.access(real, os.R_OK):
         return "is not a readable file"
     if real.stat().st_mode & 0o002:
         return "is world-writable"
-    return None
+    return _writable_directory(real, root)
 
 
 def interpreter_problem(program: str) -> str | None:
@@ -631,10 +695,23 @@ def handler_problem(program: str, allowed_dirs: list[Path]) -> str | None:
         real = path.resolve(strict=True)
     except (OSError, RuntimeError):
         return "does not exist"
-    if not _inside(real, allowed_dirs):
+    root = _root(real, allowed_dirs)
+    if root is None:
         return f"is not inside an allowed directory ({', '.join(map(str, allowed_dirs))})"
     if not real.is_file() or not os.access(real, os.X_OK):
         return "is not an executable file"
     if real.stat().st_mode & 0o002:
         return "is world-writable"
+    return _writable_directory(real, root)
+
+
+def _writable_directory(real: Path, root: Path) -> str | None:
+    """A world-writable (non-sticky) directory between ``root`` and ``real``, as a problem."""
+    # Anyone who may write a directory on the way may swap the file for another.
+    for directory in (real.parent, *real.parent.parents):
+        mode = directory.stat().st_mode
+        if mode & 0o002 and not mode & stat.S_ISVTX:
+            return f"is in a world-writable directory ({directory})"
+        if directory == root:
+            break
     return None

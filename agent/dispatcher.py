@@ -131,11 +131,11 @@ class Dispatcher:
             # A broker redelivery (DUP) reuses the original packet id, so ``hash/packet-id``
             # finds the first delivery of a message that has no id of its own.
             subtask = subtask.model_copy(update={"key": f"{subtask.key}/{message.mid}"})
-        accepted, holding_slot = await self._journal_new(subtask)
+        accepted, holding_slot = await self._journal_new(subtask, received_at)
         if accepted.outcome is not AcceptOutcome.NEW and content_keyed and not message.dup:
             # The same content again, not a redelivery: a message of its own.
             subtask = subtask.model_copy(update={"key": f"{subtask.key}/{uuid.uuid4().hex}"})
-            accepted, holding_slot = await self._journal_new(subtask)
+            accepted, holding_slot = await self._journal_new(subtask, received_at)
         if accepted.outcome is AcceptOutcome.NEW:
             failpoints.hit("dispatcher.after_accept")
             self._start(subtask, received_at, holding_slot=holding_slot)
@@ -149,11 +149,12 @@ class Dispatcher:
         )
         self._outbox.submit(accepted.requeued)
 
-    async def _journal_new(self, subtask: Subtask) -> tuple[Accepted, bool]:
+    async def _journal_new(self, subtask: Subtask, received_at: float) -> tuple[Accepted, bool]:
         """Journal a subtask, taking an execution slot if one is free.
 
         With a slot, it is journaled as running in the same transaction (one fsync); without,
-        it is journaled as waiting and records "running" when it gets one.
+        it is journaled as waiting and records "running" when it gets one. It is journaled with
+        the receive time its executor is given, so a recovery sees the same one (spool names).
         """
         slots = self._slots_for(subtask.kind)
         holding_slot = not slots.locked()
@@ -166,7 +167,7 @@ class Dispatcher:
                 device_id=subtask.device_id,
                 kind=subtask.kind,
                 request=SUBTASK.dump_json(subtask).decode(),
-                now=self._clock(),
+                now=received_at,
                 state=RUNNING if holding_slot else SubtaskState.ACCEPTED,
             )
         except BaseException:

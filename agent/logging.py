@@ -13,7 +13,17 @@ import threading
 from collections.abc import MutableMapping
 from typing import Any, Literal
 
-import structlog
+if "structlog" in sys.modules or "rich" in sys.modules:
+    import structlog
+else:
+    # structlog imports rich at import time when it is installed (the simulator extra pulls it
+    # in), only to prettify console tracebacks: megabytes of RSS the daemon has no use for.
+    # Hide it while structlog loads; tracebacks are then plain text on every machine alike.
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog
+    finally:
+        del sys.modules["rich"]
 
 REDACTED = "[redacted]"
 
@@ -30,16 +40,20 @@ class SecretRedactor:
     """
 
     def __init__(self) -> None:
-        self._secrets: frozenset[str] = frozenset()
+        # Longest first: a secret that contains another is replaced whole, leaving no tail.
+        self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
     def register(self, *secrets: str) -> None:
         """Add secrets to scrub; very short strings are ignored (they would mangle plain text)."""
         with self._lock:
-            self._secrets = self._secrets | {s for s in secrets if len(s) >= 6}
+            known = set(self._secrets) | {s for s in secrets if len(s) >= 6}
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
 
     def scrub(self, value: object) -> object:
         """Return ``value`` with every registered secret replaced, recursing into containers."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
         if isinstance(value, str):
             for secret in self._secrets:
                 if secret in value:
@@ -48,12 +62,16 @@ class SecretRedactor:
         if isinstance(value, bytes):
             return self.scrub(value.decode("utf-8", "replace"))
         if isinstance(value, dict):
-            return {key: self.scrub(item) for key, item in value.items()}
-        if isinstance(value, list | tuple | set):
+            return {
+                (self.scrub(key) if isinstance(key, str) else key): self.scrub(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple | set | frozenset):
             return [self.scrub(item) for item in value]
-        if isinstance(value, BaseException):
-            return self.scrub(repr(value))
-        return value
+        # Anything else is rendered with repr() (exceptions, models): scrub that text.
+        text = repr(value)
+        scrubbed = self.scrub(text)
+        return value if scrubbed == text and not isinstance(value, BaseException) else scrubbed
 
     def __call__(
         self, logger: object, method_name: str, event_dict: MutableMapping[str, Any]

@@ -13,9 +13,12 @@ import collections
 import contextlib
 from typing import Any
 
-from agent.errors import LocalProtocolError
+from agent.errors import JournalError, LocalProtocolError, TransportError
 from agent.journal.base import Journal, OutboxItem
 from agent.transport.base import Transport
+
+# After a failed journal scan, try again this much later.
+_RESCAN_AFTER_S = 1.0
 
 
 class Outbox:
@@ -73,7 +76,12 @@ class Outbox:
             self._wake.clear()
             await self._transport.ready.wait()
             if self._scan_after is not None and len(self._queue) < self._window:
-                await self._load_backlog()
+                try:
+                    await self._load_backlog()
+                except JournalError as exc:
+                    # Not fatal: what is queued in memory still goes; the scan is tried again.
+                    self._log.error("outbox.scan.failed", error=str(exc))
+                    asyncio.get_running_loop().call_later(_RESCAN_AFTER_S, self._wake.set)
             while (
                 self._queue
                 and len(self._inflight) < self._window
@@ -115,7 +123,10 @@ class Outbox:
 
     def _settled(self, item: OutboxItem, future: asyncio.Future[None]) -> None:
         self._inflight.pop(item.id, None)
-        error = future.exception()
+        # A cancelled publication was abandoned, not acknowledged: treat it as lost.
+        error = (
+            TransportError("publication cancelled") if future.cancelled() else future.exception()
+        )
         if error is None:
             self._known.discard(item.id)
             self._acked.append(item.id)

@@ -58,6 +58,9 @@ def watchdog_interval() -> float | None:
     if not usec or (pid and pid != str(os.getpid())):
         return None
     try:
-        return max(int(usec) / 2_000_000, 0.05)
+        timeout_us = int(usec)
     except ValueError:
         return None
+    if timeout_us <= 0:  # as sd_watchdog_enabled(3): not a timeout, so no watchdog
+        return None
+    return max(timeout_us / 2_000_000, 0.05)

@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 import structlog
+from hypothesis import settings
 
 from agent.sim.mosquitto import Mosquitto, mosquitto_binary
-from tests.support.upgrades import Reaper
+from tests.support.agents import stop_leftover_agents
+
+# CI explores the same examples on every run (a landing is not decided by a dice roll);
+# elsewhere every run explores new ones. No per-example deadline: the machine may be busy.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +31,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+    stop_leftover_agents()  # a test that failed before stopping its daemon leaves none behind
 
 
 def _require_mosquitto() -> None:
@@ -51,11 +59,3 @@ def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     instance.start()
     yield instance
     instance.stop(kill=True)
-
-
-@pytest.fixture
-def reaper() -> Iterator[Reaper]:
-    """Agent processes a test registers are killed when it ends, whatever happened."""
-    instance = Reaper()
-    yield instance
-    instance.reap()

@@ -10,7 +10,6 @@ and Python tasks) also get the command's ``TaskExt`` pairs, see :mod:`.script`.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 from typing import Any
 
@@ -26,7 +25,7 @@ from agent.executors.base import Context, Outcome
 from agent.executors.process import ProcessOutcome, run_process
 from agent.executors.script import TaskExtError, task_ext_env
 from agent.model import CommandRequest, CommandResponse, CommandResult, ResultCode, Subtask
-from agent.profiles.base import dump_json
+from agent.profiles.base import JsonRejected, dump_json, strict_loads
 
 
 class CommandExecutor:
@@ -134,8 +133,10 @@ def interpret_output(outcome: ProcessOutcome) -> CommandResult:
     body: Any = {}
     if text:
         try:
-            body = json.loads(text)
-        except ValueError:
+            # Strict: NaN or a lone surrogate (which Python's json.dumps happily writes) would
+            # make the answer impossible to encode, and the command would go unanswered.
+            body = strict_loads(text)
+        except JsonRejected:
             body = None
     if not isinstance(body, dict):
         return CommandResult.failure(

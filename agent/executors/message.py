@@ -10,6 +10,7 @@ writing the same message again (after a crash) replaces it instead of adding a s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,10 @@ from agent.model import MessageDelivery, Subtask
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` holds either nothing or all of it, even after power loss."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    # A temp file left by a crash (or planted: a link) is not written through: it is replaced.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
     try:
         view = memoryview(data)
         while view:

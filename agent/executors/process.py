@@ -3,7 +3,8 @@
 The handler gets a session of its own, so at the deadline the whole process group (the
 handler and anything it started) is sent SIGTERM and, after a short grace, SIGKILL. Output is
 captured up to a cap and the rest drained, so a chatty handler can neither block on a full pipe
-nor make the agent's memory grow.
+nor make the agent's memory grow. A handler is done when it exits: anything it left running that
+still holds its output is stopped rather than waited for (detach by redirecting output).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from agent.model import ResultCode
 # Handlers start from a clean environment: nothing of the agent's (credentials included) leaks.
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 _STDERR_TAIL = 2048
+# Once the handler has exited, its output has this long to reach end-of-file. Longer means
+# something it started in the background still holds the pipes: that is stopped, not waited for.
+_PIPE_GRACE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,17 @@ async def _read_capped(stream: asyncio.StreamReader | None, cap: int) -> tuple[b
     return bytes(kept), truncated
 
 
+async def _read_tail(stream: asyncio.StreamReader | None, keep: int) -> bytes:
+    """Read a stream to EOF, keeping the last ``keep`` bytes (where an error message ends up)."""
+    if stream is None:
+        return b""
+    tail = bytearray()
+    while chunk := await stream.read(65536):
+        tail += chunk
+        del tail[:-keep]
+    return bytes(tail)
+
+
 async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
     if stdin is None:
         return
@@ -66,6 +81,44 @@ async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Stream protocol that also says when the process itself has exited.
+
+    ``Process.wait()`` only returns once every pipe is closed as well, which never happens while
+    something the handler left running holds them.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited: asyncio.Future[None] = loop.create_future()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+async def _within(future: asyncio.Future[Any], timeout: float) -> bool:
+    """Whether ``future`` completes within ``timeout`` (it keeps running either way)."""
+    try:
+        await asyncio.wait_for(asyncio.shield(future), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _check_allowed(argv: list[str], allowed_dirs: list[Path], script: str | None) -> None:
+    """Raise unless the program (or, for a script task, the script and interpreter) may run."""
+    if script is None:
+        what, problem = argv[0], handler_problem(argv[0], allowed_dirs)
+    else:
+        what, problem = script, script_problem(script, allowed_dirs)
+        if problem is None:
+            what, problem = argv[0], interpreter_problem(argv[0])
+    if problem:
+        raise ExecutionError(f"handler {what} {problem}", code=ResultCode.HANDLER_UNAVAILABLE)
 
 
 async def run_process(
@@ -86,16 +139,11 @@ async def run_process(
     Raises:
         ExecutionError: the program is not allow-listed (any more) or cannot be started.
     """
-    if script is None:
-        what, problem = argv[0], handler_problem(argv[0], allowed_dirs)
-    else:
-        what, problem = script, script_problem(script, allowed_dirs)
-        if problem is None:
-            what, problem = argv[0], interpreter_problem(argv[0])
-    if problem:
-        raise ExecutionError(f"handler {what} {problem}", code=ResultCode.HANDLER_UNAVAILABLE)
+    _check_allowed(argv, allowed_dirs, script)
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(limit=2**16, loop=loop),
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -105,45 +153,51 @@ async def run_process(
             start_new_session=True,
             close_fds=True,
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in an argument or the environment
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise ExecutionError(
-            f"cannot start {argv[0]}: {exc.strerror}", code=ResultCode.HANDLER_UNAVAILABLE
+            f"cannot start {argv[0]}: {reason}", code=ResultCode.HANDLER_UNAVAILABLE
         ) from exc
-    io: asyncio.Future[Any] = asyncio.gather(
-        _feed(proc.stdin, stdin),
-        _read_capped(proc.stdout, max_output_bytes),
-        _read_capped(proc.stderr, _STDERR_TAIL * 8),
-        proc.wait(),
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
+    feed = asyncio.ensure_future(_feed(proc.stdin, stdin))
+    output: asyncio.Future[tuple[tuple[bytes, bool], bytes]] = asyncio.gather(
+        _read_capped(proc.stdout, max_output_bytes), _read_tail(proc.stderr, _STDERR_TAIL)
     )
     timed_out = False
     try:
-        _, (out, truncated), (err, _), _ = await asyncio.wait_for(asyncio.shield(io), timeout_s)
-    except TimeoutError:
-        timed_out = True
-        out, truncated, err = await _stop_group(proc, io, kill_grace_s)
+        if not await _within(protocol.exited, timeout_s):
+            timed_out = True
+            await _stop_group(proc.pid, protocol.exited, kill_grace_s)
+        if not await _within(output, _PIPE_GRACE_S):
+            # The handler is gone but what it started still holds its output: stop that too.
+            _signal_group(proc.pid, signal.SIGKILL)
+            await _within(output, 5.0)
     except asyncio.CancelledError:
         # The agent is stopping: the handler must not outlive the subtask it belongs to.
-        await _stop_group(proc, io, kill_grace_s)
+        await _stop_group(proc.pid, protocol.exited, kill_grace_s)
         raise
+    finally:
+        for pending in (feed, output):
+            if not pending.done():
+                pending.cancel()
+        await asyncio.gather(feed, output, return_exceptions=True)
+        if not output.cancelled() and output.exception() is None:
+            (out, truncated), err = output.result()
+        else:
+            out, truncated, err = b"", False, b""
     return ProcessOutcome(
-        exit_code=None if timed_out else proc.returncode,
+        exit_code=None if timed_out else transport.get_returncode(),
         stdout=out,
         stdout_truncated=truncated,
-        stderr_tail=err[-_STDERR_TAIL:].decode("utf-8", "replace"),
+        stderr_tail=err.decode("utf-8", "replace"),
         timed_out=timed_out,
     )
 
 
-async def _stop_group(
-    proc: asyncio.subprocess.Process, io: asyncio.Future[Any], grace_s: float
-) -> tuple[bytes, bool, bytes]:
-    """SIGTERM the handler's process group, SIGKILL it after the grace, collect what it wrote."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(io), grace_s)
-    _signal_group(proc.pid, signal.SIGKILL)
-    try:
-        _, (out, truncated), (err, _), _ = await asyncio.wait_for(io, 5.0)
-    except TimeoutError:
-        return b"", False, b""
-    return out, truncated, err
+async def _stop_group(pgid: int, exited: asyncio.Future[None], grace_s: float) -> None:
+    """SIGTERM the handler's process group, SIGKILL it after the grace (or at once if it left)."""
+    _signal_group(pgid, signal.SIGTERM)
+    await _within(exited, grace_s)
+    # SIGKILL regardless: descendants that ignore SIGTERM outlive the handler otherwise.
+    _signal_group(pgid, signal.SIGKILL)
+    await _within(exited, 5.0)

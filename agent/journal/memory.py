@@ -85,12 +85,13 @@ class MemoryJournal:
         return self._enqueue(agent_id, publishes)
 
     async def open_subtasks(self, agent_id: str) -> list[OpenSubtask]:
-        """Open subtasks of one agent."""
-        return [
+        """Open subtasks of one agent, oldest first."""
+        rows = [
             OpenSubtask(key, s.kind, s.state, s.request, dict(s.detail), s.received_at)
             for key, s in self._subtasks.items()
             if s.agent_id == agent_id and s.finished_at is None
         ]
+        return sorted(rows, key=lambda row: row.received_at)
 
     async def pending(self, agent_id: str, after_id: int, limit: int) -> list[OutboxItem]:
         """Queued publications after ``after_id``."""

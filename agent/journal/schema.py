@@ -72,7 +72,12 @@ def migrate(conn: sqlite3.Connection) -> int:
         return found
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for version in range(found, LATEST):
+        # Another process may have migrated while we waited for the write lock: look again.
+        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if current > LATEST:
+            msg = f"journal schema version {current} is newer than this agent's ({LATEST})"
+            raise JournalError(msg)
+        for version in range(current, LATEST):
             for statement in MIGRATIONS[version].split(";"):
                 if statement.strip():
                     conn.execute(statement)

@@ -379,7 +379,10 @@ def read_status(
     path: Path, *, recent: int = 20
 ) -> tuple[list[SubtaskRow], list[SubtaskRow], OutboxSummary]:
     """Open subtasks, the most recent finished ones and the outbox backlog."""
-    conn = connect(path, read_only=True)
+    try:
+        conn = connect(path, read_only=True)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read journal {path}: {exc}") from exc
     try:
         columns = "key, agent_id, device_id, kind, state, result, received_at, updated_at"
         open_rows = conn.execute(

@@ -7,6 +7,8 @@ bytes always decode to the same events and the codecs can be tested from tables 
 from __future__ import annotations
 
 import json
+import math
+import re
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -47,43 +49,93 @@ class Profile(Protocol):
         """Turn an event into the publications that carry it."""
 
 
+class JsonRejected(ValueError):
+    """A document :func:`strict_loads` refuses; the message says why."""
+
+
 def _reject_constant(name: str) -> float:
     msg = f"{name} is not valid JSON"
-    raise ValueError(msg)
+    raise JsonRejected(msg)
+
+
+def _finite_float(text: str) -> float:
+    # ``1e999`` parses to infinity, which no JSON encoder will write back out.
+    value = float(text)
+    if math.isinf(value):
+        msg = f"number {text[:40]} is out of range"
+        raise JsonRejected(msg)
+    return value
+
+
+# After parsing, a surrogate code point can only come from a lone ``\ud800``-style escape:
+# it is not text, and encoding it to UTF-8 (journal, handlers, answers) fails.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def strict_loads(data: bytes | str) -> Any:
+    """Parse JSON that can be written back out unchanged: UTF-8, finite numbers, real text.
+
+    Refuses NaN/Infinity, out-of-range numbers, lone surrogates and nesting deeper than
+    :data:`MAX_JSON_DEPTH`.
+
+    Raises:
+        JsonRejected: saying what was wrong.
+    """
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except UnicodeDecodeError as exc:
+        msg = f"is not UTF-8 (byte {exc.start})"
+        raise JsonRejected(msg) from exc
+    except RecursionError as exc:
+        msg = "is nested too deeply"
+        raise JsonRejected(msg) from exc
+    except ValueError as exc:  # JSONDecodeError, NaN, out-of-range numbers, huge integers
+        msg = f"is not valid JSON: {exc}"
+        raise JsonRejected(msg) from exc
+    depth, has_surrogate = _inspect(value)
+    if depth > MAX_JSON_DEPTH:
+        msg = f"is nested deeper than {MAX_JSON_DEPTH} levels"
+        raise JsonRejected(msg)
+    if has_surrogate:
+        msg = "holds a lone UTF-16 surrogate escape, which is not text"
+        raise JsonRejected(msg)
+    return value
 
 
 def parse_json(payload: bytes, *, what: str = "payload") -> Any:
-    """Parse strict JSON: UTF-8, no NaN/Infinity, bounded nesting.
+    """Parse strict JSON (see :func:`strict_loads`).
 
     Raises:
         RemoteProtocolError: with a reason that says what was wrong.
     """
     try:
-        text = payload.decode("utf-8")
-        value = json.loads(text, parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise RemoteProtocolError(f"{what} is not UTF-8 (byte {exc.start})") from exc
-    except RecursionError as exc:
-        raise RemoteProtocolError(f"{what} is nested too deeply") from exc
-    except ValueError as exc:  # JSONDecodeError, huge integers, NaN
-        raise RemoteProtocolError(f"{what} is not valid JSON: {exc}") from exc
-    if json_depth(value) > MAX_JSON_DEPTH:
-        raise RemoteProtocolError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
-    return value
+        return strict_loads(payload)
+    except JsonRejected as exc:
+        raise RemoteProtocolError(f"{what} {exc}") from exc
 
 
-def json_depth(value: Any) -> int:
-    """Nesting depth of a parsed JSON value (a scalar is 0), computed without recursion."""
+def _inspect(value: Any) -> tuple[int, bool]:
+    """Nesting depth (a scalar is 0) and whether any string holds a surrogate, without recursion."""
     deepest = 0
+    surrogate = False
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         deepest = max(deepest, depth)
-        if isinstance(item, dict):
+        if isinstance(item, str):
+            surrogate = surrogate or _SURROGATE.search(item) is not None
+        elif isinstance(item, dict):
+            surrogate = surrogate or any(_SURROGATE.search(key) for key in item)
             stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
             stack.extend((child, depth + 1) for child in item)
-    return deepest
+    return deepest, surrogate
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), computed without recursion."""
+    return _inspect(value)[0]
 
 
 def dump_json(value: Any) -> bytes:

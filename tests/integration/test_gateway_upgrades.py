@@ -12,7 +12,7 @@ from agent.sim.mosquitto import Mosquitto
 from agent.sim.packages import PackageServer
 from tests.support.agents import AgentProcess, agent_config
 from tests.support.platform import PlatformClient
-from tests.support.upgrades import Reaper, event_reports, finals
+from tests.support.upgrades import event_reports, finals
 
 pytestmark = pytest.mark.broker
 
@@ -24,7 +24,7 @@ PACKAGE_SHA = hashlib.sha256(PACKAGE).hexdigest()
 DEADLINE_S = 4.0
 
 
-def _gateway(tmp_path: Path, port: int, reaper: Reaper) -> AgentProcess:
+def _gateway(tmp_path: Path, port: int) -> AgentProcess:
     config = agent_config(
         tmp_path,
         port,
@@ -46,15 +46,15 @@ def _gateway(tmp_path: Path, port: int, reaper: Reaper) -> AgentProcess:
             ],
         },
     )
-    return reaper.track(AgentProcess(config, tmp_path))
+    return AgentProcess(config, tmp_path)
 
 
 @pytest.mark.slow
 def test_twenty_children_one_download_seventeen_successes_three_failures(
-    tmp_path: Path, broker: Mosquitto, reaper: Reaper
+    tmp_path: Path, broker: Mosquitto
 ) -> None:
     """20 child events of one task: one download, 17 success and 3 failure reports per child."""
-    agent = _gateway(tmp_path, broker.port, reaper)
+    agent = _gateway(tmp_path, broker.port)
     agent.start()
     with (
         PlatformClient(broker.port, GATEWAY, client_id="platform-gw") as platform,
@@ -107,10 +107,10 @@ def test_twenty_children_one_download_seventeen_successes_three_failures(
 
 @pytest.mark.slow
 def test_a_child_that_never_gets_its_event_is_reported_at_the_deadline(
-    tmp_path: Path, broker: Mosquitto, reaper: Reaper
+    tmp_path: Path, broker: Mosquitto
 ) -> None:
     """sub_device_count 20 but 19 events: the silent child gets a failure at the deadline."""
-    agent = _gateway(tmp_path, broker.port, reaper)
+    agent = _gateway(tmp_path, broker.port)
     agent.start()
     silent = "child-19"
     with (
@@ -150,10 +150,10 @@ def test_a_child_that_never_gets_its_event_is_reported_at_the_deadline(
 
 
 def test_child_commands_and_property_sets_go_to_the_child_adapter(
-    tmp_path: Path, broker: Mosquitto, reaper: Reaper
+    tmp_path: Path, broker: Mosquitto
 ) -> None:
     """A command or property set with object_device_id reaches the child; unknown ones fail."""
-    agent = _gateway(tmp_path, broker.port, reaper)
+    agent = _gateway(tmp_path, broker.port)
     agent.start()
     with PlatformClient(broker.port, GATEWAY, client_id="platform-gw3") as platform:
         platform.send(platform.side.command("c-1", "PING", {"n": 1}, object_device_id="child-05"))

@@ -17,7 +17,7 @@ from agent.sim.mosquitto import Mosquitto
 from agent.sim.packages import PackageServer
 from tests.support.agents import AgentProcess, agent_config
 from tests.support.platform import PlatformClient
-from tests.support.upgrades import Reaper, finals, reports, write_programs
+from tests.support.upgrades import finals, reports, write_programs
 
 pytestmark = pytest.mark.broker
 
@@ -36,9 +36,7 @@ def packages() -> Iterator[PackageServer]:
         yield server
 
 
-def _ab_agent(
-    tmp_path: Path, port: int, reaper: Reaper, *, health_timeout_s: float = 30.0
-) -> AgentProcess:
+def _ab_agent(tmp_path: Path, port: int, *, health_timeout_s: float = 30.0) -> AgentProcess:
     handlers = tmp_path / "handlers"
     programs = write_programs(handlers, tmp_path)
     (tmp_path / "slot-a").write_bytes(OLD)
@@ -75,7 +73,7 @@ def _ab_agent(
             "installer": installer,
         },
     )
-    return reaper.track(AgentProcess(config, tmp_path))
+    return AgentProcess(config, tmp_path)
 
 
 def _running_image(tmp_path: Path) -> str:
@@ -118,10 +116,10 @@ def _drive_to_result(agent: AgentProcess, platform: PlatformClient, timeout: flo
     ],
 )
 def test_kill_at_any_state_ends_with_the_new_image_and_one_success(
-    tmp_path: Path, broker: Mosquitto, packages: PackageServer, reaper: Reaper, point: str
+    tmp_path: Path, broker: Mosquitto, packages: PackageServer, point: str
 ) -> None:
     """SIGKILL at each state: after restarts the upgrade succeeds; the slot is never partial."""
-    agent = _ab_agent(tmp_path, broker.port, reaper)
+    agent = _ab_agent(tmp_path, broker.port)
     spec = point if "=" in point else f"{point}=kill"
     agent.env = {"DEVICE_AGENT_FAILPOINTS": spec}
     agent.start()
@@ -167,10 +165,10 @@ def test_kill_at_any_state_ends_with_the_new_image_and_one_success(
 
 
 def test_a_new_version_that_never_turns_healthy_is_rolled_back(
-    tmp_path: Path, broker: Mosquitto, packages: PackageServer, reaper: Reaper
+    tmp_path: Path, broker: Mosquitto, packages: PackageServer
 ) -> None:
     """The health check fails until the confirm deadline: the old slot is back, reported."""
-    agent = _ab_agent(tmp_path, broker.port, reaper, health_timeout_s=2.0)
+    agent = _ab_agent(tmp_path, broker.port, health_timeout_s=2.0)
     (tmp_path / "health_exit").write_text("1")
     agent.start()
     with PlatformClient(broker.port, DEVICE, client_id="platform-rollback") as platform:

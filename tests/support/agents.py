@@ -84,6 +84,20 @@ def agent_config(
     return path
 
 
+# Daemons started by tests and not yet seen to exit (a failing test may not get to stop them).
+_started: list[AgentProcess] = []
+
+
+def stop_leftover_agents() -> None:
+    """SIGKILL (and reap) every daemon a test started and left running."""
+    while _started:
+        agent = _started.pop()
+        if agent.process is not None and agent.process.poll() is None:
+            agent.process.kill()
+            agent.process.wait(30)
+        agent._close_notify()
+
+
 class AgentProcess:
     """``device-agent run`` as a child process, with a notify socket to see READY=1."""
 
@@ -117,6 +131,7 @@ class AgentProcess:
             cwd=self.workdir,
         )
         log.close()
+        _started.append(self)
         if wait_ready:
             self.wait_notification("READY=1", timeout)
 
@@ -209,6 +224,21 @@ class AgentProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie, awaiting its reaper, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:

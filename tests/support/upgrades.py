@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.agents import AgentProcess, write_handler
+from tests.support.agents import write_handler
 from tests.support.platform import PlatformClient
 
 
@@ -92,23 +92,3 @@ def write_programs(handlers: Path, workdir: Path) -> dict[str, str]:
     health = write_handler(handlers, "health", HEALTH_PROGRAM)
     (workdir / "health_exit").write_text("0")
     return {"reboot": str(reboot), "health": str(health)}
-
-
-class Reaper:
-    """Kills, at the end of a test, every agent process that a failed test left running."""
-
-    def __init__(self) -> None:
-        self.agents: list[AgentProcess] = []
-
-    def track(self, agent: AgentProcess) -> AgentProcess:
-        """Remember ``agent``; returns it."""
-        self.agents.append(agent)
-        return agent
-
-    def reap(self) -> None:
-        """SIGKILL whatever still runs."""
-        for agent in self.agents:
-            if agent.process is not None and agent.process.poll() is None:
-                agent.kill()
-            elif agent.process is not None:
-                agent.wait_exit(5)  # closes its notify socket

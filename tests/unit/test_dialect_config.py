@@ -19,6 +19,12 @@ from agent.profiles.huawei_oceanconnect import OceanConnectProfile
 from agent.profiles.tencent_iothub import TencentIothubProfile
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
+# The Huawei IoTDA example is the one the README installs.
+EXAMPLE_FILES = {
+    "huawei-iotda": CONFIG / "agent.example.toml",
+    "tencent-iothub": CONFIG / "tencent-iothub.example.toml",
+    "huawei-oceanconnect": CONFIG / "huawei-oceanconnect.example.toml",
+}
 EXAMPLES: dict[str, tuple[type[BaseModel], type]] = {
     "huawei-iotda": (cfg.HuaweiIotdaDevice, HuaweiIotdaProfile),
     "tencent-iothub": (cfg.TencentIothubDevice, TencentIothubProfile),
@@ -46,8 +52,8 @@ def _fields(models: list[type[BaseModel]]) -> set[str]:
 
 @pytest.mark.parametrize("profile", sorted(EXAMPLES))
 def test_each_profile_has_an_example_that_validates(profile: str) -> None:
-    """config/<profile>.example.toml loads and selects its profile's codec."""
-    config = load_config(CONFIG / f"{profile}.example.toml")
+    """Each profile's example file loads and selects its profile's codec."""
+    config = load_config(EXAMPLE_FILES[profile])
 
     identity, codec = EXAMPLES[profile]
     assert isinstance(config.device, identity)
@@ -57,7 +63,7 @@ def test_each_profile_has_an_example_that_validates(profile: str) -> None:
 @pytest.mark.parametrize("profile", sorted(EXAMPLES))
 def test_every_field_is_documented_in_the_profiles_example(profile: str) -> None:
     """Every configuration key that applies to the profile appears in its example file."""
-    text = (CONFIG / f"{profile}.example.toml").read_text()
+    text = EXAMPLE_FILES[profile].read_text()
     models: list[type[BaseModel]] = [*_COMMON, EXAMPLES[profile][0]]
     if profile != "huawei-oceanconnect":
         models += [cfg.DesiredStateSettings, cfg.DesiredApplier]

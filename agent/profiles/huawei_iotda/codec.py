@@ -45,6 +45,10 @@ NAME = "huawei-iotda"
 
 # Request ids are echoed into our response topic, so they must not carry topic syntax.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+# Names the platform chooses (device, service, command and message ids) reach journal keys,
+# spool files and handler environments: control characters and unbounded lengths are refused.
+_OBJECT_DEVICE_ID = re.compile(r"^[A-Za-z0-9_\-.:@]{1,128}$")
+_NAME = re.compile(r"^[^\x00-\x1f\x7f]{0,256}$")
 _REQUEST_ID_TOPIC = re.compile(
     r"^(?P<kind>commands|properties/set|properties/get|shadow/get/response)"
     r"/request_id=(?P<rid>.*)$"
@@ -119,6 +123,10 @@ class HuaweiIotdaProfile:
 
     def decode(self, topic: str, payload: bytes) -> Inbound:
         """Decode one publication received on a subscribed topic."""
+        try:
+            topic.encode()
+        except UnicodeEncodeError as exc:  # a lone surrogate: no broker sends it, none is kept
+            raise RemoteProtocolError("topic is not valid UTF-8 text") from exc
         if topic.startswith(self._prefix):
             return self._decode_sys(topic[len(self._prefix) :], payload)
         if any(matches(f, topic) for f in self._user_topics):
@@ -182,9 +190,16 @@ class HuaweiIotdaProfile:
             raise bad(exc.reason) from exc
         if not body.command_name:
             raise bad("command field 'command_name' is missing")
+        for field, value in (("command_name", body.command_name), ("service_id", body.service_id)):
+            if value is not None and not _NAME.fullmatch(value):
+                raise bad(f"command field {field!r} holds control characters or is too long")
+        try:
+            target = self._target(body.object_device_id, "command")
+        except RemoteProtocolError as exc:
+            raise bad(exc.reason) from exc
         return CommandRequest(
             key=key,
-            device_id=self._target(body.object_device_id),
+            device_id=target,
             correlation=rid,
             service_id=body.service_id,
             command_name=body.command_name,
@@ -223,10 +238,17 @@ class HuaweiIotdaProfile:
             return self._raw_message(topic, payload)
         content = standard.content
         data = content.encode() if isinstance(content, str) else dump_json(content)
+        target = self._target(standard.object_device_id, "message")
         if standard.id:
+            if not _NAME.fullmatch(standard.id):
+                raise RemoteProtocolError(
+                    "message field 'id' holds control characters or is too long"
+                )
+            # Message ids are unique per device: a child's id is only unique under that child.
+            ident = standard.id if target == self.device_id else f"{target}/{standard.id}"
             return MessageDelivery(
-                key=self._key("message", standard.id),
-                device_id=self._target(standard.object_device_id),
+                key=self._key("message", ident),
+                device_id=target,
                 topic=topic,
                 message_id=standard.id,
                 name=standard.name,
@@ -236,7 +258,7 @@ class HuaweiIotdaProfile:
         digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
         return MessageDelivery(
             key=self._key("message-sha256", digest),
-            device_id=self._target(standard.object_device_id),
+            device_id=target,
             topic=topic,
             name=standard.name,
             content=data,
@@ -277,13 +299,14 @@ class HuaweiIotdaProfile:
         )
         return RemoteProtocolError(reason, correlation=rid, key=key, reply=reply)
 
-    def _target(self, object_device_id: str | None) -> str:
+    def _target(self, object_device_id: str | None, what: str) -> str:
         """The device a downlink is for: the child named in ``object_device_id``, else us."""
-        return (
-            object_device_id.strip()
-            if object_device_id and object_device_id.strip()
-            else (self.device_id)
-        )
+        if object_device_id is None or not object_device_id.strip():
+            return self.device_id
+        target = object_device_id.strip()
+        if not _OBJECT_DEVICE_ID.fullmatch(target):
+            raise RemoteProtocolError(f"{what} field 'object_device_id' is not a usable device id")
+        return target
 
     def _key(self, kind: str, ident: str) -> str:
         return f"{NAME}/{self.device_id}/{kind}/{ident}"
@@ -292,6 +315,9 @@ class HuaweiIotdaProfile:
 
     def encode(self, event: Outbound) -> list[Publish]:
         """Encode an answer onto the gateway's (our own) response topics."""
+        correlation = getattr(event, "correlation", None)
+        if correlation is not None and not _REQUEST_ID.fullmatch(correlation):
+            raise LocalProtocolError(f"request id {correlation[:64]!r} is not usable in a topic")
         if isinstance(event, CommandResponse):
             result = event.result
             body: dict[str, object] = {"result_code": result.result_code, "paras": result.paras}
