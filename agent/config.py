@@ -583,7 +583,6 @@ _UNION_TAGS = {
     "exec",
     "simulated",
     "script",
-    "ab-slots",
 }
 # The key a union's tag is read from, by discriminator (as pydantic names it in errors).
 _TAG_FIELDS = {"'profile'": "profile", "_handler_kind()": "kind"}

@@ -61,7 +61,6 @@ class ScriptInstaller(_Section):
     mapped by ``exit_codes`` (unlisted ones mean ``install_failed``).
     """
 
-    kind: Literal["script"] = "script"
     argv: list[str] = Field(min_length=1)
     timeout_s: float = Field(default=1800.0, gt=0, le=86400)
     reboot_exit_code: int = Field(default=100, ge=1, le=255)
@@ -100,7 +99,6 @@ class ScriptInstaller(_Section):
 class AbSlotsInstaller(_Section):
     """Two slots (block devices or files): write the inactive one, switch, confirm or roll back."""
 
-    kind: Literal["ab-slots"] = "ab-slots"
     slots: list[Path] = Field(min_length=2, max_length=2)
     # The agent's record of what each slot holds and which one boots next (written atomically).
     state_file: Path
@@ -119,23 +117,8 @@ class AbSlotsInstaller(_Section):
 class SimulatedInstaller(_Section):
     """In-process stand-in (fleet simulator): takes ``duration_s``, fails at ``failure_rate``."""
 
-    kind: Literal["simulated"] = "simulated"
     duration_s: float = Field(default=0.0, ge=0, le=3600)
     failure_rate: float = Field(default=0.0, ge=0, le=1)
-
-
-def _kind(value: object) -> str | None:
-    if isinstance(value, dict):
-        return str(value.get("kind", "script"))
-    return getattr(value, "kind", None)
-
-
-Installer = Annotated[
-    Annotated[ScriptInstaller, Tag("script")]
-    | Annotated[AbSlotsInstaller, Tag("ab-slots")]
-    | Annotated[SimulatedInstaller, Tag("simulated")],
-    Discriminator(_kind),
-]
 
 
 class UpgradeSettings(_Section):
@@ -146,7 +129,12 @@ class UpgradeSettings(_Section):
     # What this device runs before the agent has installed anything itself.
     firmware_version: str = "0"
     software_version: str = "0"
-    installer: Installer = SimulatedInstaller()
+    # Which installer turns a verified package into the running version; its settings are in
+    # the table of the same name ([upgrades.script], [upgrades.ab_slots], [upgrades.simulated]).
+    installer: Literal["script", "ab-slots", "simulated"] = "simulated"
+    script: ScriptInstaller | None = None
+    ab_slots: AbSlotsInstaller | None = None
+    simulated: SimulatedInstaller = SimulatedInstaller()
     # Plain http is refused except for these hosts (a local simulator, a LAN mirror).
     allow_http_hosts: list[str] = []
     ca_file: Path | None = None
@@ -183,9 +171,15 @@ class UpgradeSettings(_Section):
         return [h.lower() for h in hosts]
 
     @model_validator(mode="after")
-    def _backoff(self) -> UpgradeSettings:
+    def _consistent(self) -> UpgradeSettings:
         if self.backoff_initial_s > self.backoff_max_s:
             msg = "backoff_initial_s must not exceed backoff_max_s"
+            raise ValueError(msg)
+        if self.installer == "script" and self.script is None:
+            msg = "installer = 'script' needs an [upgrades.script] table"
+            raise ValueError(msg)
+        if self.installer == "ab-slots" and self.ab_slots is None:
+            msg = "installer = 'ab-slots' needs an [upgrades.ab_slots] table"
             raise ValueError(msg)
         return self
 
@@ -196,6 +190,7 @@ class UpgradeSettings(_Section):
 class ExecAdapter(_Section):
     """A handler executable for one child type: one JSON request on stdin, JSON on stdout."""
 
+    type: str
     kind: Literal["exec"] = "exec"
     argv: list[str] = Field(min_length=1)
     timeout_s: float = Field(default=600.0, gt=0, le=86400)
@@ -206,6 +201,7 @@ class ExecAdapter(_Section):
 class SimulatedAdapter(_Section):
     """In-process children (fleet simulator, tests): installs take ``duration_s``."""
 
+    type: str
     kind: Literal["simulated"] = "simulated"
     duration_s: float = Field(default=0.0, ge=0, le=3600)
     failure_rate: float = Field(default=0.0, ge=0, le=1)
@@ -249,9 +245,9 @@ class GatewaySettings(_Section):
 
     enabled: bool = False
     children: list[ChildSettings] = []
-    # Adapter per child type; children the platform adds get their type from
+    # One adapter per child type; children the platform adds get their type from
     # ``product_types`` (by product id) or ``default_type``.
-    adapters: dict[str, Adapter] = {}
+    adapters: list[Adapter] = []
     product_types: dict[str, str] = {}
     default_type: str = "default"
     # How long after a task's first child event its missing children are reported failed.
@@ -261,12 +257,21 @@ class GatewaySettings(_Section):
 
     @field_validator("adapters")
     @classmethod
-    def _types(cls, adapters: dict[str, Adapter]) -> dict[str, Adapter]:
-        for name in adapters:
-            if not _TYPE.fullmatch(name):
-                msg = f"child type {name!r} must be 1-64 letters, digits, _ or -"
+    def _types(cls, adapters: list[Adapter]) -> list[Adapter]:
+        seen: set[str] = set()
+        for adapter in adapters:
+            if not _TYPE.fullmatch(adapter.type):
+                msg = f"child type {adapter.type!r} must be 1-64 letters, digits, _ or -"
                 raise ValueError(msg)
+            if adapter.type in seen:
+                msg = f"child type {adapter.type!r} has two adapters"
+                raise ValueError(msg)
+            seen.add(adapter.type)
         return adapters
+
+    def adapter_types(self) -> set[str]:
+        """The child types that have an adapter."""
+        return {adapter.type for adapter in self.adapters}
 
     @model_validator(mode="after")
     def _children_have_adapters(self) -> GatewaySettings:
@@ -281,8 +286,9 @@ class GatewaySettings(_Section):
         wanted = [(f"child {c.device_id!r}", c.type) for c in self.children]
         wanted += [(f"product {p!r}", t) for p, t in self.product_types.items()]
         wanted.append(("default_type", self.default_type))
+        types = self.adapter_types()
         for what, kind in wanted:
-            if kind not in self.adapters:
+            if kind not in types:
                 msg = f"{what} has type {kind!r}, which has no adapter in gateway.adapters"
                 raise ValueError(msg)
         return self

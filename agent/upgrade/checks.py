@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from agent.errors import ConfigError, LocalProtocolError
-from agent.settings_upgrades import AbSlotsInstaller, ExecAdapter, ScriptInstaller
+from agent.settings_upgrades import ExecAdapter
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -31,20 +31,20 @@ def upgrade_problems(config: AgentConfig) -> list[tuple[str, object, str]]:
 
 
 def _programs(config: AgentConfig) -> Iterator[tuple[str, str]]:
-    installer = config.upgrades.installer
-    if isinstance(installer, ScriptInstaller):
-        yield "upgrades.installer.argv", installer.argv[0]
-        if installer.reboot is not None:
-            yield "upgrades.installer.reboot.argv", installer.reboot.argv[0]
-    if isinstance(installer, AbSlotsInstaller):
+    upgrades = config.upgrades
+    if upgrades.installer == "script" and upgrades.script is not None:
+        yield "upgrades.script.argv", upgrades.script.argv[0]
+        if upgrades.script.reboot is not None:
+            yield "upgrades.script.reboot.argv", upgrades.script.reboot.argv[0]
+    if upgrades.installer == "ab-slots" and upgrades.ab_slots is not None:
         for name in ("switch", "reboot", "health"):
-            program = getattr(installer, name)
+            program = getattr(upgrades.ab_slots, name)
             if program is not None:
-                yield f"upgrades.installer.{name}.argv", program.argv[0]
+                yield f"upgrades.ab_slots.{name}.argv", program.argv[0]
     if config.gateway.enabled:
-        for type_name, adapter in config.gateway.adapters.items():
+        for index, adapter in enumerate(config.gateway.adapters):
             if isinstance(adapter, ExecAdapter):
-                yield f"gateway.adapters.{type_name}.argv", adapter.argv[0]
+                yield f"gateway.adapters.{index}.argv", adapter.argv[0]
 
 
 def _tencent_children(config: AgentConfig) -> Iterator[tuple[str, object, str]]:

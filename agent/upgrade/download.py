@@ -36,15 +36,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
-
-import httpcore
-import httpx
+from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult, urlsplit
 
 from agent import failpoints
 from agent.model import UpgradeStatus
 from agent.settings_upgrades import UpgradeSettings
 from agent.upgrade.failures import UpgradeFailed
+
+if TYPE_CHECKING:  # httpx is imported on the first download: the daemon starts without it
+    import httpx
 
 ProgressCallback = Callable[[int, int | None], Awaitable[None]]
 _RETRYABLE = frozenset({408, 429})
@@ -59,6 +60,8 @@ def _larger_reads(read_bytes: int) -> None:
     process-wide, and only package downloads use httpx in the agent. Skipped if a future
     httpcore no longer has the attribute.
     """
+    import httpcore
+
     connection = getattr(getattr(httpcore, "_sync", None), "http11", None)
     cls = getattr(connection, "HTTP11Connection", None)
     if cls is not None and getattr(cls, "READ_NUM_BYTES", 0) < read_bytes:
@@ -108,37 +111,47 @@ class _Retry(Exception):
         self.delay = delay
 
 
+def _split(url: str) -> SplitResult:
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        msg = "it holds spaces or control characters"
+        raise ValueError(msg)
+    parsed = urlsplit(url)
+    _ = parsed.port  # raises ValueError for a port that is not a number or out of range
+    return parsed
+
+
 def redact_url(url: str) -> str:
     """``scheme://host/path`` without query or credentials, for logs (signed URLs hold secrets)."""
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
+        parsed = _split(url)
+    except ValueError:
         return "(invalid url)"
     port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
+    return f"{parsed.scheme}://{parsed.hostname}{port}{parsed.path}"
 
 
-def check_url(url: str, allow_http_hosts: list[str]) -> httpx.URL:
+def check_url(url: str, allow_http_hosts: list[str]) -> SplitResult:
     """The parsed URL if its scheme and host are acceptable.
 
     Raises:
         UpgradeFailed: ``unsupported`` for anything but https (or http to an allowed host).
     """
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        parsed = _split(url)
+    except ValueError as exc:
         raise UpgradeFailed(UpgradeStatus.UNSUPPORTED, f"package URL is not valid: {exc}") from exc
-    if not parsed.host:
+    host = (parsed.hostname or "").lower()
+    if not host:
         raise UpgradeFailed(UpgradeStatus.UNSUPPORTED, "package URL has no host")
-    if parsed.userinfo:
+    if parsed.username is not None or parsed.password is not None:
         raise UpgradeFailed(UpgradeStatus.UNSUPPORTED, "package URL must not carry credentials")
     if parsed.scheme == "https":
         return parsed
-    if parsed.scheme == "http" and parsed.host.lower() in allow_http_hosts:
+    if parsed.scheme == "http" and host in allow_http_hosts:
         return parsed
     raise UpgradeFailed(
         UpgradeStatus.UNSUPPORTED,
-        f"package URL scheme {parsed.scheme!r} to {parsed.host!r} is not allowed (https only,"
+        f"package URL scheme {parsed.scheme!r} to {host!r} is not allowed (https only,"
         " or http to a host in upgrades.allow_http_hosts)",
     )
 
@@ -160,9 +173,11 @@ class Downloader:
         self._wall = wall_clock
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        _larger_reads(settings.chunk_bytes)
 
     def _client(self) -> httpx.Client:
+        import httpx
+
+        _larger_reads(self.settings.chunk_bytes)
         context = ssl.create_default_context(
             cafile=str(self.settings.ca_file) if self.settings.ca_file else None
         )
@@ -259,6 +274,8 @@ class Downloader:
         self, client: httpx.Client, job: _Job, relay: _ProgressRelay, stop: _Stop
     ) -> bool:
         """The worker thread's part of an attempt: request, classify, stream to disk."""
+        from httpx import TransportError
+
         state, source = job.state, job.source
         start = state.offset
         headers = {"Accept-Encoding": "identity"}
@@ -303,7 +320,7 @@ class Downloader:
                     _save_meta(job.meta_path, job.meta)
                 expected_end = _expected_end(response, state.offset)
                 return self._stream(response, job, expected_end, relay, stop)
-        except (httpx.TransportError, OSError) as exc:
+        except (TransportError, OSError) as exc:
             if stop.stopped:
                 raise _Retry("stopped") from None
             # Connection refused or cut, timeouts, a body shorter than announced: go on at

@@ -20,16 +20,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigError
 from agent.model import UpgradeRequest, UpgradeStatus
 from agent.upgrade.download import Downloaded
 from agent.upgrade.failures import UpgradeFailed
+
+if TYPE_CHECKING:  # cryptography is loaded only when keys are configured
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -52,6 +51,11 @@ def load_public_keys(paths: list[Path]) -> list[Ed25519PublicKey]:
     Raises:
         ConfigError: a file is unreadable or holds another kind of key.
     """
+    if not paths:
+        return []
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     keys = []
     for index, path in enumerate(paths):
         key_name = f"upgrades.public_keys.{index}"
@@ -123,6 +127,8 @@ def _carrier(request: UpgradeRequest) -> dict[str, Any] | None:
 
 
 def _verified_manifest(request: UpgradeRequest, keys: list[Ed25519PublicKey]) -> dict[str, Any]:
+    from cryptography.exceptions import InvalidSignature
+
     carrier = _carrier(request)
     if carrier is None:
         raise _bad("a signed manifest is required (upgrades.public_keys is set) but none came")

@@ -13,7 +13,7 @@ from agent.gateway.registry import ChildRegistry
 from agent.gateway.routing import ChildCommandRouter, ChildPropertiesExecutor
 from agent.gateway.tasks import TaskGroups
 from agent.journal.base import Journal
-from agent.settings_upgrades import AbSlotsInstaller, ExecAdapter, ScriptInstaller
+from agent.settings_upgrades import ExecAdapter
 from agent.upgrade.download import Downloader
 from agent.upgrade.executor import UpgradeExecutor
 from agent.upgrade.hooks import ConnectHook
@@ -32,30 +32,30 @@ LONG_RUNNING_KINDS = {"upgrade": 4096}
 
 def build_installer(config: AgentConfig, log: Any) -> Installer:
     """The configured installer."""
-    settings = config.upgrades.installer
+    upgrades = config.upgrades
     allowed = config.commands.allowed_dirs
-    if isinstance(settings, ScriptInstaller):
-        return ScriptInstallerImpl(settings, allowed_dirs=allowed, log=log)
-    if isinstance(settings, AbSlotsInstaller):
+    if upgrades.installer == "script" and upgrades.script is not None:
+        return ScriptInstallerImpl(upgrades.script, allowed_dirs=allowed, log=log)
+    if upgrades.installer == "ab-slots" and upgrades.ab_slots is not None:
         return AbSlotsInstallerImpl(
-            settings,
-            initial_version=config.upgrades.firmware_version,
+            upgrades.ab_slots,
+            initial_version=upgrades.firmware_version,
             allowed_dirs=allowed,
             log=log,
         )
-    return SimulatedInstallerImpl(settings)
+    return SimulatedInstallerImpl(upgrades.simulated)
 
 
 def build_adapters(config: AgentConfig, log: Any) -> dict[str, ChildAdapter]:
     """One adapter per configured child type."""
     adapters: dict[str, ChildAdapter] = {}
-    for name, settings in config.gateway.adapters.items():
+    for settings in config.gateway.adapters:
         if isinstance(settings, ExecAdapter):
-            adapters[name] = ExecChildAdapter(
+            adapters[settings.type] = ExecChildAdapter(
                 settings, allowed_dirs=config.commands.allowed_dirs, log=log
             )
         else:
-            adapters[name] = SimulatedChildAdapter(settings)
+            adapters[settings.type] = SimulatedChildAdapter(settings)
     return adapters
 
 

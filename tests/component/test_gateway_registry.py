@@ -58,7 +58,7 @@ def _setup(
     settings: dict[str, Any] = {
         "enabled": True,
         "default_type": "sim",
-        "adapters": {"sim": {"kind": "simulated"}},
+        "adapters": [{"type": "sim", "kind": "simulated"}],
         "children": [{"device_id": "c-1", "type": "sim", "fw_version": "1.0", "sw_version": "s1"}],
     }
     config = AgentConfig(
@@ -146,5 +146,8 @@ def test_the_example_configuration_is_valid() -> None:
     upgrades = UpgradeSettings(**data["upgrades"])
     gateway = GatewaySettings(**data["gateway"])
     assert upgrades.enabled
-    assert upgrades.installer.kind == "script"
+    assert upgrades.installer == "ab-slots"
+    assert upgrades.ab_slots is not None
+    assert gateway.enabled
+    assert gateway.adapter_types() == {"default", "sim"}
     assert gateway.children[0].device_id == "child-meter-01"

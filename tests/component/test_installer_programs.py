@@ -92,7 +92,8 @@ async def _install_with_script(
             "state_dir": str(tmp_path / "state"),
             "firmware_version": "1.0",
             "allow_http_hosts": ["127.0.0.1"],
-            "installer": {"kind": "script", "argv": [str(script)]},
+            "installer": "script",
+            "script": {"argv": [str(script)]},
         },
     )
     journal = MemoryJournal()
@@ -150,7 +151,7 @@ async def test_the_exec_adapter_speaks_json_over_stdin_and_stdout(tmp_path: Path
     """install, versions and command operations, and a failure naming its status."""
     program = write_handler(tmp_path / "handlers", "child", ADAPTER)
     adapter = ExecChildAdapter(
-        ExecAdapter(argv=[str(program)], timeout_s=10),
+        ExecAdapter(type="t", argv=[str(program)], timeout_s=10),
         allowed_dirs=[tmp_path / "handlers"],
         log=structlog.get_logger(),
     )

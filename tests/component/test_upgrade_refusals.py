@@ -60,8 +60,8 @@ def _config(tmp_path: Path, **upgrades: Any) -> AgentConfig:
         "state_dir": str(tmp_path / "state"),
         "firmware_version": "1.0",
         "allow_http_hosts": ["127.0.0.1"],
-        "installer": {
-            "kind": "ab-slots",
+        "installer": "ab-slots",
+        "ab_slots": {
             "slots": [str(tmp_path / "slot-a"), str(tmp_path / "slot-b")],
             "state_file": str(tmp_path / "ab.json"),
             "boot_id_file": str(tmp_path / "boot_id"),

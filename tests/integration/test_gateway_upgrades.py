@@ -40,7 +40,9 @@ def _gateway(tmp_path: Path, port: int) -> AgentProcess:
             "enabled": True,
             "task_deadline_s": DEADLINE_S,
             "default_type": "sim",
-            "adapters": {"sim": {"kind": "simulated", "duration_s": 0.1, "fail_children": FAILING}},
+            "adapters": [
+                {"type": "sim", "kind": "simulated", "duration_s": 0.1, "fail_children": FAILING}
+            ],
             "children": [
                 {"device_id": child, "type": "sim", "fw_version": "1.0"} for child in CHILDREN
             ],

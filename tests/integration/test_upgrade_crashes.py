@@ -48,8 +48,7 @@ def _ab_agent(tmp_path: Path, port: int, *, health_timeout_s: float = 30.0) -> A
         "pending": None,
     }
     (tmp_path / "ab-state.json").write_text(json.dumps(state))
-    installer = {
-        "kind": "ab-slots",
+    ab_slots = {
         "slots": [str(tmp_path / "slot-a"), str(tmp_path / "slot-b")],
         "state_file": str(tmp_path / "ab-state.json"),
         "boot_id_file": str(tmp_path / "boot_id"),
@@ -70,7 +69,8 @@ def _ab_agent(tmp_path: Path, port: int, *, health_timeout_s: float = 30.0) -> A
             "firmware_version": "1.0",
             "allow_http_hosts": ["127.0.0.1"],
             "report_interval_s": 0.0,
-            "installer": installer,
+            "installer": "ab-slots",
+            "ab_slots": ab_slots,
         },
     )
     return AgentProcess(config, tmp_path)
