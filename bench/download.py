@@ -6,7 +6,8 @@ Serves a 200 MB file from a loopback HTTP server (sendfile), then measures in th
   ``curl -o`` (download only), ``curl -o`` + ``sync FILE`` (download made durable, as the
   agent does) and ``curl -o`` + ``sha256sum`` (download, then verify);
 * peak RSS growth of the agent's download (a worker process; the peak counter is reset after
-  imports and set-up, so only the download itself is measured);
+  imports and set-up, so only the download itself is measured; loading httpx, which the
+  agent does on its first download, is reported apart);
 * bytes fetched again after the worker is SIGKILLed mid-download and restarted: what the agent
   had on disk at the kill minus where it resumed; and, from the server's side, all bytes sent
   beyond the file's size (which also counts what the kernel had buffered for the dead process).
@@ -60,6 +61,10 @@ async def _worker(url: str, size: int, sha256: str, part: Path) -> dict[str, Any
     async def progress(done: int, total: int | None) -> None:
         return None
 
+    # The agent loads httpx on its first download: measured apart from the download itself.
+    before_import = _rss_kib("VmRSS")
+    import httpx  # noqa: F401
+
     # Reset the peak-RSS counter: only the download itself is measured from here.
     with open("/proc/self/clear_refs", "w") as fh:  # noqa: ASYNC230 - one tiny write
         fh.write("5")
@@ -77,6 +82,7 @@ async def _worker(url: str, size: int, sha256: str, part: Path) -> dict[str, Any
         "seconds": elapsed,
         "resumed_from": result.resumed_from,
         "rss_baseline_kib": baseline,
+        "httpx_import_kib": baseline - before_import,
         "rss_peak_kib": _rss_kib("VmHWM"),
     }
 
@@ -158,6 +164,7 @@ def _measure(size_mb: int, rounds: int) -> dict[str, Any]:
             curl_sync_s: list[float] = []
             curl_verify_s: list[float] = []
             peaks: list[int] = []
+            imports: list[int] = []
             for round_ in range(rounds):
                 part = work / f"agent-{round_}.part"
                 result = _run_worker(url, size, sha, part)
@@ -165,6 +172,7 @@ def _measure(size_mb: int, rounds: int) -> dict[str, Any]:
                     return {"error": "agent download failed", "detail": result}
                 agent_s.append(result["seconds"])
                 peaks.append(result["rss_peak_kib"] - result["rss_baseline_kib"])
+                imports.append(result["httpx_import_kib"])
                 part.unlink()
                 out = work / "curl.bin"
                 curl_s.append(_curl(url, out))
@@ -186,6 +194,7 @@ def _measure(size_mb: int, rounds: int) -> dict[str, Any]:
         "ratio_agent_vs_curl_plus_fsync": round(mbps(agent_s) / mbps(curl_sync_s), 3),
         "ratio_agent_vs_curl_plus_sha256sum": round(mbps(agent_s) / mbps(curl_verify_s), 3),
         "peak_rss_growth_kib": max(peaks),
+        "rss_of_loading_httpx_on_first_download_kib": max(imports),
         "kill": kill,
         "load_average": os.getloadavg(),
         "note": "a shared machine makes these indicative; compare ratios from one run only",

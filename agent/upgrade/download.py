@@ -51,6 +51,8 @@ ProgressCallback = Callable[[int, int | None], Awaitable[None]]
 _RETRYABLE = frozenset({408, 429})
 # Meta (bytes fetched, for the byte budget) is rewritten after this many bytes.
 _META_EVERY = 8 * 1024 * 1024
+# Write-back of the part file is started (not awaited) after this many bytes.
+_WRITEBACK_EVERY = 8 * 1024 * 1024
 
 
 def _larger_reads(read_bytes: int) -> None:
@@ -468,10 +470,14 @@ class _Writer:
         self._thread.start()
 
     def _run(self) -> None:
+        started = self._state.offset
         while (chunk := self._queue.get()) is not None:
             if self._error is None:
                 try:
                     self._state.absorb(self._fd, chunk)
+                    if self._state.offset - started >= _WRITEBACK_EVERY:
+                        _start_writeback(self._fd, started, self._state.offset - started)
+                        started = self._state.offset
                 except OSError as exc:  # disk full, I/O error: reported to the reader
                     self._error = exc
 
@@ -503,6 +509,33 @@ class _Writer:
                 else UpgradeStatus.INTERNAL,
                 f"writing the package failed: {error}",
             )
+
+
+def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
+    """``sync_file_range(SYNC_FILE_RANGE_WRITE)`` from libc, where there is one (Linux)."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+
+    def start(fd: int, offset: int, length: int) -> None:
+        function(fd, offset, length, 2)  # SYNC_FILE_RANGE_WRITE: start, do not wait
+
+    return start
+
+
+_sync_file_range = _load_sync_file_range() if os.name == "posix" else None
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a range to disk without waiting (the final fsync then has little to do)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length)
 
 
 class _Stop:
