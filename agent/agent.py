@@ -26,6 +26,7 @@ from agent.outbox import Outbox
 from agent.profiles import build_profile
 from agent.profiles.base import Profile
 from agent.transport.paho_bridge import MqttConnection
+from agent.upgrade.wiring import LONG_RUNNING_KINDS, upgrade_executors
 from agent.uplink import Uplink
 
 # Kept in the journal: when this device's broker session began (see Profile.connect_identity).
@@ -87,13 +88,16 @@ class Agent:
             max_concurrent=config.limits.max_concurrent_subtasks,
             log=self.log,
             clock=clock,
+            kind_limits=LONG_RUNNING_KINDS,
         )
         self._tasks: list[asyncio.Task[None]] = []
 
-    @staticmethod
-    def _executors(config: AgentConfig, journal: Journal, agent_id: str) -> dict[str, Executor]:
+    def _executors(
+        self, config: AgentConfig, journal: Journal, agent_id: str
+    ) -> dict[str, Executor]:
+        command = CommandExecutor(config.commands)
         executors: dict[str, Executor] = {
-            "command": CommandExecutor(config.commands),
+            "command": command,
             "message": MessageExecutor(config.messages, config.commands),
             "unsupported": UnsupportedExecutor(),
         }
@@ -103,6 +107,16 @@ class Agent:
             )
             for kind in ("desired_state", "desired_refresh", "state_query"):
                 executors[kind] = desired
+        executors.update(
+            upgrade_executors(
+                config,
+                journal=journal,
+                agent_id=agent_id,
+                command=command,
+                log=self.log,
+                clock=self._clock,
+            )
+        )
         return executors
 
     async def start(self) -> None:

@@ -15,7 +15,9 @@ from agent.config import AgentConfig, check_environment, load_config
 from agent.errors import AgentError, ConfigError, JournalError
 from agent.journal.base import SubtaskRow
 from agent.logging import configure_logging, get_logger
+from agent.privileged import PHASES, REFUSED, request, serve_pending
 
+STATE_DIR = Path("/var/lib/device-agent")
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
 
@@ -49,6 +51,25 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--recent", type=int, default=20, help="how many recent results")
     status.set_defaults(handler=_status)
 
+    ask = commands.add_parser(
+        "privileged-request",
+        help="(script installer) hand one install phase to the privileged installer and wait",
+    )
+    ask.add_argument("phase", choices=sorted(PHASES))
+    ask.add_argument("image", type=Path)
+    ask.add_argument("version")
+    ask.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    ask.add_argument("--timeout", type=float, default=1800.0)
+    ask.set_defaults(handler=_privileged_request)
+
+    serve = commands.add_parser(
+        "privileged-serve", help="(root, from the path unit) answer waiting install requests"
+    )
+    serve.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    serve.add_argument("--hooks", type=Path, default=Path("/usr/lib/device-agent/root"))
+    serve.add_argument("--timeout", type=float, default=1800.0)
+    serve.set_defaults(handler=_privileged_serve)
+
     demo = commands.add_parser(
         "demo", help="the bundled fleet demo: agents, the task service emulator, a report"
     )
@@ -62,6 +83,24 @@ def _parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
     return parser
+
+
+def _privileged_request(args: argparse.Namespace) -> int:
+    if not args.image.is_file():
+        print(f"{args.image}: not a file", file=sys.stderr)
+        return REFUSED
+    answer = request(
+        args.phase, args.image, args.version, base=args.state_dir, timeout_s=args.timeout
+    )
+    if answer.detail:
+        print(answer.detail, file=sys.stderr)
+    return answer.exit_code
+
+
+def _privileged_serve(args: argparse.Namespace) -> int:
+    for answer in serve_pending(args.state_dir, args.hooks, timeout_s=args.timeout):
+        print(f"exit {answer.exit_code}: {answer.detail}", file=sys.stderr)
+    return 0
 
 
 def _load(path: Path) -> AgentConfig | None:

@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from agent.errors import ConfigError
+from agent.settings_upgrades import GatewaySettings, UpgradeSettings
 
 ENV_PREFIX = "DEVICE_AGENT_"
 
@@ -458,6 +459,8 @@ class AgentConfig(BaseSettings):
     desired: DesiredStateSettings = DesiredStateSettings()
     logging: LoggingSettings = LoggingSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    upgrades: UpgradeSettings = UpgradeSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @model_validator(mode="after")
     def _profile_fits_connection(self) -> AgentConfig:
@@ -612,6 +615,9 @@ def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
         problem = check(program)
         if problem:
             problems.append((key, program, problem))
+    from agent.upgrade.checks import upgrade_problems
+
+    problems.extend(upgrade_problems(config))
     return problems
 
 

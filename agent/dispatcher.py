@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -26,7 +26,7 @@ from agent import failpoints
 from agent.errors import JournalError, RemoteProtocolError
 from agent.executors.base import Context, Executor, Outcome
 from agent.journal.base import Accepted, AcceptOutcome, Finish, Journal, SubtaskState
-from agent.model import Ignored, MessageDelivery, Outbound, Subtask
+from agent.model import Batch, Ignored, Outbound, Subtask
 from agent.outbox import Outbox
 from agent.profiles.base import Profile
 from agent.transport.base import InboundMessage
@@ -53,6 +53,7 @@ class Dispatcher:
         max_concurrent: int,
         log: Any,
         clock: Callable[[], float] = time.time,
+        kind_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.agent_id = agent_id
         self._profile = profile
@@ -62,6 +63,8 @@ class Dispatcher:
         self._uplink = uplink
         self._ack = ack
         self._slots = asyncio.Semaphore(max_concurrent)
+        # Long-running kinds (upgrades) get pools of their own so they never starve commands.
+        self._kind_slots = {kind: asyncio.Semaphore(n) for kind, n in (kind_limits or {}).items()}
         self._log = log
         self._clock = clock
         self._inbox: asyncio.Queue[InboundMessage] = asyncio.Queue()
@@ -113,7 +116,8 @@ class Dispatcher:
             self._log.info("message.ignored", topic=message.topic, reason=event.reason)
             return True
         try:
-            await self._accept(event, message)
+            for subtask in event.items if isinstance(event, Batch) else [event]:
+                await self._accept(subtask, message)
         except JournalError as exc:
             # Not acknowledged: the broker redelivers it on the next connection.
             self._log.error("journal.accept.failed", topic=message.topic, error=str(exc))
@@ -122,7 +126,7 @@ class Dispatcher:
 
     async def _accept(self, subtask: Subtask, message: InboundMessage) -> None:
         received_at = self._clock()
-        content_keyed = isinstance(subtask, MessageDelivery) and subtask.dedupe == "content"
+        content_keyed = getattr(subtask, "dedupe", "id") == "content"
         if content_keyed:
             # A broker redelivery (DUP) reuses the original packet id, so ``hash/packet-id``
             # finds the first delivery of a message that has no id of its own.
@@ -152,9 +156,10 @@ class Dispatcher:
         it is journaled as waiting and records "running" when it gets one. It is journaled with
         the receive time its executor is given, so a recovery sees the same one (spool names).
         """
-        holding_slot = not self._slots.locked()
+        slots = self._slots_for(subtask.kind)
+        holding_slot = not slots.locked()
         if holding_slot:
-            await self._slots.acquire()  # free: returns at once
+            await slots.acquire()  # free: returns at once
         try:
             accepted = await self._journal.accept(
                 self.agent_id,
@@ -167,12 +172,15 @@ class Dispatcher:
             )
         except BaseException:
             if holding_slot:
-                self._slots.release()
+                slots.release()
             raise
         if holding_slot and accepted.outcome is not AcceptOutcome.NEW:
-            self._slots.release()
+            slots.release()
             holding_slot = False
         return accepted, holding_slot
+
+    def _slots_for(self, kind: str) -> asyncio.Semaphore:
+        return self._kind_slots.get(kind, self._slots)
 
     async def _reject(self, message: InboundMessage, exc: RemoteProtocolError) -> bool:
         self._log.warning(
@@ -225,9 +233,10 @@ class Dispatcher:
 
     async def _execute(self, subtask: Subtask, received_at: float, holding_slot: bool) -> None:
         ctx = self._context(subtask, received_at)
+        slots = self._slots_for(subtask.kind)
         if not holding_slot:
             # Cancelled while waiting, the subtask stays "accepted": the next start runs it.
-            await self._slots.acquire()
+            await slots.acquire()
         try:
             if not holding_slot:
                 await self._journal.record_state(subtask.key, RUNNING, {}, self._clock())
@@ -235,6 +244,8 @@ class Dispatcher:
             try:
                 outcome = await executor.execute(subtask, ctx)
             except asyncio.CancelledError:
+                if getattr(executor, "resumable", False):
+                    raise  # its journaled state is resumed by the next start
                 # Stopping: close the subtask as interrupted rather than leave it dangling.
                 await self._finish(
                     subtask, await executor.recover(subtask, RUNNING, ctx), received_at, ctx
@@ -250,7 +261,7 @@ class Dispatcher:
         except JournalError as exc:
             ctx.log.error("journal.write.failed", error=str(exc))
         finally:
-            self._slots.release()
+            slots.release()
 
     async def _finish(
         self, subtask: Subtask, outcome: Outcome, received_at: float, ctx: Context
@@ -281,10 +292,28 @@ class Dispatcher:
                 # Journaled but never started: safe to run now.
                 self._start(subtask, row.received_at, holding_slot=False)
                 continue
+            executor = self._executors[subtask.kind]
+            if getattr(executor, "resumable", False):
+                # Long work resumes in the background: the agent connects meanwhile.
+                self._track(self._resume(subtask, row.state, row.received_at), subtask.key)
+                continue
             ctx = self._context(subtask, row.received_at)
-            outcome = await self._executors[subtask.kind].recover(subtask, row.state, ctx)
+            outcome = await executor.recover(subtask, row.state, ctx)
             await self._finish(subtask, outcome, row.received_at, ctx)
         return len(open_subtasks)
+
+    async def _resume(self, subtask: Subtask, state: str, received_at: float) -> None:
+        ctx = self._context(subtask, received_at)
+        try:
+            outcome = await self._executors[subtask.kind].recover(subtask, state, ctx)
+            await self._finish(subtask, outcome, received_at, ctx)
+        except JournalError as exc:
+            ctx.log.error("journal.write.failed", error=str(exc))
+
+    def _track(self, coro: Any, key: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"subtask {key}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     @property
     def in_flight(self) -> int:

@@ -120,13 +120,100 @@ class StateQuery(Model):
     section: str | None = None
 
 
+# ---------------------------------------------------------------------------------------------
+# Upgrades and child devices (gateway mode).
+
+UpgradeTarget = Literal["firmware", "software"]
+
+
+class VersionQuery(Model):
+    """The platform asks which versions a device (or a gateway's child) runs."""
+
+    kind: Literal["version_query"] = "version_query"
+    key: str
+    device_id: str
+    task_id: str | None = None
+    sub_device_count: int | None = None
+    # The query carries no id of its own: a repeat is answered again with what is true now.
+    dedupe: Literal["id", "content"] = "content"
+
+
+class UpgradeRequest(Model):
+    """Download, verify and install a package on a device or a child, reporting progress."""
+
+    kind: Literal["upgrade"] = "upgrade"
+    key: str
+    device_id: str
+    target: UpgradeTarget = "firmware"
+    version: str
+    url: str
+    file_size: int | None = None
+    file_name: str | None = None
+    access_token: str | None = None  # secret: sent as a bearer token, never logged
+    sha256: str | None = None
+    md5: str | None = None
+    custom_info: str | None = None
+    task_id: str | None = None
+    sub_device_count: int | None = None
+    task_ext_info: dict[str, Any] | None = None
+
+
+class InvalidUpgrade(Model):
+    """An upgrade notification for a known device whose parameters cannot be accepted."""
+
+    kind: Literal["invalid_upgrade"] = "invalid_upgrade"
+    key: str
+    device_id: str
+    target: UpgradeTarget = "firmware"
+    reason: str
+
+
+class ChildInfo(Model):
+    """A child device as the platform (or the configuration) describes it."""
+
+    device_id: str
+    node_id: str | None = None
+    product_id: str | None = None
+    name: str | None = None
+    fw_version: str | None = None
+    sw_version: str | None = None
+
+
+class ChildrenChanged(Model):
+    """Children were added to or removed from a gateway (``full``: the list is complete)."""
+
+    kind: Literal["children_changed"] = "children_changed"
+    key: str
+    device_id: str
+    added: list[ChildInfo] = []
+    removed: list[str] = []
+    version: int | None = None
+    full: bool = False
+    dedupe: Literal["id", "content"] = "content"
+
+
+class ChildPropertiesSet(Model):
+    """A property-set request addressed to a gateway's child (``object_device_id``)."""
+
+    kind: Literal["child_properties_set"] = "child_properties_set"
+    key: str
+    device_id: str
+    correlation: str
+    services: list[dict[str, Any]]
+
+
 Subtask = Annotated[
     CommandRequest
     | MessageDelivery
     | UnsupportedRequest
     | DesiredState
     | DesiredStateRefresh
-    | StateQuery,
+    | StateQuery
+    | VersionQuery
+    | UpgradeRequest
+    | InvalidUpgrade
+    | ChildrenChanged
+    | ChildPropertiesSet,
     Field(discriminator="kind"),
 ]
 
@@ -138,6 +225,13 @@ class Ignored(Model):
     reason: str
 
 
+class Batch(Model):
+    """Several subtasks carried by one publication (an event message with several services)."""
+
+    kind: Literal["batch"] = "batch"
+    items: list[Subtask]
+
+
 Inbound = Annotated[
     CommandRequest
     | MessageDelivery
@@ -145,7 +239,13 @@ Inbound = Annotated[
     | DesiredState
     | DesiredStateRefresh
     | StateQuery
-    | Ignored,
+    | VersionQuery
+    | UpgradeRequest
+    | InvalidUpgrade
+    | ChildrenChanged
+    | ChildPropertiesSet
+    | Ignored
+    | Batch,
     Field(discriminator="kind"),
 ]
 
@@ -188,6 +288,79 @@ class RequestRejected(Model):
     device_id: str
     correlation: str
     request_kind: str
+    result_code: int
+    description: str
+
+
+class UpgradeStatus:
+    """Cloud-neutral upgrade outcomes; each profile maps them onto its own result codes."""
+
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    DEVICE_BUSY = "device_busy"  # another upgrade of this device is running
+    ALREADY_LATEST = "already_latest"
+    LOW_STORAGE = "low_storage"  # not enough space for the package
+    DOWNLOAD_FAILED = "download_failed"  # retries or the time/byte budget exhausted
+    NOT_FOUND = "not_found"  # the server says the package does not exist (404/410)
+    LINK_EXPIRED = "link_expired"  # the server refused the URL or token (401/403)
+    VERIFY_FAILED = "verify_failed"  # hash, size or signature mismatch
+    UNSUPPORTED = "unsupported"  # the offer itself is unacceptable (URL, name, size, fields)
+    INSTALL_FAILED = "install_failed"
+    ROLLED_BACK = "rolled_back"  # the new version did not confirm; the old one is back
+    NO_EVENT = "no_event"  # a gateway task's child never received its upgrade event
+    INTERNAL = "internal"
+
+
+UpgradePhase = Literal[
+    "checking",
+    "downloading",
+    "verifying",
+    "installing",
+    "activating",
+    "rebooting",
+    "confirming",
+    "done",
+    "failed",
+]
+
+
+class UpgradeProgress(Model):
+    """Progress or the final result of an upgrade, for a device or a child."""
+
+    kind: Literal["upgrade_progress"] = "upgrade_progress"
+    device_id: str
+    phase: UpgradePhase
+    status: str = UpgradeStatus.IN_PROGRESS
+    progress: int = Field(default=0, ge=0, le=100)  # of the whole upgrade
+    phase_progress: int = Field(default=0, ge=0, le=100)  # of the current phase
+    version: str  # the version the device runs now (the new one once it succeeded)
+    target_version: str | None = None
+    description: str = ""
+
+
+class VersionReport(Model):
+    """The versions a device (or child) runs, as answer to a query or after a connect."""
+
+    kind: Literal["version_report"] = "version_report"
+    device_id: str
+    fw_version: str | None = None
+    sw_version: str | None = None
+
+
+class ChildrenSyncRequest(Model):
+    """A gateway asks for the changes to its children since ``version`` (after a reconnect)."""
+
+    kind: Literal["children_sync_request"] = "children_sync_request"
+    device_id: str
+    version: int | None = None
+
+
+class PropertiesSetAnswer(Model):
+    """Answer to a property-set request (for a child, routed through its adapter)."""
+
+    kind: Literal["properties_set_answer"] = "properties_set_answer"
+    device_id: str
+    correlation: str
     result_code: int
     description: str
 
@@ -236,7 +409,15 @@ class StateReport(Model):
 
 
 Outbound = Annotated[
-    CommandResponse | RequestRejected | DesiredStateResult | DesiredStateQuery | StateReport,
+    CommandResponse
+    | RequestRejected
+    | DesiredStateResult
+    | DesiredStateQuery
+    | StateReport
+    | UpgradeProgress
+    | VersionReport
+    | ChildrenSyncRequest
+    | PropertiesSetAnswer,
     Field(discriminator="kind"),
 ]
 

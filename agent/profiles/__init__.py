@@ -39,6 +39,9 @@ def _tencent_iothub(device: TencentIothubDevice, config: AgentConfig) -> Profile
         status_key=device.shadow_status_key,
         desired_state=config.desired.enabled,
         max_payload_bytes=config.limits.max_payload_bytes,
+        ota_updates=config.upgrades.enabled,
+        gateway=config.gateway.enabled,
+        children=[child.device_id for child in config.gateway.children],
     )
 
 

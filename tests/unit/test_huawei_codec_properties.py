@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 
 from agent.dispatcher import SUBTASK
 from agent.errors import RemoteProtocolError
-from agent.model import CommandRequest, CommandResponse, Ignored, Inbound, RequestRejected
+from agent.model import (
+    Batch,
+    CommandRequest,
+    CommandResponse,
+    Ignored,
+    Inbound,
+    RequestRejected,
+    Subtask,
+)
 from agent.profiles.base import dump_json
 from agent.profiles.huawei_iotda import HuaweiIotdaProfile
 
@@ -175,9 +183,12 @@ def test_decoding_raises_nothing_but_remote_protocol_errors(topic: str, payload:
         return
     if isinstance(event, Ignored):
         return
-    # Whatever is accepted must survive the journal and reach a handler unchanged.
-    assert SUBTASK.validate_json(SUBTASK.dump_json(event)) == event
-    assert event.key.startswith(f"huawei-iotda/{DEVICE}/")
+    # Whatever is accepted must survive the journal and reach a handler unchanged (an event
+    # message may carry several subtasks).
+    items: list[Subtask] = event.items if isinstance(event, Batch) else [event]
+    for item in items:
+        assert SUBTASK.validate_json(SUBTASK.dump_json(item)) == item
+        assert item.key.startswith(f"huawei-iotda/{DEVICE}/")
     if isinstance(event, CommandRequest):
         assert _USABLE.fullmatch(event.correlation)
         dump_json(event.paras)

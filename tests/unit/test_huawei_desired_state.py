@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from agent.errors import RemoteProtocolError
 from agent.model import (
+    ChildPropertiesSet,
     DesiredState,
     DesiredStateQuery,
     DesiredStateResult,
@@ -103,6 +104,16 @@ class TestPropertySet:
         assert isinstance(event, UnsupportedRequest)
         assert event.request_kind == "properties_set"
 
+    def test_a_property_set_for_a_child_goes_to_the_child_adapter(self) -> None:
+        """``object_device_id`` naming a child: routed to the gateway's child adapter."""
+        body = {"object_device_id": "child-7", "services": [{"service_id": "T", "properties": {}}]}
+
+        event = _profile().decode(f"{SYS}properties/set/request_id=r9", json.dumps(body).encode())
+
+        assert isinstance(event, ChildPropertiesSet)
+        assert (event.device_id, event.correlation) == ("child-7", "r9")
+        assert event.services == body["services"]
+
     @pytest.mark.parametrize(
         ("payload", "reason"),
         [
@@ -123,13 +134,6 @@ class TestPropertySet:
             (
                 {"services": [{"service_id": "T", "properties": {"blob": "x" * 10300}}]},
                 "exceeds the 10240-byte limit",
-            ),
-            (
-                {
-                    "object_device_id": "child-7",
-                    "services": [{"service_id": "T", "properties": {}}],
-                },
-                "child device",
             ),
             ([1, 2], "must be a JSON object"),
             ("{broken", "not valid JSON"),

@@ -71,6 +71,28 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 @needs_systemd_analyze
+def test_privileged_installer_units_pass_verify(tmp_path: Path) -> None:
+    """The installer's path and service units are accepted by `systemd-analyze verify`."""
+    agent = Path(sys.executable).with_name("device-agent")
+    units = []
+    for name in ("device-agent-installer.service", "device-agent-installer.path"):
+        text = (REPO / "systemd" / name).read_text().replace("/usr/bin/device-agent", str(agent))
+        (tmp_path / name).write_text(text)
+        units.append(str(tmp_path / name))
+
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *units],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "device-agent" in line] == []
+
+
+@needs_systemd_analyze
 def test_unit_exposure_score_meets_the_goal() -> None:
     """`systemd-analyze security --offline=true` scores the unit at 2.0 or lower."""
     result = subprocess.run(

@@ -14,6 +14,8 @@ from datetime import datetime
 
 from agent.errors import LocalProtocolError, RemoteProtocolError
 from agent.model import (
+    ChildPropertiesSet,
+    ChildrenSyncRequest,
     CommandRequest,
     CommandResponse,
     CommandResult,
@@ -24,15 +26,19 @@ from agent.model import (
     Inbound,
     MessageDelivery,
     Outbound,
+    PropertiesSetAnswer,
     Publish,
     RequestRejected,
     ResultCode,
     StateReport,
     Subscription,
     UnsupportedRequest,
+    UpgradeProgress,
+    VersionReport,
 )
 from agent.profiles.base import dump_json, parse_json
 from agent.profiles.huawei_iotda import auth, shadow, wire
+from agent.profiles.huawei_iotda.events import EventCodec
 from agent.topics import matches
 
 NAME = "huawei-iotda"
@@ -83,6 +89,7 @@ class HuaweiIotdaProfile:
         self.desired_state = desired_state
         self._prefix = f"$oc/devices/{device_id}/sys/"
         self._user_topics = [topic.replace("{device_id}", device_id) for topic in user_topics]
+        self._events = EventCodec(device_id, f"{NAME}/{device_id}")
         self._sys_handlers: dict[str, Callable[[str, bytes], Inbound]] = {
             "messages/down": self._decode_message,
             "events/down": self._decode_event,
@@ -157,6 +164,9 @@ class HuaweiIotdaProfile:
         if size > self.max_payload_bytes:
             reason = f"payload of {size} bytes exceeds {self.max_payload_bytes}"
             raise self._rejection(key, rid, "properties_set", reason)
+        child = self._child_properties_set(key, rid, payload)
+        if child is not None:
+            return child
         if not self.desired_state:
             return UnsupportedRequest(
                 key=key, device_id=self.device_id, correlation=rid, request_kind="properties_set"
@@ -194,6 +204,28 @@ class HuaweiIotdaProfile:
             service_id=body.service_id,
             command_name=body.command_name,
             paras=body.paras or {},
+        )
+
+    def _child_properties_set(
+        self, key: str, rid: str, payload: bytes
+    ) -> ChildPropertiesSet | None:
+        """A property set addressed to a child (``object_device_id``), for its adapter."""
+        try:
+            body = parse_json(payload, what="property set")
+        except RemoteProtocolError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        target = body.get("object_device_id")
+        if not isinstance(target, str) or target.strip() in ("", self.device_id):
+            return None
+        services = body.get("services")
+        if not isinstance(services, list) or not all(isinstance(s, dict) for s in services):
+            raise self._rejection(
+                key, rid, "properties_set", "'services' must be a list of objects"
+            )
+        return ChildPropertiesSet(
+            key=key, device_id=target.strip(), correlation=rid, services=services
         )
 
     def _decode_message(self, topic_suffix: str, payload: bytes) -> MessageDelivery:
@@ -246,17 +278,7 @@ class HuaweiIotdaProfile:
         )
 
     def _decode_event(self, suffix: str, payload: bytes) -> Inbound:
-        body = parse_json(payload, what="event")
-        if not isinstance(body, dict) or not isinstance(body.get("services"), list):
-            raise RemoteProtocolError("event must be an object with a 'services' list")
-        kinds = sorted(
-            {
-                f"{s.get('service_id')}/{s.get('event_type')}"
-                for s in body["services"]
-                if isinstance(s, dict)
-            }
-        )
-        return Ignored(reason=f"events not handled by this agent yet: {', '.join(kinds)}")
+        return self._events.decode(payload)
 
     def _check_size(self, payload: bytes, reply: RemoteProtocolError | None) -> None:
         if len(payload) <= self.max_payload_bytes:
@@ -303,7 +325,11 @@ class HuaweiIotdaProfile:
                 body["response_name"] = result.response_name
             topic = f"{self._prefix}commands/response/request_id={event.correlation}"
             return [Publish(topic=topic, payload=dump_json(body))]
-        if isinstance(event, RequestRejected) and event.request_kind == "properties_set":
+        if isinstance(event, UpgradeProgress | VersionReport | ChildrenSyncRequest):
+            return [Publish(topic=f"{self._prefix}events/up", payload=self._events.encode(event))]
+        if isinstance(event, PropertiesSetAnswer) or (
+            isinstance(event, RequestRejected) and event.request_kind == "properties_set"
+        ):
             topic = f"{self._prefix}properties/set/response/request_id={event.correlation}"
             body = {"result_code": event.result_code, "result_desc": event.description}
             return [Publish(topic=topic, payload=dump_json(body))]

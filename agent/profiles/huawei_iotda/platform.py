@@ -18,6 +18,7 @@ from agent.profiles.huawei_iotda import wire
 _RESPONSE = re.compile(
     r"^\$oc/devices/(?P<dev>[^/]+)/sys/commands/response/request_id=(?P<rid>.+)$"
 )
+_EVENTS_UP = re.compile(r"^\$oc/devices/(?P<dev>[^/]+)/sys/events/up$")
 _PROPS_RESPONSE = re.compile(
     r"^\$oc/devices/(?P<dev>[^/]+)/sys/properties/set/response/request_id=(?P<rid>.+)$"
 )
@@ -134,6 +135,21 @@ class HuaweiShadow:
         self.versions[service_id] = self.versions.get(service_id, 0) + 1
 
 
+class EventReport(Model):
+    """A device's ``events/up`` entry, as the platform reads it."""
+
+    device_id: str  # the connection's (gateway's) id from the topic
+    object_device_id: str | None
+    service_id: str
+    event_type: str
+    paras: dict[str, Any]
+
+    @property
+    def target(self) -> str:
+        """The device the report is about: the child named in it, else the connection's."""
+        return self.object_device_id or self.device_id
+
+
 class HuaweiIotdaPlatform:
     """Builds downlinks for one device and decodes its uplinks."""
 
@@ -221,6 +237,114 @@ class HuaweiIotdaPlatform:
         body = {} if service_id is None else {"service_id": service_id}
         topic = f"{self._prefix}properties/get/request_id={request_id}"
         return Publish(topic=topic, payload=dump_json(body))
+
+    def version_query(
+        self,
+        *,
+        object_device_id: str | None = None,
+        task_id: str | None = None,
+        sub_device_count: int | None = None,
+        event_time: str = "20151212T121212Z",
+    ) -> Publish:
+        """A ``version_query`` event (gateway mode adds the task fields)."""
+        paras: dict[str, Any] = {}
+        if task_id is not None:
+            paras["task_id"] = task_id
+        if sub_device_count is not None:
+            paras["sub_device_count"] = sub_device_count
+        return self.event(
+            "$ota", "version_query", paras, object_device_id=object_device_id, event_time=event_time
+        )
+
+    def upgrade(
+        self,
+        *,
+        version: str,
+        url: str,
+        sign: str | None,
+        file_size: int | None,
+        event_type: str = "firmware_upgrade",
+        file_name: str | None = "upgrade.bin",
+        access_token: str | None = None,
+        object_device_id: str | None = None,
+        task_id: str | None = None,
+        sub_device_count: int | None = None,
+        custom_info: str | None = None,
+        event_time: str = "20151212T121212Z",
+        extra: dict[str, Any] | None = None,
+    ) -> Publish:
+        """A ``firmware_upgrade``/``software_upgrade`` (or ``_v2``) event."""
+        paras: dict[str, Any] = {"version": version, "url": url, "expires": 86400}
+        for name, value in (
+            ("sign", sign),
+            ("file_size", file_size),
+            ("file_name", file_name),
+            ("access_token", access_token),
+            ("task_id", task_id),
+            ("sub_device_count", sub_device_count),
+            ("custom_info", custom_info),
+        ):
+            if value is not None:
+                paras[name] = value
+        paras.update(extra or {})
+        return self.event(
+            "$ota", event_type, paras, object_device_id=object_device_id, event_time=event_time
+        )
+
+    def sub_devices(self, event_type: str, devices: list[dict[str, Any]], version: int) -> Publish:
+        """An ``add_sub_device_notify``/``delete_sub_device_notify`` event."""
+        paras = {"devices": devices, "version": version}
+        return self.event("$sub_device_manager", event_type, paras)
+
+    def event(
+        self,
+        service_id: str,
+        event_type: str,
+        paras: dict[str, Any],
+        *,
+        object_device_id: str | None = None,
+        event_time: str = "20151212T121212Z",
+    ) -> Publish:
+        """Any ``events/down`` message with one service entry."""
+        body: dict[str, Any] = {
+            "services": [
+                {
+                    "service_id": service_id,
+                    "event_type": event_type,
+                    "event_time": event_time,
+                    "paras": paras,
+                }
+            ]
+        }
+        if object_device_id is not None:
+            body["object_device_id"] = object_device_id
+        return Publish(topic=f"{self._prefix}events/down", payload=dump_json(body))
+
+    def decode_events(self, topic: str, payload: bytes) -> list[EventReport]:
+        """Read an ``events/up`` publication.
+
+        Raises:
+            RemoteProtocolError: it is not a well-formed event report.
+        """
+        match = _EVENTS_UP.match(topic)
+        if not match:
+            raise RemoteProtocolError(f"not an events topic: {topic!r}")
+        body = parse_json(payload, what="event report")
+        if not isinstance(body, dict) or not isinstance(body.get("services"), list):
+            raise RemoteProtocolError("event report must hold a 'services' list")
+        reports = []
+        for entry in body["services"]:
+            service = wire.parse(wire.EventService, entry, what="event report service")
+            reports.append(
+                EventReport(
+                    device_id=match["dev"],
+                    object_device_id=body.get("object_device_id"),
+                    service_id=service.service_id,
+                    event_type=service.event_type,
+                    paras=service.paras or {},
+                )
+            )
+        return reports
 
     def decode_uplink(self, topic: str, payload: bytes) -> Uplink:
         """Read a device's answer, report or request.

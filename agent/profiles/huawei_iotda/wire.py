@@ -13,7 +13,10 @@ from agent.profiles.wire import Wire, parse
 __all__ = [
     "CommandDown",
     "CommandUp",
+    "EventService",
     "MessageDown",
+    "OtaPackageParas",
+    "OtaQueryParas",
     "PropertiesGetDown",
     "PropertiesReportUp",
     "PropertiesSetDown",
@@ -23,6 +26,10 @@ __all__ = [
     "ShadowGetUp",
     "ShadowService",
     "ShadowSide",
+    "SubDevice",
+    "SubDeviceNotifyParas",
+    "UpgradeProgressParas",
+    "VersionReportParas",
     "Wire",
     "parse",
 ]
@@ -117,3 +124,76 @@ class ShadowGetUp(Wire):
 
     object_device_id: str | None = None
     service_id: str | None = None
+
+
+# -- events (``.../sys/events/down|up``): ``$ota`` and ``$sub_device_manager`` ----------------
+
+
+class EventService(Wire):
+    """One entry of an event message's ``services`` list."""
+
+    service_id: str
+    event_type: str
+    event_time: str | None = None
+    event_id: str | None = None
+    paras: dict[str, Any] | None = None
+
+
+class OtaQueryParas(Wire):
+    """``version_query`` paras (gateway mode adds the task fields)."""
+
+    task_id: str | None = None
+    sub_device_count: int | None = None
+    task_ext_info: dict[str, Any] | str | None = None
+
+
+class OtaPackageParas(Wire):
+    """``firmware_upgrade``/``software_upgrade`` (and ``_v2``, which has no token) paras."""
+
+    version: str
+    url: str
+    file_size: int | None = None
+    file_name: str | None = None
+    access_token: str | None = None
+    expires: int | None = None
+    sign: str | None = None
+    custom_info: str | None = None
+    task_id: str | None = None
+    sub_device_count: int | None = None
+    task_ext_info: dict[str, Any] | str | None = None
+
+
+class SubDevice(Wire):
+    """A child device in ``add_sub_device_notify``/``delete_sub_device_notify``."""
+
+    device_id: str
+    node_id: str | None = None
+    product_id: str | None = None
+    name: str | None = None
+    fw_version: str | None = None
+    sw_version: str | None = None
+    parent_device_id: str | None = None
+    status: str | None = None
+
+
+class SubDeviceNotifyParas(Wire):
+    """Paras of the sub-device add/delete notifications."""
+
+    devices: list[SubDevice]
+    version: int | None = None
+
+
+class UpgradeProgressParas(Wire):
+    """``upgrade_progress_report`` paras, as the platform reads them."""
+
+    result_code: int
+    progress: int | None = None
+    version: str
+    description: str | None = None
+
+
+class VersionReportParas(Wire):
+    """``version_report`` paras, as the platform reads them."""
+
+    sw_version: str | None = None
+    fw_version: str | None = None

@@ -12,6 +12,9 @@ changed meanwhile is not wiped: the platform refuses it with 5005 instead, which
 
 Custom topics ``{pid}/{dn}/{suffix}`` (``PublishMessage`` tasks) are delivered to the message
 sink as raw bytes: their payload is an opaque string, not necessarily JSON.
+
+Firmware upgrades (``$ota``) and gateway operations (``$gateway``) are handled by
+:mod:`agent.profiles.tencent_iothub.ota` when enabled.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from agent.docstate import pending
 from agent.errors import LocalProtocolError, RemoteProtocolError
 from agent.model import (
+    ChildrenSyncRequest,
     ConnectIdentity,
     DesiredState,
     DesiredStateQuery,
@@ -35,9 +39,11 @@ from agent.model import (
     Outbound,
     Publish,
     Subscription,
+    UpgradeProgress,
+    VersionReport,
 )
 from agent.profiles.base import dump_json, parse_json
-from agent.profiles.tencent_iothub import auth, wire
+from agent.profiles.tencent_iothub import auth, ota, wire
 from agent.topics import matches
 
 NAME = "tencent-iothub"
@@ -64,6 +70,9 @@ class TencentIothubProfile:
         status_key: str = "device_agent",
         desired_state: bool = False,
         max_payload_bytes: int = MAX_PUBLISH_BYTES,
+        ota_updates: bool = False,
+        gateway: bool = False,
+        children: Iterable[str] = (),
     ) -> None:
         self.product_id = product_id
         self.device_name = device_name
@@ -75,6 +84,12 @@ class TencentIothubProfile:
         self.status_key = status_key
         self.desired_state = desired_state
         self.max_payload_bytes = min(max_payload_bytes, MAX_PUBLISH_BYTES)
+        # Upgrades: the device's own $ota topics, and in gateway mode its children's (those the
+        # configuration names, as "{product_id}/{device_name}") and the gateway operations.
+        self.ota_updates = ota_updates
+        self.gateway = gateway
+        self._children = [ota.split_child(child) for child in children] if gateway else []
+        self.gateway_down = f"$gateway/operation/result/{product_id}/{device_name}"
         self.shadow_up = f"$shadow/operation/{product_id}/{device_name}"
         self.shadow_down = f"$shadow/operation/result/{product_id}/{device_name}"
         base = f"{product_id}/{device_name}/"
@@ -91,7 +106,13 @@ class TencentIothubProfile:
         The transport sends one filter per SUBSCRIBE, the most IoT Hub accepts per request.
         """
         filters = [self.shadow_down, *self._message_topics]
-        return [Subscription(topic_filter=topic) for topic in filters]
+        subscriptions = [Subscription(topic_filter=topic) for topic in filters]
+        if self.ota_updates:
+            for product_id, device_name in [(self.product_id, self.device_name), *self._children]:
+                subscriptions += ota.ota_subscriptions(product_id, device_name)
+        if self.gateway:
+            subscriptions += ota.gateway_subscriptions(self.product_id, self.device_name)
+        return subscriptions
 
     def connect_identity(
         self, secret: str, now: datetime, anchor: datetime | None = None
@@ -121,6 +142,18 @@ class TencentIothubProfile:
             )
         if topic == self.shadow_down:
             return self._decode_shadow(payload)
+        if self.ota_updates and topic.startswith("$ota/update/"):
+            return ota.decode_ota(
+                topic,
+                payload,
+                product_id=self.product_id,
+                device_name=self.device_name,
+                device_id=self.device_id,
+            )
+        if self.gateway and topic == self.gateway_down:
+            return ota.decode_gateway(
+                topic, payload, key_prefix=f"{NAME}/{self.device_id}", device_id=self.device_id
+            )
         if any(matches(f, topic) for f in self._message_topics):
             return self._message(topic, payload)
         raise RemoteProtocolError(f"unexpected topic {topic!r}")
@@ -248,6 +281,13 @@ class TencentIothubProfile:
         if isinstance(event, DesiredStateQuery):
             body = {"type": "get", "clientToken": event.correlation}
             return [Publish(topic=self.shadow_up, payload=dump_json(body))]
+        if isinstance(event, VersionReport | UpgradeProgress | ChildrenSyncRequest):
+            return ota.encode(
+                event,
+                product_id=self.product_id,
+                device_name=self.device_name,
+                device_id=self.device_id,
+            )
         raise LocalProtocolError(f"{NAME} cannot encode {event.kind}")
 
     def _encode_update(self, result: DesiredStateResult) -> list[Publish]:

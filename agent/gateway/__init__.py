@@ -1,0 +1,1 @@
+"""Gateway mode: the registry of child devices, their adapters, and per-child routing."""

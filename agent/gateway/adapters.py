@@ -1,0 +1,187 @@
+"""Child adapters: how the gateway talks to its children (a handler executable, or simulated).
+
+The ``exec`` adapter runs the executable configured for the child's type with one JSON request
+on stdin and reads one JSON object from stdout (the command handlers' contract)::
+
+    {"op": "install", "child": {...}, "image": "/path", "version": "2.0", "target": "firmware"}
+    {"op": "versions", "child": {...}}                 -> {"fw_version": "...", "sw_version": "..."}
+    {"op": "command", "child": {...}, "service_id": ..., "command_name": ..., "paras": {...}}
+    {"op": "properties_set", "child": {...}, "services": [...]}
+
+Output carries ``result_code`` (0 success; default from the exit status) and, for a failed
+install, ``status`` (an upgrade status name) and ``description``. The simulated adapter keeps
+its children's versions in memory and fails installs as configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.errors import ExecutionError
+from agent.executors.command import interpret_output
+from agent.executors.process import run_process
+from agent.gateway.registry import Child
+from agent.model import CommandRequest, CommandResult, ResultCode, UpgradeStatus
+from agent.profiles.base import dump_json
+from agent.settings_upgrades import ExecAdapter, SimulatedAdapter
+from agent.upgrade.failures import UpgradeFailed
+
+_STATUSES = {
+    value
+    for name, value in vars(UpgradeStatus).items()
+    if name.isupper() and isinstance(value, str)
+}
+
+
+class ChildAdapter(Protocol):
+    """Drives the children of one type."""
+
+    async def install(self, child: Child, image: Path, version: str, target: str) -> None:
+        """Install a verified package on a child (idempotent: may be repeated after a crash).
+
+        Raises:
+            UpgradeFailed: with the status to report for the child.
+        """
+
+    async def versions(self, child: Child) -> dict[str, str | None] | None:
+        """What the child runs (``firmware``/``software``), or None when the adapter cannot tell."""
+
+    async def command(self, child: Child, request: CommandRequest) -> CommandResult:
+        """Run a command on the child."""
+
+    async def set_properties(self, child: Child, services: list[dict[str, Any]]) -> tuple[int, str]:
+        """Apply a property set on the child; returns (result code, description)."""
+
+
+class ExecChildAdapter:
+    """A :class:`ChildAdapter` backed by a handler executable."""
+
+    def __init__(self, settings: ExecAdapter, *, allowed_dirs: list[Path], log: Any) -> None:
+        self.settings = settings
+        self._allowed = allowed_dirs
+        self._log = log
+
+    async def _call(self, request: dict[str, Any]) -> CommandResult:
+        env = {
+            "DEVICE_AGENT_CHILD_ID": request["child"]["device_id"],
+            "DEVICE_AGENT_OP": request["op"],
+        }
+        try:
+            outcome = await run_process(
+                self.settings.argv,
+                stdin=dump_json(request),
+                env=env,
+                timeout_s=self.settings.timeout_s,
+                kill_grace_s=2.0,
+                max_output_bytes=65536,
+                allowed_dirs=self._allowed,
+            )
+        except ExecutionError as exc:
+            return CommandResult.failure(exc.code, "adapter_unavailable", detail=exc.reason)
+        if outcome.stderr_tail:
+            self._log.info("child.adapter.stderr", op=request["op"], tail=outcome.stderr_tail)
+        if outcome.timed_out:
+            return CommandResult.failure(
+                ResultCode.TIMEOUT, "timeout", timeout_s=self.settings.timeout_s
+            )
+        return interpret_output(outcome)
+
+    async def install(self, child: Child, image: Path, version: str, target: str) -> None:
+        """Run the ``install`` operation."""
+        result = await self._call(
+            {
+                "op": "install",
+                "child": asdict(child),
+                "image": str(image),
+                "version": version,
+                "target": target,
+            }
+        )
+        if result.ok:
+            return
+        status = result.paras.get("status")
+        if status not in _STATUSES or status in (UpgradeStatus.SUCCESS, UpgradeStatus.IN_PROGRESS):
+            status = UpgradeStatus.INSTALL_FAILED
+        description = (
+            result.paras.get("description") or result.paras.get("error") or "install failed"
+        )
+        raise UpgradeFailed(str(status), str(description)[:256])
+
+    async def versions(self, child: Child) -> dict[str, str | None] | None:
+        """Run the ``versions`` operation (None when it fails)."""
+        result = await self._call({"op": "versions", "child": asdict(child)})
+        if not result.ok:
+            return None
+        found = {
+            "firmware": result.paras.get("fw_version"),
+            "software": result.paras.get("sw_version"),
+        }
+        return {k: v if isinstance(v, str) else None for k, v in found.items()}
+
+    async def command(self, child: Child, request: CommandRequest) -> CommandResult:
+        """Run the ``command`` operation."""
+        return await self._call(
+            {
+                "op": "command",
+                "child": asdict(child),
+                "service_id": request.service_id,
+                "command_name": request.command_name,
+                "paras": request.paras,
+            }
+        )
+
+    async def set_properties(self, child: Child, services: list[dict[str, Any]]) -> tuple[int, str]:
+        """Run the ``properties_set`` operation."""
+        result = await self._call(
+            {"op": "properties_set", "child": asdict(child), "services": services}
+        )
+        description = "success" if result.ok else str(result.paras.get("error", "failed"))
+        return result.result_code, description
+
+
+class SimulatedChildAdapter:
+    """In-process children for the fleet simulator and tests."""
+
+    def __init__(self, settings: SimulatedAdapter, *, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self._rng = rng or random.Random()  # noqa: S311 - simulated failures, not secrets
+        self._versions: dict[str, dict[str, str | None]] = {}
+        self.properties: dict[str, list[dict[str, Any]]] = {}
+
+    async def install(self, child: Child, image: Path, version: str, target: str) -> None:
+        """Take ``duration_s``; fail for listed children or at ``failure_rate``."""
+        if self.settings.duration_s:
+            await asyncio.sleep(self.settings.duration_s)
+        if child.device_id in self.settings.fail_children or (
+            self.settings.failure_rate and self._rng.random() < self.settings.failure_rate
+        ):
+            raise UpgradeFailed(UpgradeStatus.INSTALL_FAILED, "simulated install failure")
+        self._versions.setdefault(child.device_id, {})[target] = version
+
+    async def versions(self, child: Child) -> dict[str, str | None] | None:
+        """What was installed here, else what the registry says."""
+        known = self._versions.get(child.device_id)
+        if known is None:
+            return None
+        return {
+            "firmware": known.get("firmware", child.fw_version),
+            "software": known.get("software", child.sw_version),
+        }
+
+    async def command(self, child: Child, request: CommandRequest) -> CommandResult:
+        """Echo the command back."""
+        return CommandResult(
+            result_code=ResultCode.SUCCESS,
+            response_name=request.command_name,
+            paras={"child": child.device_id, "echo": json.loads(json.dumps(request.paras))},
+        )
+
+    async def set_properties(self, child: Child, services: list[dict[str, Any]]) -> tuple[int, str]:
+        """Remember the properties."""
+        self.properties[child.device_id] = services
+        return 0, "success"

@@ -1,0 +1,1 @@
+"""Firmware and software upgrades: journaled state machine, download, verify, install."""

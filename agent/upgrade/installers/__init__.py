@@ -1,0 +1,1 @@
+"""Installers: what turns a verified package into the running version."""

@@ -1,0 +1,76 @@
+"""The upgrade state machine's table: legal moves only, and phases that never go back."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.errors import IllegalTransition
+from agent.upgrade import machine
+
+
+def test_the_happy_path_walks_every_phase_in_order() -> None:
+    """Received -> ... -> done through the reboot, each step legal."""
+    m = machine.UpgradeMachine()
+    for event in ("start", "needed", "downloaded", "verified", "installed", "needs_reboot"):
+        m.fire(event)
+    assert m.state == machine.REBOOTING
+    m.fire("rebooted")
+    m.fire("confirmed")
+    assert m.state == machine.DONE
+    assert m.terminal
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (machine.RECEIVED, "downloaded"),
+        (machine.CHECKING, "installed"),
+        (machine.DOWNLOADING, "confirmed"),
+        (machine.VERIFYING, "needed"),
+        (machine.INSTALLING, "start"),
+        (machine.CONFIRMING, "downloaded"),
+        (machine.DONE, "failed"),
+        (machine.FAILED, "start"),
+        (machine.ROLLED_BACK, "confirmed"),
+        (machine.REBOOTING, "nonsense"),
+    ],
+)
+def test_an_illegal_transition_raises_and_leaves_the_state_unchanged(
+    state: str, event: str
+) -> None:
+    """An edge the table lacks is an error; the machine stays where it was."""
+    m = machine.UpgradeMachine(state)
+    with pytest.raises(IllegalTransition) as raised:
+        m.fire(event)
+    assert m.state == state
+    assert (raised.value.state, raised.value.event) == (state, event)
+
+
+def test_an_unknown_state_cannot_be_resumed() -> None:
+    """A journaled state the table does not know is refused rather than guessed."""
+    with pytest.raises(IllegalTransition):
+        machine.UpgradeMachine("halfway")
+
+
+def test_no_transition_leads_to_an_earlier_phase() -> None:
+    """Every edge keeps or raises the phase rank, so reports can only move forward."""
+    for (state, _), target in machine.TRANSITIONS.items():
+        assert machine.PHASE_ORDER[target] >= machine.PHASE_ORDER[state], (state, target)
+
+
+def test_every_working_state_can_end() -> None:
+    """From each non-terminal state a terminal one is reachable (nothing is stuck for ever)."""
+    for state in machine.STATES - machine.TERMINAL:
+        seen, frontier = {state}, [state]
+        while frontier:
+            current = frontier.pop()
+            for (source, _), target in machine.TRANSITIONS.items():
+                if source == current and target not in seen:
+                    seen.add(target)
+                    frontier.append(target)
+        assert seen & machine.TERMINAL, state
+
+
+def test_terminal_states_have_no_way_out() -> None:
+    """done, failed and rolled_back are final."""
+    assert not [s for (s, _) in machine.TRANSITIONS if s in machine.TERMINAL]
