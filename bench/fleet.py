@@ -95,7 +95,7 @@ async def run_fleet(broker: BrokerHandle, devices: int, workdir: Path) -> dict[s
         ("updateDeviceShadows", {"shadow": [{"service_id": "s", "desired": {"v": 1}}]}),
     ):
         if not emulator.table.available("huawei-iotda", task_type):
-            result[task_type] = "device side not available in this build"
+            result[task_type] = "not carried out by the emulator in this build"
             continue
         from agent.sim.emulator.records import Task
 

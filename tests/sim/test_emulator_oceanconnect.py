@@ -130,7 +130,7 @@ async def test_one_unfinished_task_at_a_time_and_unique_names(tmp_path: Path) ->
 
 async def test_access_tokens_are_checked_when_credentials_are_set(tmp_path: Path) -> None:
     """With credentials configured, a missing or unknown access token gets 1010005."""
-    async with emulator(tmp_path, oceanconnect_app_id="app-1", oceanconnect_secret="pw") as emu:
+    async with emulator(tmp_path, oceanconnect_app_id="app-1", oceanconnect_secret="pw") as emu:  # noqa: S106
         await _fleet(emu)
         _, refused = await call(emu, "POST", TASKS, json=_body(), headers=HEADERS)
         assert refused["error_code"] == "1010005"

@@ -226,14 +226,14 @@ async def test_at_most_five_waiting_or_processing_tasks_per_account(tmp_path: Pa
 
 async def test_signed_requests_are_checked_when_credentials_are_set(tmp_path: Path) -> None:
     """With a key pair configured, only requests carrying a valid TC3 signature are served."""
-    async with emulator(tmp_path, tencent_secret_id="AKIDsim", tencent_secret_key="key") as emu:
+    async with emulator(tmp_path, tencent_secret_id="AKIDsim", tencent_secret_key="key") as emu:  # noqa: S106
         await _fleet(emu, ["frontdoor"])
         body = json.dumps(_create()).encode()
         host = emu.url.removeprefix("http://")
 
         def headers(secret_key: str) -> dict[str, str]:
             return sign_headers(
-                secret_id="AKIDsim",
+                secret_id="AKIDsim",  # noqa: S106
                 secret_key=secret_key,
                 service="iotcloud",
                 action="CreateTask",

@@ -51,8 +51,8 @@ def test_tc3_signature_verifies_and_detects_tampering() -> None:
 
     def signed(timestamp: int = now) -> dict[str, str]:
         return sign_headers(
-            secret_id="AKID",
-            secret_key="key",
+            secret_id="AKID",  # noqa: S106
+            secret_key="key",  # noqa: S106
             service="iotcloud",
             action="CreateTask",
             version="2018-06-14",
@@ -63,7 +63,7 @@ def test_tc3_signature_verifies_and_detects_tampering() -> None:
 
     def check(headers: dict[str, str], *, payload: bytes = body, key: str = "key") -> str | None:
         return verify(
-            secret_id="AKID",
+            secret_id="AKID",  # noqa: S106
             secret_key=key,
             method="POST",
             path="/",

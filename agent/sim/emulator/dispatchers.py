@@ -22,7 +22,7 @@ from agent.sim.emulator.dispatch_state import (
 )
 from agent.sim.emulator.records import HUAWEI_IOTDA, OCEANCONNECT, TENCENT_IOTHUB, TENCENT_WEDATA
 
-NOT_IN_BUILD = "device side not available in this build"
+NOT_IN_BUILD = "not carried out by the emulator in this build"
 
 
 def _missing(what: str) -> Unavailable:

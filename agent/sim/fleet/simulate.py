@@ -198,7 +198,7 @@ async def _drive(
         if spec.skip_if_unavailable and not emulator.table.available(
             API_NAMES[spec.api], record.task_type
         ):
-            record.skipped = "device side not available in this build"
+            record.skipped = "not carried out by the emulator in this build"
             return
         record.submitted_at = time.time()
         answer = await client.submit(spec)
