@@ -37,6 +37,12 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
 _MAX_BATCH = 512
+_FORGET_WITHIN_S = 1.0
+
+
+def _ignore_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # a failed ping shows up on the next real operation
 
 
 class _Pending:
@@ -91,9 +97,15 @@ class SqliteJournal:
     def __init__(self, path: Path, *, synchronous: str = "full") -> None:
         self.path = path
         self._synchronous = synchronous
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Pending] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        # Operations submitted during one turn of the event loop travel to the writer together.
+        self._staged: list[_Pending] = []
+        # Acknowledged outbox rows whose delete rides on the writer's next transaction.
+        self._forget: list[int] = []
+        self._forget_lock = threading.Lock()
+        self._forget_timer: asyncio.TimerHandle | None = None
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: str = "full") -> SqliteJournal:
@@ -130,7 +142,7 @@ class SqliteJournal:
                 first = self._queue.get()
                 if first is None:
                     return
-                batch = [first]
+                batch = list(first)
                 stop = False
                 while len(batch) < _MAX_BATCH:
                     try:
@@ -140,26 +152,21 @@ class SqliteJournal:
                     if item is None:
                         stop = True
                         break
-                    batch.append(item)
+                    batch.extend(item)
                 self._run_batch(conn, batch)
                 if stop:
                     return
         finally:
             conn.close()
 
-    @staticmethod
-    def _run_batch(conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        with self._forget_lock:
+            forget, self._forget = self._forget, []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for pending in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    pending.value = pending.op(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    pending.error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
-                conn.execute("RELEASE op")
-            conn.execute("COMMIT")
+            # Optimistically as one transaction; should any operation fail, the batch is run
+            # again with a savepoint around each, so the failure stays with its operation.
+            if not self._attempt(conn, batch, forget, isolated=False):
+                self._attempt(conn, batch, forget, isolated=True)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -172,14 +179,46 @@ class SqliteJournal:
         for loop, settled in by_loop.items():
             loop.call_soon_threadsafe(_settle_all, settled)
 
+    @staticmethod
+    def _attempt(
+        conn: sqlite3.Connection, batch: list[_Pending], forget: list[int], *, isolated: bool
+    ) -> bool:
+        """Run a batch in one transaction; False (rolled back) if an operation failed."""
+        conn.execute("BEGIN IMMEDIATE")
+        if forget:
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in forget])
+        for pending in batch:
+            pending.error = None
+            if isolated:
+                conn.execute("SAVEPOINT op")
+            try:
+                pending.value = pending.op(conn)
+            except Exception as exc:
+                if not isolated:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("ROLLBACK TO op")
+                pending.error = exc if isinstance(exc, JournalError) else JournalError(str(exc))
+            if isolated:
+                conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+        return True
+
     async def _submit(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             msg = "journal is closed"
             raise JournalError(msg)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Pending(op, loop, future))
+        self._staged.append(_Pending(op, loop, future))
+        if len(self._staged) == 1:
+            loop.call_soon(self._hand_over)
         return await future
+
+    def _hand_over(self) -> None:
+        staged, self._staged = self._staged, []
+        if staged:
+            self._queue.put(staged)
 
     # -- operations -----------------------------------------------------------------------
 
@@ -198,20 +237,20 @@ class SqliteJournal:
         """Record a received subtask unless its key is known; a finished one is answered again."""
 
         def op(conn: sqlite3.Connection) -> Accepted:
-            row = conn.execute(
-                "SELECT state, finished_at FROM subtasks WHERE key = ?", (key,)
-            ).fetchone()
-            if row is not None:
-                known_state, finished_at = row
+            inserted = conn.execute(
+                "INSERT INTO subtasks (key, agent_id, device_id, kind, state, request,"
+                " received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key) DO NOTHING",
+                (key, agent_id, device_id, kind, state, request, now, now),
+            ).rowcount
+            if not inserted:
+                known_state, finished_at = conn.execute(
+                    "SELECT state, finished_at FROM subtasks WHERE key = ?", (key,)
+                ).fetchone()
                 if finished_at is None:
                     return Accepted(AcceptOutcome.IN_PROGRESS, known_state, [])
                 requeued = _requeue(conn, agent_id, key, now)
                 return Accepted(AcceptOutcome.FINISHED, known_state, requeued)
-            conn.execute(
-                "INSERT INTO subtasks (key, agent_id, device_id, kind, state, request,"
-                " received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, agent_id, device_id, kind, state, request, now, now),
-            )
             if finish is None:
                 return Accepted(AcceptOutcome.NEW, state, [])
             items = _finish(conn, agent_id, key, finish, now)
@@ -271,16 +310,25 @@ class SqliteJournal:
         return await self._submit(op)
 
     async def delivered(self, ids: list[int]) -> None:
-        """Drop acknowledged publications."""
-        if not ids:
+        """Drop acknowledged publications.
+
+        The delete rides on the writer's next transaction (at the latest after
+        ``_FORGET_WITHIN_S``) instead of paying for a commit of its own: if the agent dies
+        first, those rows are sent once more after the restart, which the contract allows.
+        """
+        if not ids or self._closed:
             return
+        with self._forget_lock:
+            self._forget.extend(ids)
+        if self._forget_timer is None:
+            loop = asyncio.get_running_loop()
+            self._forget_timer = loop.call_later(_FORGET_WITHIN_S, self._forget_now)
 
-        def op(conn: sqlite3.Connection) -> None:
-            # Return nothing: a cursor handed to the loop thread and finalized there races the
-            # writer thread's use of the connection (SQLITE_MISUSE under a fleet's load).
-            conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-
-        await self._submit(op)
+    def _forget_now(self) -> None:
+        self._forget_timer = None
+        if not self._closed:
+            task = asyncio.get_running_loop().create_task(self.ping())
+            task.add_done_callback(_ignore_result)
 
     async def get_value(self, agent_id: str, name: str) -> str | None:
         """Read a per-agent value."""
@@ -325,7 +373,12 @@ class SqliteJournal:
         """Let queued operations finish, then stop the writer."""
         if self._closed:
             return
+        if self._forget_timer is not None:
+            self._forget_timer.cancel()
+            self._forget_timer = None
+        await self.ping()  # also applies pending deletes
         self._closed = True
+        self._hand_over()
         self._queue.put(None)
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
