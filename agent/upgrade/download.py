@@ -365,7 +365,9 @@ class Downloader:
                     _save_meta(job.meta_path, job.meta)
                     self._check_budgets(job.meta, size)
                 failpoints.hit("upgrade.download.chunk")
-                relay.report(received, size)
+                # What is written, not what is read: after a crash the download resumes from
+                # the part file, so progress reported from it can never go backwards.
+                relay.report(state.offset, size)
         finally:
             writer.close()
             os.close(fd)
