@@ -373,6 +373,7 @@ class Downloader:
             os.close(fd)
             if since_meta:
                 _save_meta(job.meta_path, job.meta)
+        relay.report(state.offset, size)  # the writer has caught up: the last chunks count now
         progressed = state.offset > start
         end = expected_end if expected_end is not None else size
         if end is not None and state.offset < end:
