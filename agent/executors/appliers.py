@@ -21,8 +21,8 @@ from typing import Any
 from agent.config import CommandSettings, ExecHandler, SimulatedHandler
 from agent.docstate import covers, merge
 from agent.errors import ExecutionError
-from agent.executors.message import write_atomically
 from agent.executors.process import ProcessOutcome, run_process
+from agent.files import write_atomically
 from agent.profiles.base import dump_json
 
 _MISSING = object()

@@ -10,10 +10,8 @@ writing the same message again (after a crash) replaces it instead of adding a s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,29 +20,8 @@ from agent.config import CommandSettings, MessageSettings
 from agent.errors import ExecutionError
 from agent.executors.base import Context, Outcome
 from agent.executors.process import run_process
+from agent.files import write_atomically
 from agent.model import MessageDelivery, Subtask
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` holds either nothing or all of it, even after power loss."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    # A temp file left by a crash (or planted: a link) is not written through: it is replaced.
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def spool_stem(message: MessageDelivery, received_at: float) -> str:

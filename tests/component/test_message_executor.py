@@ -10,7 +10,8 @@ import pytest
 
 from agent.config import CommandSettings, ExecHandler, MessageSettings
 from agent.executors import message as message_module
-from agent.executors.message import MessageExecutor, spool_message, write_atomically
+from agent.executors.message import MessageExecutor, spool_message
+from agent.files import write_atomically
 from agent.model import MessageDelivery
 from tests.support.agents import write_handler
 from tests.support.fakes import LogRecorder, context
@@ -62,7 +63,7 @@ def test_the_description_is_written_after_the_content(
 ) -> None:
     """Consumers watching for *.json never find a message whose content is still missing."""
     order: list[str] = []
-    real = message_module.write_atomically
+    real = write_atomically
 
     def recording(path: Path, data: bytes) -> None:
         order.append(path.suffix)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.files import write_atomically
 from agent.model import UpgradeStatus
 from agent.settings_upgrades import AbSlotsInstaller
 from agent.upgrade.failures import UpgradeFailed
@@ -73,20 +74,7 @@ class AbSlotsInstallerImpl:
     def _write_state(self, state: dict[str, Any]) -> None:
         path = self.settings.state_file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            data = json.dumps(state).encode()
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomically(path, json.dumps(state).encode(), mode=0o644)
 
     def running_version(self) -> str | None:
         """The version in the active slot."""
