@@ -319,7 +319,8 @@ class UpgradeExecutor:
 
     async def _conclude(self, run: _Run) -> Outcome:
         request, state = run.request, run.machine.state
-        summary: dict[str, Any] = {"state": state, "version": request.version}
+        # "upgrade_state": the dispatcher's summary line has a "state" of its own.
+        summary: dict[str, Any] = {"upgrade_state": state, "version": request.version}
         replies: list[Outbound] = []
         if state == machine.DONE:
             await self.versions.record(request.device_id, request.target, request.version)

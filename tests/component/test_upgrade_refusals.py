@@ -151,6 +151,15 @@ async def test_a_good_package_is_installed(server: PackageServer, tmp_path: Path
     assert (tmp_path / "slot-b").read_bytes() == NEW
 
 
+async def test_an_upgrade_summary_leaves_the_summary_lines_own_fields_alone(
+    server: PackageServer, tmp_path: Path
+) -> None:
+    """The outcome's summary names neither kind, state nor duration_ms (the dispatcher's)."""
+    outcome, _ = await _run(_config(tmp_path), _request(server))
+    assert outcome.summary["upgrade_state"] == "done"
+    assert not {"kind", "state", "duration_ms"} & set(outcome.summary)
+
+
 async def test_a_hash_mismatch_is_refused_with_code_7(
     server: PackageServer, tmp_path: Path
 ) -> None:

@@ -235,24 +235,19 @@ async def test_stopping_a_scheduled_task_ends_in_stopped(tmp_path: Path) -> None
 
 
 async def test_types_without_a_device_side_fail_saying_so(tmp_path: Path) -> None:
-    """A firmware upgrade is accepted and validated; its subtasks fail as not in this build."""
+    """Asynchronous commands are accepted and validated; their subtasks fail saying why."""
     async with emulator(tmp_path) as emu:
         await call(emu, "POST", "/sim/v1/fleet", json={"devices": [{"device_id": "dev-1"}]})
-        _, package = await call(
-            emu,
-            "POST",
-            "/v5/iot/proj/ota-upgrades/packages?version=2.0&package_type=firmwarePackage",
-            data=b"image",
-        )
-        upgrade = {"package_id": package["package_id"]}
-        bad = await _create(emu, _body(task_type="firmwareUpgrade", document={"package_id": "x"}))
+        document = {**COMMAND, "expire_time": 0, "send_strategy": "immediately"}
+        bad = await _create(emu, _body(task_type="createAsyncCommands", document={"paras": {}}))
         assert bad[0] == 400
-        _, created = await _create(emu, _body(task_type="firmwareUpgrade", document=upgrade))
+        _, created = await _create(emu, _body(task_type="createAsyncCommands", document=document))
         shown = await _finished(emu, created["task_id"])
         assert shown["batchtask"]["status"] == "Fail"
+        assert "LwM2M/CoAP" in shown["batchtask"]["status_desc"]
         error = shown["task_details"][0]["error"]
-        assert error["error_code"] == "DEVICE_SIDE_UNAVAILABLE"
-        assert "not carried out by the emulator in this build" in error["error_msg"]
+        assert error["error_code"] == "IOTDA.014300"
+        assert "not over MQTT" in error["error_msg"]
 
 
 @pytest.mark.broker

@@ -18,7 +18,7 @@ from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings
 from agent.sim.fleet.layout import build_layout, registration
 from agent.sim.fleet.runner import FleetRunner
-from agent.sim.fleet.spec import ApplierSpec, CohortSpec, FleetSpec, HandlerSpec
+from agent.sim.fleet.spec import ApplierSpec, CohortSpec, FleetSpec, HandlerSpec, UpgradeSpec
 
 
 @asynccontextmanager
@@ -61,12 +61,15 @@ async def fleet(
     product_id: str = "simproduct",
     appliers: list[ApplierSpec] | None = None,
     attrs: dict[str, str] | None = None,
+    upgrades: UpgradeSpec | None = None,
+    prefix: str | None = None,
 ) -> AsyncIterator[tuple[FleetRunner, str]]:
     """``count`` agents (plus gateways with children) registered with ``emu``.
 
-    Yields the runner and the group name of the devices (a unique prefix per call).
+    Yields the runner and the group name of the devices (a unique prefix per call, unless
+    given: gateways are ``{prefix}gw-00000``..., their children ``{prefix}gw-00000-c000``...).
     """
-    prefix = f"d{secrets.token_hex(3)}"
+    prefix = prefix or f"d{secrets.token_hex(3)}"
     cohorts = [
         CohortSpec(
             name=prefix, count=count, profile=profile, product_id=product_id, attrs=attrs or {}
@@ -74,7 +77,13 @@ async def fleet(
     ]
     if gateways:
         cohorts.append(CohortSpec(name=f"{prefix}gw", count=gateways, children=children))
-    spec = FleetSpec(cohorts=cohorts, handlers=handlers, appliers=appliers or [], journal="memory")
+    spec = FleetSpec(
+        cohorts=cohorts,
+        handlers=handlers,
+        appliers=appliers or [],
+        journal="memory",
+        upgrades=upgrades or UpgradeSpec(),
+    )
     slots = build_layout(spec)
     await register_fleet(emu, registration(slots, spec))
     runner = FleetRunner(spec, slots, host="127.0.0.1", port=port, workdir=tmp_path)

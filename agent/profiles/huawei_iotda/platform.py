@@ -14,6 +14,7 @@ from agent.errors import RemoteProtocolError
 from agent.model import Model, Publish
 from agent.profiles.base import dump_json, parse_json
 from agent.profiles.huawei_iotda import wire
+from agent.profiles.huawei_iotda.ota_platform import OtaReport, decode_ota
 
 _RESPONSE = re.compile(
     r"^\$oc/devices/(?P<dev>[^/]+)/sys/commands/response/request_id=(?P<rid>.+)$"
@@ -244,16 +245,26 @@ class HuaweiIotdaPlatform:
         object_device_id: str | None = None,
         task_id: str | None = None,
         sub_device_count: int | None = None,
+        task_ext_info: dict[str, Any] | None = None,
         event_time: str = "20151212T121212Z",
+        event_id: str | None = None,
     ) -> Publish:
         """A ``version_query`` event (gateway mode adds the task fields)."""
         paras: dict[str, Any] = {}
-        if task_id is not None:
-            paras["task_id"] = task_id
-        if sub_device_count is not None:
-            paras["sub_device_count"] = sub_device_count
+        for name, value in (
+            ("task_id", task_id),
+            ("sub_device_count", sub_device_count),
+            ("task_ext_info", task_ext_info),
+        ):
+            if value is not None:
+                paras[name] = value
         return self.event(
-            "$ota", "version_query", paras, object_device_id=object_device_id, event_time=event_time
+            "$ota",
+            "version_query",
+            paras,
+            object_device_id=object_device_id,
+            event_time=event_time,
+            event_id=event_id,
         )
 
     def upgrade(
@@ -270,25 +281,35 @@ class HuaweiIotdaPlatform:
         task_id: str | None = None,
         sub_device_count: int | None = None,
         custom_info: str | None = None,
+        task_ext_info: dict[str, Any] | None = None,
+        expires: int | None = 86400,
         event_time: str = "20151212T121212Z",
+        event_id: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> Publish:
         """A ``firmware_upgrade``/``software_upgrade`` (or ``_v2``) event."""
-        paras: dict[str, Any] = {"version": version, "url": url, "expires": 86400}
+        paras: dict[str, Any] = {"version": version, "url": url}
         for name, value in (
-            ("sign", sign),
             ("file_size", file_size),
             ("file_name", file_name),
             ("access_token", access_token),
+            ("expires", expires),
+            ("sign", sign),
+            ("custom_info", custom_info),
             ("task_id", task_id),
             ("sub_device_count", sub_device_count),
-            ("custom_info", custom_info),
+            ("task_ext_info", task_ext_info),
         ):
             if value is not None:
                 paras[name] = value
         paras.update(extra or {})
         return self.event(
-            "$ota", event_type, paras, object_device_id=object_device_id, event_time=event_time
+            "$ota",
+            event_type,
+            paras,
+            object_device_id=object_device_id,
+            event_time=event_time,
+            event_id=event_id,
         )
 
     def sub_devices(self, event_type: str, devices: list[dict[str, Any]], version: int) -> Publish:
@@ -304,18 +325,18 @@ class HuaweiIotdaPlatform:
         *,
         object_device_id: str | None = None,
         event_time: str = "20151212T121212Z",
+        event_id: str | None = None,
     ) -> Publish:
         """Any ``events/down`` message with one service entry."""
-        body: dict[str, Any] = {
-            "services": [
-                {
-                    "service_id": service_id,
-                    "event_type": event_type,
-                    "event_time": event_time,
-                    "paras": paras,
-                }
-            ]
+        service: dict[str, Any] = {
+            "service_id": service_id,
+            "event_type": event_type,
+            "event_time": event_time,
         }
+        if event_id is not None:
+            service["event_id"] = event_id
+        service["paras"] = paras
+        body: dict[str, Any] = {"services": [service]}
         if object_device_id is not None:
             body["object_device_id"] = object_device_id
         return Publish(topic=f"{self._prefix}events/down", payload=dump_json(body))
@@ -332,6 +353,8 @@ class HuaweiIotdaPlatform:
         body = parse_json(payload, what="event report")
         if not isinstance(body, dict) or not isinstance(body.get("services"), list):
             raise RemoteProtocolError("event report must hold a 'services' list")
+        if not isinstance(body.get("object_device_id"), str | None):
+            raise RemoteProtocolError("event report field 'object_device_id' must be a string")
         reports = []
         for entry in body["services"]:
             service = wire.parse(wire.EventService, entry, what="event report service")
@@ -345,6 +368,14 @@ class HuaweiIotdaPlatform:
                 )
             )
         return reports
+
+    def decode_ota(self, topic: str, payload: bytes) -> list[OtaReport]:
+        """Read the ``$ota`` reports (version and upgrade progress) of an ``events/up``.
+
+        Raises:
+            RemoteProtocolError: it is not an event report, or a report is malformed.
+        """
+        return decode_ota(topic, payload)
 
     def decode_uplink(self, topic: str, payload: bytes) -> Uplink:
         """Read a device's answer, report or request.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +95,15 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     checks.document(task_type, body, emulator)
     schedule, retries, interval = checks.policy(body, now, emulator.settings.minute_s)
     targets, rows = checks.targets(task_type, body, emulator)
+    extra: dict[str, Any] = {"rows": rows} if rows else {}
+    if mode == "GATEWAY":
+        # Each gateway is told how many of its children the task upgrades (sub_device_count).
+        gateways = Counter(
+            device.gateway_id
+            for device in (emulator.registry.devices.get(t) for t in targets)
+            if device is not None and device.gateway_id is not None
+        )
+        extra["sub_device_count"] = dict(gateways)
     task = r.Task(
         task_id=emulator.new_id(),
         api=r.HUAWEI_IOTDA,
@@ -105,7 +115,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
         request={k: body[k] for k in body if k in _ECHOED},
         retry_count=retries,
         retry_interval_s=interval,
-        extra={"rows": rows} if rows else {},
+        extra=extra,
     )
     await emulator.engine.create(task, targets)
     return web.json_response(task_view(emulator, task), status=201)
@@ -204,6 +214,7 @@ def subtask_view(sub: r.Subtask) -> dict[str, Any]:
         "target": sub.device_id,
         "status": SUBTASK_STATUS[sub.state],
         "output": json.dumps(sub.output) if sub.output is not None else "",
+        "progress": sub.progress,
     }
     if sub.error_code or sub.error_msg:
         view["error"] = {"error_code": sub.error_code or "", "error_msg": sub.error_msg or ""}

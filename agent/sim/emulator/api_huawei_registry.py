@@ -184,17 +184,22 @@ async def upload_file(request: web.Request) -> web.StreamResponse:
 
 
 async def upload_package(request: web.Request) -> web.StreamResponse:
-    """POST /v5/iot/{project_id}/ota-upgrades/packages?name=&version=&package_type= (body: file)."""
+    """POST /v5/iot/{project_id}/ota-upgrades/packages?name=&version=&package_type= (body: file).
+
+    ``location=obs`` keeps it "in OBS": devices then get ``*_upgrade_v2`` events with a
+    pre-signed URL instead of an ``access_token``.
+    """
     emulator = emulator_of(request)
     query = dict(request.query)
     version = v.text(query, "version", required=True, min_len=1, max_len=256)
     kind = v.one_of(query, "package_type", ("softwarePackage", "firmwarePackage"), required=True)
     name = v.text(query, "name", max_len=128) or "package.bin"
+    location = v.one_of(query, "location", ("iotda", "obs"), required=False) or "iotda"
     data = await request.read()
     if not data:
         raise RequestInvalid("file", "missing", "the request body holds no package")
     package = await emulator.registry.add_package(
-        data, name=name, version=version, package_type=kind
+        data, name=name, version=version, package_type=kind, location=location
     )
     view = {k: val for k, val in asdict(package).items() if k != "path"}
     return web.json_response(
@@ -213,21 +218,6 @@ async def package_token(request: web.Request) -> web.StreamResponse:
     return web.json_response({"access_token": token, "url": url, "expires": 86400}, status=201)
 
 
-async def download(request: web.Request) -> web.StreamResponse:
-    """GET /ota/packages/{package_id} with ``Authorization: Bearer {access_token}``."""
-    emulator = emulator_of(request)
-    header = request.headers.get("Authorization", "")
-    token = header[7:] if header.startswith("Bearer ") else ""
-    package_id = request.match_info["package_id"]
-    package = emulator.registry.package_for_token(package_id, token, emulator.clock())
-    if package is None:
-        emulator.log.warning("emulator.download.refused", package_id=package_id)
-        return web.json_response(
-            {"error_code": "IOTDA.000002", "error_msg": "invalid token"}, status=401
-        )
-    return web.FileResponse(package.path)
-
-
 def register(app: web.Application) -> None:
     """Add the registry routes."""
     base = "/v5/iot/{project_id}"
@@ -242,4 +232,3 @@ def register(app: web.Application) -> None:
     app.router.add_post(base + "/batchtask-files", iotda(upload_file))
     app.router.add_post(base + "/ota-upgrades/packages", iotda(upload_package))
     app.router.add_post(base + "/ota-upgrades/packages/{package_id}/tokens", iotda(package_token))
-    app.router.add_get("/ota/packages/{package_id}", download)

@@ -138,6 +138,8 @@ async def get_subtasks(request: web.Request) -> web.StreamResponse:
                     "device_id": s.device_id,
                     "state": s.state,
                     "attempts": s.attempts,
+                    "stage": s.stage,
+                    "progress": s.progress,
                     "dispatched_at": s.dispatched_at,
                     "finished_at": s.finished_at,
                     "error_code": s.error_code,

@@ -4,7 +4,11 @@ A dispatcher exists for every task type the APIs accept. Three shapes:
 
 * :class:`MqttDispatcher`: builds the subtask's downlink with the platform side of the same
   profile codec the agent uses, reads the device's answer and turns it into a :class:`Verdict`
-  (or, for fire-and-forget types, succeeds once the broker has the downlink);
+  (or, for fire-and-forget types, succeeds once the broker has the downlink). A
+  :class:`Conversation` is an MQTT dispatcher whose attempts take several exchanges (an
+  upgrade: version query, then the upgrade event, then progress reports): the reader hands it
+  :class:`Report` objects and it answers each with a verdict, a :class:`Step` (the next stage,
+  or progress) or nothing;
 * :class:`LocalDispatcher`: work the task service does itself (registry operations);
 * :class:`Unavailable`: a type whose device side is not in this build (or not on MQTT at all);
   its subtasks end at once as a failure saying so.
@@ -50,6 +54,22 @@ class Answer:
     verdict: Verdict
 
 
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A device's uplink about the attempt ``correlation``, for its dispatcher to interpret."""
+
+    correlation: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A multi-step attempt moves on: a new stage (sent at once, with a new deadline), progress."""
+
+    stage: str | None = None
+    progress: int | None = None
+
+
 class UplinkReader(Protocol):
     """Reads one platform's device uplinks (one reader serves all of that platform's types)."""
 
@@ -58,7 +78,9 @@ class UplinkReader(Protocol):
     def filters(self) -> list[str]:
         """Topic filters the task service subscribes to for this platform."""
 
-    def read(self, topic: str, payload: bytes) -> Answer | list[Answer] | None:
+    def read(
+        self, topic: str, payload: bytes
+    ) -> Answer | Report | list[Answer] | list[Report] | None:
         """The answer(s) in an uplink, or None when the uplink answers nothing.
 
         Raises:
@@ -83,6 +105,24 @@ class MqttDispatcher(Protocol):
         attempt succeeds. A dispatcher whose answers cannot carry the engine's request id has
         a ``correlate(task, subtask, device) -> str | None`` method naming the one they carry.
         """
+
+
+@runtime_checkable
+class Conversation(MqttDispatcher, Protocol):
+    """An MQTT dispatcher whose attempts go through stages (``subtask.stage``).
+
+    ``downlinks`` builds the current stage's publications (so a redelivery after a reconnect or
+    an emulator restart repeats the stage the attempt is in); each stage has its own deadline.
+    """
+
+    def interpret(self, task: Task, subtask: Subtask, report: Report) -> Verdict | Step | None:
+        """What a device's report means for the attempt in flight (None: nothing)."""
+
+    def stage_timeout(self, task: Task, subtask: Subtask) -> float:
+        """How long the attempt's current stage waits for the device."""
+
+    def timeout_message(self, subtask: Subtask, waited: float) -> str:
+        """Why the attempt failed when its stage's deadline passed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,13 +14,18 @@ from typing import Any
 from agent.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
 from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAnswer, user_topic
-from agent.sim.emulator.dispatch import Answer, UplinkReader, Verdict
+from agent.sim.emulator.dispatch import Answer, Report, UplinkReader, Verdict
 from agent.sim.emulator.records import Device, Subtask, Task
 
 # IoTDA waits 20 s for a synchronous command's answer (API reference, "Deliver a Command").
 COMMAND_TIMEOUT_S = 20.0
 # Messages are cached for a day before they time out.
 MESSAGE_TIMEOUT_S = 86400.0
+
+
+def ota_correlation(device_id: str) -> str:
+    """How reports about a device find its upgrade attempt (``$ota`` events carry no ids)."""
+    return f"ota/{device_id}"
 
 
 def _route(device: Device) -> tuple[HuaweiIotdaPlatform, str | None]:
@@ -31,7 +36,7 @@ def _route(device: Device) -> tuple[HuaweiIotdaPlatform, str | None]:
 
 
 class HuaweiReader:
-    """Reads command and property-set answers from every Huawei IoTDA device."""
+    """Reads command and property-set answers, and ``$ota`` reports, from every IoTDA device."""
 
     name = "huawei-iotda"
 
@@ -42,22 +47,19 @@ class HuaweiReader:
         """The platform's uplink filters, for every device."""
         return self._any.uplink_filters()
 
-    def read(self, topic: str, payload: bytes) -> Answer | None:
-        """An answer to a request id, or None for reports and events."""
+    def read(self, topic: str, payload: bytes) -> Answer | list[Report] | None:
+        """An answer to a request id, the upgrade reports of an event, or None."""
+        if topic.endswith("/sys/events/up"):
+            # Events carry no request id: a report finds its upgrade by the device it is about.
+            return [
+                Report(ota_correlation(report.device_id), report)
+                for report in self._any.decode_ota(topic, payload)
+            ]
         if "/response/" not in topic:
             return None
         answer = self._any.decode_uplink(topic, payload)
         if isinstance(answer, CommandAnswer):
-            output: dict[str, Any] = {"result_code": answer.result_code, "paras": answer.paras}
-            if answer.response_name is not None:
-                output["response_name"] = answer.response_name
-            if answer.result_code == 0:
-                return Answer(answer.request_id, Verdict(ok=True, output=output))
-            error = answer.paras.get("error") if isinstance(answer.paras, dict) else None
-            message = str(error or answer.response_name or f"result_code {answer.result_code}")
-            return Answer(
-                answer.request_id, Verdict.failed(str(answer.result_code), message, output)
-            )
+            return _command_answer(answer)
         if not isinstance(answer, PropertiesSetAnswer):
             return None  # reports, queries answered and shadow reads answer no subtask
         output = {"result_code": answer.result_code, "result_desc": answer.result_desc}
@@ -67,6 +69,17 @@ class HuaweiReader:
             answer.request_id,
             Verdict.failed(str(answer.result_code), answer.result_desc or "failed", output),
         )
+
+
+def _command_answer(answer: CommandAnswer) -> Answer:
+    output: dict[str, Any] = {"result_code": answer.result_code, "paras": answer.paras}
+    if answer.response_name is not None:
+        output["response_name"] = answer.response_name
+    if answer.result_code == 0:
+        return Answer(answer.request_id, Verdict(ok=True, output=output))
+    error = answer.paras.get("error") if isinstance(answer.paras, dict) else None
+    message = str(error or answer.response_name or f"result_code {answer.result_code}")
+    return Answer(answer.request_id, Verdict.failed(str(answer.result_code), message, output))
 
 
 class HuaweiCommands:

@@ -1,16 +1,20 @@
 """Which dispatcher carries out each task type of each API, in this build.
 
-Types whose device side has not landed yet are :class:`~agent.sim.emulator.dispatch.Unavailable`:
-the API accepts them (validation, task state, progress, stop all work) and their subtasks end as
-a failure naming what is missing. Pointing an entry at a real dispatcher switches the type on.
+Types that cannot reach a device (IoTDA asynchronous commands go to LwM2M/CoAP devices only)
+are :class:`~agent.sim.emulator.dispatch.Unavailable`: the API accepts them (validation, task
+state, progress, stop all work) and their subtasks end as a failure saying why. A type whose
+device side is not built yet gets the same treatment; pointing its entry at a real dispatcher
+switches it on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.sim.emulator.dispatch import Dispatcher, Unavailable, UplinkReader
 from agent.sim.emulator.dispatch_huawei import HuaweiCommands, HuaweiMessages, HuaweiReader
+from agent.sim.emulator.dispatch_ota import UPGRADE_TIMEOUT_S, VERSION_TIMEOUT_S, HuaweiUpgrades
 from agent.sim.emulator.dispatch_registry import CreateDevices, DeleteDevices, Freeze, UpdateDevices
 from agent.sim.emulator.dispatch_state import (
     HuaweiShadows,
@@ -21,12 +25,7 @@ from agent.sim.emulator.dispatch_state import (
     WeDataScripts,
 )
 from agent.sim.emulator.records import HUAWEI_IOTDA, OCEANCONNECT, TENCENT_IOTHUB, TENCENT_WEDATA
-
-NOT_IN_BUILD = "not carried out by the emulator in this build"
-
-
-def _missing(what: str) -> Unavailable:
-    return Unavailable(f"{NOT_IN_BUILD}: {what}")
+from agent.sim.emulator.registry import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +43,22 @@ class DispatcherTable:
         """Whether subtasks of this type can succeed in this build."""
         return not isinstance(self.entries.get((api, task_type)), Unavailable | None)
 
+    def bind(
+        self, registry: Registry, base_url: Callable[[], str], clock: Callable[[], float]
+    ) -> None:
+        """Give dispatchers that need them the registry, the package server's URL and the clock."""
+        for dispatcher in {id(d): d for d in self.entries.values()}.values():
+            bind = getattr(dispatcher, "bind", None)
+            if bind is not None:
+                bind(registry, base_url, clock)
 
-def build_table(*, command_timeout_s: float | None = None) -> DispatcherTable:
+
+def build_table(
+    *,
+    command_timeout_s: float | None = None,
+    version_timeout_s: float = VERSION_TIMEOUT_S,
+    upgrade_timeout_s: float = UPGRADE_TIMEOUT_S,
+) -> DispatcherTable:
     """The table for this build."""
     huawei = HuaweiReader()
     oceanconnect = OceanConnectReader()
@@ -53,6 +66,9 @@ def build_table(*, command_timeout_s: float | None = None) -> DispatcherTable:
     timeout = command_timeout_s or 20.0
     commands = HuaweiCommands(huawei, timeout)
     oc_commands = OceanConnectCommands(oceanconnect, timeout)
+    upgrades = HuaweiUpgrades(
+        huawei, version_timeout_s=version_timeout_s, upgrade_timeout_s=upgrade_timeout_s
+    )
     entries: dict[tuple[str, str], Dispatcher] = {
         (HUAWEI_IOTDA, "createCommands"): commands,
         (HUAWEI_IOTDA, "createMessages"): HuaweiMessages(huawei),
@@ -61,8 +77,8 @@ def build_table(*, command_timeout_s: float | None = None) -> DispatcherTable:
             code="IOTDA.014300",
         ),
         (HUAWEI_IOTDA, "updateDeviceShadows"): HuaweiShadows(huawei, timeout),
-        (HUAWEI_IOTDA, "firmwareUpgrade"): _missing("IoTDA firmware upgrade ($ota events)"),
-        (HUAWEI_IOTDA, "softwareUpgrade"): _missing("IoTDA software upgrade ($ota events)"),
+        (HUAWEI_IOTDA, "firmwareUpgrade"): upgrades,
+        (HUAWEI_IOTDA, "softwareUpgrade"): upgrades,
         (HUAWEI_IOTDA, "createDevices"): CreateDevices(),
         (HUAWEI_IOTDA, "updateDevices"): UpdateDevices(),
         (HUAWEI_IOTDA, "deleteDevices"): DeleteDevices(),

@@ -22,9 +22,12 @@ from agent.model import Publish
 from agent.sim.emulator import records as r
 from agent.sim.emulator.dispatch import (
     Answer,
+    Conversation,
     LocalContext,
     LocalDispatcher,
     MqttDispatcher,
+    Report,
+    Step,
     Unavailable,
     Verdict,
 )
@@ -34,6 +37,8 @@ from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.store import EmulatorStore
 
 TIMEOUT = "TIMEOUT"
+# A subtask whose device is busy with another task's conversation (two upgrades at once) waits.
+BUSY_WAIT_S = 1.0
 SubtaskObserver = Callable[[r.Task, r.Subtask], None]
 
 
@@ -166,14 +171,59 @@ class TaskEngine:
 
     # -- answers from devices -------------------------------------------------------------
 
-    def on_answer(self, answer: Answer) -> None:
-        """An answer read by the link: it ends the attempt it names."""
+    def on_answer(self, answer: Answer | Report) -> None:
+        """An answer read by the link: it ends the attempt it names (a report may move it on)."""
         sub = self._inflight.get(answer.correlation)
+        if isinstance(answer, Report):
+            # Reports nobody waits for are normal: versions reported after every connect.
+            if sub is not None:
+                self._interpret(sub, answer)
+            return
         if sub is None:
             self.late_answers += 1
             self.log.debug("emulator.answer.unmatched", correlation=answer.correlation)
             return
         self._conclude(sub, answer.verdict)
+
+    def _interpret(self, sub: r.Subtask, report: Report) -> None:
+        task = self.tasks[sub.task_id]
+        dispatcher = self.table.get(task.api, task.task_type)
+        if not isinstance(dispatcher, Conversation):
+            return
+        try:
+            result = dispatcher.interpret(task, sub, report)
+        except (KeyError, TypeError, ValueError) as exc:
+            result = Verdict.failed("INTERNAL", f"cannot read the report: {exc}")
+        if isinstance(result, Step):
+            self._advance(dispatcher, task, sub, result)
+        elif result is not None:
+            self._conclude(sub, result)
+
+    def _advance(self, dispatcher: Conversation, task: r.Task, sub: r.Subtask, step: Step) -> None:
+        """A multi-step attempt made progress, or goes on to its next stage (sent at once)."""
+        if step.progress is not None and step.progress != sub.progress:
+            sub.progress = step.progress
+            self._dirty[sub.key] = sub
+        if step.stage is None or step.stage == sub.stage or sub.correlation is None:
+            return
+        sub.stage = step.stage
+        sub.deadline = self.clock() + self._timeout(dispatcher, task, sub)
+        heapq.heappush(self._deadlines, (sub.deadline, next(self._order), sub.correlation))
+        self._dirty[sub.key] = sub
+        self._wake.set()
+        device = self.registry.devices.get(sub.device_id)
+        if device is None:
+            self._conclude(sub, Verdict.failed("INTERNAL", "the device was deleted meanwhile"))
+            return
+        self._send(dispatcher, task, sub, device, sub.correlation)
+
+    def _timeout(self, dispatcher: MqttDispatcher, task: r.Task, sub: r.Subtask) -> float:
+        """How long the attempt (or its current stage) waits for the device."""
+        if task.attempt_timeout_s:
+            return task.attempt_timeout_s
+        if isinstance(dispatcher, Conversation):
+            return dispatcher.stage_timeout(task, sub)
+        return dispatcher.timeout_s
 
     async def redeliver(self) -> None:
         """After the link (re)connects: send every attempt still in flight again.
@@ -237,8 +287,14 @@ class TaskEngine:
             sub = self._inflight.get(correlation)
             if sub is not None and sub.deadline is not None and sub.deadline <= now:
                 task = self.tasks[sub.task_id]
-                waited = round(sub.deadline - (sub.dispatched_at or sub.deadline), 1)
-                self._conclude(sub, Verdict.failed(TIMEOUT, f"no answer within {waited} s"))
+                dispatcher = self.table.get(task.api, task.task_type)
+                if isinstance(dispatcher, Conversation):
+                    waited = self._timeout(dispatcher, task, sub)
+                    message = dispatcher.timeout_message(sub, waited)
+                else:
+                    waited = round(sub.deadline - (sub.dispatched_at or sub.deadline), 1)
+                    message = f"no answer within {waited} s"
+                self._conclude(sub, Verdict.failed(TIMEOUT, message))
         for task_id in list(self._open):
             task = self.tasks[task_id]
             limit = task.max_execution_s
@@ -275,8 +331,8 @@ class TaskEngine:
             self._move(task, sub, r.REMOVED)
             return
         sub.attempts += 1
-        sub.dispatched_at = sub.dispatched_at or now
         if isinstance(dispatcher, LocalDispatcher):
+            sub.dispatched_at = sub.dispatched_at or now
             self._move(task, sub, r.PROCESSING)
             job = asyncio.get_running_loop().create_task(self._run_local(dispatcher, task, sub))
             self._runners.add(job)
@@ -289,9 +345,19 @@ class TaskEngine:
         correlate = getattr(dispatcher, "correlate", None)
         custom = correlate(task, sub, device) if correlate is not None else None
         correlation = custom or f"{task.task_id}-{sub.seq}-{sub.attempts}"
+        holder = self._inflight.get(correlation)
+        if holder is not None and holder is not sub:
+            # The device is in the middle of the same conversation for another task (its
+            # answers could not tell the two apart): this one waits for it to end.
+            sub.attempts -= 1
+            sub.due = now + BUSY_WAIT_S
+            self._schedule(sub)
+            return
+        sub.dispatched_at = sub.dispatched_at or now
         sub.correlation = correlation
-        timeout = task.attempt_timeout_s or dispatcher.timeout_s
-        sub.deadline = now + timeout
+        sub.stage = None
+        sub.progress = 0
+        sub.deadline = now + self._timeout(dispatcher, task, sub)
         self._inflight[correlation] = sub
         heapq.heappush(self._deadlines, (sub.deadline, next(self._order), correlation))
         self._move(task, sub, r.PROCESSING)
@@ -396,6 +462,8 @@ class TaskEngine:
             sub.correlation = None
         sub.deadline = None
         sub.output = verdict.output
+        if verdict.ok:
+            sub.progress = 100
         sub.error_code = None if verdict.ok else verdict.error_code
         sub.error_msg = None if verdict.ok else verdict.error_msg
         self._move(task, sub, r.SUCCESS if verdict.ok else r.FAIL)
@@ -440,7 +508,7 @@ class TaskEngine:
         """A subtask that was in flight when the emulator stopped."""
         dispatcher = self.table.get(task.api, task.task_type)
         if isinstance(dispatcher, MqttDispatcher) and sub.correlation:
-            sub.deadline = now + (task.attempt_timeout_s or dispatcher.timeout_s)
+            sub.deadline = now + self._timeout(dispatcher, task, sub)
             self._inflight[sub.correlation] = sub
             heapq.heappush(self._deadlines, (sub.deadline, next(self._order), sub.correlation))
             return  # sent again by redeliver() once the link is up

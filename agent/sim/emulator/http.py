@@ -20,12 +20,20 @@ def build_app(emulator: Emulator) -> web.Application:
         api_oceanconnect,
         api_sim,
         api_tencent,
+        ota_downloads,
     )
     from agent.sim.emulator.service import MAX_BODY
 
     app = web.Application(client_max_size=MAX_BODY)
     app[EMULATOR] = emulator
-    for module in (api_huawei, api_huawei_registry, api_tencent, api_oceanconnect, api_sim):
+    for module in (
+        api_huawei,
+        api_huawei_registry,
+        api_tencent,
+        api_oceanconnect,
+        api_sim,
+        ota_downloads,
+    ):
         module.register(app)
     return app
 

@@ -14,7 +14,7 @@ from typing import Any
 from agent.config import MqttSettings
 from agent.errors import RemoteProtocolError
 from agent.model import ConnectIdentity, Publish, Subscription
-from agent.sim.emulator.dispatch import Answer, UplinkReader
+from agent.sim.emulator.dispatch import Answer, Report, UplinkReader
 from agent.transport.base import InboundMessage
 from agent.transport.paho_bridge import MqttConnection
 
@@ -29,7 +29,7 @@ class PlatformLink:
         *,
         client_id: str,
         readers: list[UplinkReader],
-        on_answer: Callable[[Answer], None],
+        on_answer: Callable[[Answer | Report], None],
         on_connected: Callable[[], Awaitable[None]],
         log: Any,
     ) -> None:

@@ -49,6 +49,8 @@ class Subtask:
     state: str = WAITTING
     attempts: int = 0  # dispatches made so far
     correlation: str | None = None  # request id of the attempt in flight
+    stage: str | None = None  # where a multi-step attempt is (upgrades: version, upgrade)
+    progress: int = 0  # 0-100, as the device last reported it (upgrades)
     due: float = 0.0  # when a waiting (or retry-waiting) subtask may be dispatched
     deadline: float | None = None  # when the attempt in flight counts as failed
     dispatched_at: float | None = None  # first dispatch

@@ -7,6 +7,7 @@ the API call that changed it answers.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Iterable
@@ -19,6 +20,8 @@ from agent.sim.emulator.store import EmulatorStore
 
 # Download tokens for OTA packages are valid this long (Huawei IoTDA: 24 hours).
 TOKEN_TTL_S = 86400.0
+_SIGNING_KEY_ID = "download-tokens"
+_TOKEN_LENGTH = 10 + 16 + 64  # expiry, nonce, HMAC-SHA256 (hex)
 
 
 @dataclass(slots=True)
@@ -42,6 +45,7 @@ class Package:
     size: int
     sha256: str
     path: str
+    location: str = "iotda"  # "iotda" (*_upgrade events) or "obs" (*_upgrade_v2, URL signed)
 
 
 @dataclass(slots=True)
@@ -66,7 +70,8 @@ class Registry:
         self.packages: dict[str, Package] = {}
         self.workflows: dict[str, Workflow] = {}
         self.files: dict[str, list[dict[str, str]]] = {}
-        self._tokens: dict[str, tuple[str, float]] = {}  # token -> (package_id, expires)
+        # Download tokens are signed, not stored: they outlive an emulator restart.
+        self._token_key = secrets.token_bytes(32)
         self._names: dict[tuple[str, str], str] = {}  # (product_id, name) -> device_id
 
     async def load(self) -> None:
@@ -83,6 +88,12 @@ class Registry:
             k: Workflow(**v) for k, v in (await self._store.load_objects("workflow")).items()
         }
         self.files = {k: v["rows"] for k, v in (await self._store.load_objects("file")).items()}
+        stored = (await self._store.load_objects("secret")).get(_SIGNING_KEY_ID)
+        if stored is None:
+            key = {"key": self._token_key.hex()}
+            await self._store.put_objects("secret", {_SIGNING_KEY_ID: key})
+        else:
+            self._token_key = bytes.fromhex(stored["key"])
         self._names = {(d.product_id, d.name): d.device_id for d in self.devices.values()}
 
     # -- devices --------------------------------------------------------------------------
@@ -167,7 +178,7 @@ class Registry:
     # -- OTA packages ---------------------------------------------------------------------
 
     async def add_package(
-        self, data: bytes, *, name: str, version: str, package_type: str
+        self, data: bytes, *, name: str, version: str, package_type: str, location: str = "iotda"
     ) -> Package:
         """Store an uploaded package file; returns its record (``package_id`` included)."""
         package_id = secrets.token_hex(12)
@@ -182,20 +193,31 @@ class Registry:
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             path=str(path),
+            location=location,
         )
         self.packages[package_id] = package
         await self._store.put_objects("package", {package_id: asdict(package)})
         return package
 
-    def issue_token(self, package_id: str, now: float | None = None) -> str:
-        """A download token for a package, valid for :data:`TOKEN_TTL_S`."""
-        token = secrets.token_hex(32)
-        self._tokens[token] = (package_id, (now or time.time()) + TOKEN_TTL_S)
-        return token
+    def issue_token(self, package_id: str, now: float | None = None, *, subject: str = "") -> str:
+        """A download token for a package (and the device it is for), valid for a day."""
+        expires = f"{int((now or time.time()) + TOKEN_TTL_S):010x}"
+        nonce = secrets.token_hex(8)
+        return expires + nonce + self._mac(package_id, subject, expires, nonce)
 
-    def package_for_token(self, package_id: str, token: str, now: float) -> Package | None:
-        """The package a valid token opens, or None."""
-        granted = self._tokens.get(token)
-        if granted is None or granted[0] != package_id or granted[1] < now:
+    def package_for_token(
+        self, package_id: str, token: str, now: float, *, subject: str = ""
+    ) -> Package | None:
+        """The package a valid token (issued for this package and subject) opens, or None."""
+        if len(token) != _TOKEN_LENGTH or not all(c in "0123456789abcdef" for c in token):
+            return None
+        expires, nonce, mac = token[:10], token[10:26], token[26:]
+        if not hmac.compare_digest(mac, self._mac(package_id, subject, expires, nonce)):
+            return None
+        if int(expires, 16) < now:
             return None
         return self.packages.get(package_id)
+
+    def _mac(self, package_id: str, subject: str, expires: str, nonce: str) -> str:
+        message = "\n".join((package_id, subject, expires, nonce)).encode()
+        return hmac.new(self._token_key, message, hashlib.sha256).hexdigest()

@@ -15,6 +15,7 @@ from agent.logging import get_logger
 from agent.sim.emulator.dispatchers import DispatcherTable, build_table
 from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink
+from agent.sim.emulator.ota_downloads import PackageDownloads
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.settings import EmulatorSettings, broker_address
 from agent.sim.emulator.store import EmulatorStore
@@ -39,7 +40,13 @@ class Emulator:
         self.log = log or get_logger(component="emulator")
         self.store = EmulatorStore(settings.data_dir / "emulator.db")
         self.registry = Registry(self.store, settings.data_dir / "packages")
-        self.table = table or build_table(command_timeout_s=settings.command_timeout_s)
+        self.table = table or build_table(
+            command_timeout_s=settings.command_timeout_s,
+            version_timeout_s=settings.version_timeout_s,
+            upgrade_timeout_s=settings.upgrade_timeout_s,
+        )
+        self.table.bind(self.registry, lambda: self.url, clock)
+        self.downloads = PackageDownloads()
         self.engine = TaskEngine(
             self.store,
             self.registry,
@@ -86,7 +93,6 @@ class Emulator:
             self._link_task = asyncio.get_running_loop().create_task(
                 self.link.run(), name="emulator.link"
             )
-        await self.engine.start()
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
@@ -95,6 +101,8 @@ class Emulator:
         sockets = getattr(site._server, "sockets", None) or []
         port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
         self.url = f"http://{self.settings.http_host}:{port}"
+        # The engine starts once the URL is known: upgrade events carry the package server's.
+        await self.engine.start()
         self.log.info("emulator.started", url=self.url, broker=self.settings.broker_url)
 
     async def wait_connected(self, timeout: float) -> None:
@@ -116,6 +124,7 @@ class Emulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._link_task
         await self.store.close()
+        self.downloads.close()
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

@@ -25,6 +25,10 @@ class EmulatorSettings(BaseModel):
     minute_s: float = Field(default=60.0, gt=0, le=60)
     max_in_flight: int = Field(default=2000, ge=1, le=1_000_000)
     command_timeout_s: float = Field(default=20.0, gt=0, le=86400)
+    # IoTDA upgrades: how long the platform waits for the version report (3 minutes) and then
+    # for the upgrade's result (24 hours).
+    version_timeout_s: float = Field(default=180.0, gt=0, le=86400)
+    upgrade_timeout_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
     flush_interval_s: float = Field(default=0.25, gt=0, le=60)
     max_targets: int = Field(default=30000, ge=1)
     tencent_task_limit: int = Field(default=5, ge=1)  # waiting + processing per account

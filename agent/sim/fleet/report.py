@@ -62,6 +62,7 @@ def build_report(
     fleet: dict[str, Any],
     faults: dict[str, Any],
     executions: dict[str, Any],
+    downloads: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The report as a JSON-able dict."""
     tasks = []
@@ -99,6 +100,7 @@ def build_report(
         "fleet": fleet,
         "faults": faults,
         "executions": executions,
+        "downloads": downloads or [],
         "tasks": tasks,
         "latency_s": percentiles(all_latencies),
         "throughput_subtasks_per_s": round(finished / window, 1) if finished else 0.0,
@@ -194,6 +196,12 @@ def render_text(report: dict[str, Any]) -> str:
         for code, count in sorted(task["errors"].items()):
             lines.append(f"  {'':<24}   {count} x {code}")
     lines.append(f"throughput: {report['throughput_subtasks_per_s']} subtasks/s")
+    for package in report.get("downloads", []):
+        lines.append(
+            f"package {package['package']} {package['version']}: downloaded"
+            f" {package['requests']} times by {package['connections']} connections"
+            f" ({package['bytes'] // 1024} KiB)"
+        )
     faults = report["faults"]
     if any(faults.get(k) for k in ("agent_kills", "broker_restarts", "network_flaps")):
         lines.append(

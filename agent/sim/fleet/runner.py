@@ -30,6 +30,7 @@ from agent.journal.memory import MemoryJournal
 from agent.journal.sqlite import SqliteJournal
 from agent.logging import get_logger
 from agent.model import Subtask
+from agent.settings_upgrades import GatewaySettings
 from agent.sim.fleet.layout import Slot, secret_of
 from agent.sim.fleet.spec import FleetSpec
 
@@ -75,6 +76,9 @@ class _Counting:
 CONFIG_PROFILES = {"oceanconnect": "huawei-oceanconnect"}  # cohort profile -> config profile
 DESIRED_PROFILES = frozenset({"huawei-iotda", "tencent-iothub"})
 NO_DESIRED = DesiredStateSettings()
+CHILD_TYPE = "sim"  # the child type every simulated child has, driven by the simulated adapter
+# The package server is the emulator's, on loopback and plain http.
+PACKAGE_HOSTS = ["127.0.0.1", "localhost"]
 
 
 def device_section(slot: Slot, workdir: Path) -> dict[str, Any]:
@@ -116,8 +120,22 @@ def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentCo
         }
         for a in spec.appliers
     ]
+    upgrades = spec.upgrades
     return AgentConfig.model_validate(
         {
+            "upgrades": {
+                "enabled": upgrades.enabled,
+                "state_dir": str(workdir / "upgrades"),
+                "firmware_version": upgrades.fw_version,
+                "software_version": upgrades.sw_version,
+                "installer": "simulated",
+                "simulated": {
+                    "duration_s": upgrades.install_s,
+                    "failure_rate": upgrades.failure_rate,
+                },
+                "allow_http_hosts": PACKAGE_HOSTS,
+                "install_concurrency": upgrades.install_concurrency,
+            },
             "device": {
                 "profile": "huawei-iotda",
                 "device_id": "template",
@@ -141,6 +159,39 @@ def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentCo
     )
 
 
+def gateway_section(slot: Slot, spec: FleetSpec) -> GatewaySettings:
+    """The ``[gateway]`` table of a simulated gateway: its children, the simulated adapter."""
+    upgrades = spec.upgrades
+    ids = {child.device_id for child in slot.children}
+    return GatewaySettings.model_validate(
+        {
+            "enabled": True,
+            "default_type": CHILD_TYPE,
+            "task_deadline_s": upgrades.task_deadline_s,
+            "adapters": [
+                {
+                    "type": CHILD_TYPE,
+                    "kind": "simulated",
+                    "duration_s": upgrades.child_install_s,
+                    "failure_rate": upgrades.child_failure_rate,
+                    "fail_children": [c for c in upgrades.fail_children if c in ids],
+                }
+            ],
+            "children": [
+                {
+                    "device_id": child.device_id,
+                    "type": CHILD_TYPE,
+                    "node_id": child.device_id,
+                    "product_id": child.product_id,
+                    "fw_version": upgrades.fw_version,
+                    "sw_version": upgrades.sw_version,
+                }
+                for child in slot.children
+            ],
+        }
+    )
+
+
 class FleetRunner:
     """Starts, kills, restarts and stops the agents of one fleet (or one shard of it)."""
 
@@ -159,6 +210,7 @@ class FleetRunner:
         self.journal: Journal | None = None
         self._log = get_logger(component="fleet")
         self._slots = {slot.device.device_id: slot for slot in self.slots}
+        self._gateways: dict[str, GatewaySettings] = {}
 
     async def start(self) -> None:
         """Open the shared journal and start every agent."""
@@ -182,6 +234,11 @@ class FleetRunner:
         }
         if slot.device.profile not in DESIRED_PROFILES:
             update["desired"] = NO_DESIRED  # OceanConnect has no desired state to apply
+        if slot.children:
+            gateway = self._gateways.get(device_id)
+            if gateway is None:
+                gateway = self._gateways[device_id] = gateway_section(slot, self.spec)
+            update["gateway"] = gateway
         return self.base.model_copy(update=update)
 
     async def _start(self, device_id: str) -> Agent:

@@ -79,6 +79,8 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
             broker_url=broker.url,
             minute_s=scenario.minute_s,
             command_timeout_s=scenario.command_timeout_s,
+            version_timeout_s=scenario.version_timeout_s,
+            upgrade_timeout_s=scenario.upgrade_timeout_s,
         )
     )
     proxy: FlakyProxy | None = None
@@ -127,6 +129,7 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
             "by_kind": dict(runner.executions.by_kind),
             "repeated": runner.executions.repeated(),
         }
+        downloads = package_downloads(emulator)
     finally:
         if client is not None:
             await client.close()
@@ -145,10 +148,32 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
         faults={k: getattr(faults, k) for k in ("agent_kills", "broker_restarts", "network_flaps")}
         | {"events": faults.events},
         executions=executions,
+        downloads=downloads,
     )
     json_path, png_path = write_report(report, options.report_dir or workdir / "report", records)
     report["files"] = {"json": str(json_path), "png": str(png_path)}
     return report
+
+
+def package_downloads(emulator: Emulator) -> list[dict[str, Any]]:
+    """Per package: requests served, how many connections made them, bytes sent."""
+    totals: dict[str, dict[str, Any]] = {}
+    for entry in emulator.downloads.summary():
+        package = emulator.registry.packages.get(entry["package_id"])
+        total = totals.setdefault(
+            entry["package_id"],
+            {
+                "package": package.name if package else entry["package_id"],
+                "version": package.version if package else None,
+                "requests": 0,
+                "connections": set(),
+                "bytes": 0,
+            },
+        )
+        total["requests"] += entry["requests"]
+        total["connections"].add(entry["connection"])
+        total["bytes"] += entry["bytes"]
+    return [{**t, "connections": len(t["connections"])} for t in totals.values()]
 
 
 async def _upload_packages(scenario: Scenario, emulator: Emulator) -> Scenario:
@@ -157,7 +182,11 @@ async def _upload_packages(scenario: Scenario, emulator: Emulator) -> Scenario:
     for spec in scenario.packages:
         data = hashlib.sha256(spec.name.encode()).digest() * (spec.size_kb * 32)
         package = await emulator.registry.add_package(
-            data, name=spec.name, version=spec.version, package_type=spec.package_type
+            data,
+            name=spec.name,
+            version=spec.version,
+            package_type=spec.package_type,
+            location=spec.location,
         )
         ids[f"${{package:{spec.name}}}"] = package.package_id
 

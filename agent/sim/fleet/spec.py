@@ -98,6 +98,27 @@ class FaultSpec(Spec):
     seed: int = 1
 
 
+class UpgradeSpec(Spec):
+    """Upgrades on the fleet's agents: the versions they start with and how installs behave.
+
+    Devices install with the agent's ``simulated`` installer, a gateway's children through the
+    ``simulated`` child adapter; both take their time and fail as configured here.
+    """
+
+    enabled: bool = True
+    fw_version: str = Field(default="1.0.0", min_length=1, max_length=64)
+    sw_version: str = Field(default="1.0.0", min_length=1, max_length=64)
+    install_s: float = Field(default=0.0, ge=0, le=3600)  # devices: one install takes this long
+    failure_rate: float = Field(default=0.0, ge=0, le=1)  # devices: installs that fail
+    child_install_s: float = Field(default=0.0, ge=0, le=3600)  # children: per child
+    child_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    # Children whose installs always fail (exact counts for rehearsals), by device id.
+    fail_children: list[str] = []
+    install_concurrency: int = Field(default=4, ge=1, le=256)  # children at once per gateway
+    # A gateway reports the children of a task that never got their event after this long.
+    task_deadline_s: float = Field(default=1800.0, gt=0, le=7 * 86400)
+
+
 class FleetSpec(Spec):
     """The simulated fleet."""
 
@@ -105,6 +126,7 @@ class FleetSpec(Spec):
     handlers: list[HandlerSpec] = []
     appliers: list[ApplierSpec] = []  # desired state (updateDeviceShadows, UpdateShadow)
     workflows: list[WorkflowSpec] = []
+    upgrades: UpgradeSpec = UpgradeSpec()
     faults: FaultSpec = FaultSpec()
     connect_concurrency: int = Field(default=64, ge=1, le=10_000)
     max_concurrent_subtasks: int = Field(default=16, ge=1, le=4096)
@@ -139,6 +161,8 @@ class PackageSpec(Spec):
     version: str = Field(min_length=1)
     package_type: Literal["firmwarePackage", "softwarePackage"] = "firmwarePackage"
     size_kb: int = Field(default=64, ge=1, le=1024 * 1024)
+    # "obs": devices get *_upgrade_v2 events with a pre-signed URL instead of an access token.
+    location: Literal["iotda", "obs"] = "iotda"
 
 
 class Scenario(Spec):
@@ -150,6 +174,9 @@ class Scenario(Spec):
     timeout_s: float = Field(default=300.0, gt=0, le=86400)
     minute_s: float = Field(default=60.0, gt=0, le=60)  # the APIs' minutes, in seconds
     command_timeout_s: float = Field(default=20.0, gt=0, le=86400)
+    # IoTDA upgrades: waits for the version report (3 minutes) and for the result (24 hours).
+    version_timeout_s: float = Field(default=180.0, gt=0, le=86400)
+    upgrade_timeout_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
     fleet: FleetSpec = FleetSpec()
     packages: list[PackageSpec] = []
     tasks: list[TaskSpec] = []
