@@ -3,21 +3,38 @@
 amqtt disconnects any client that publishes to a topic starting with ``$`` (its reading of
 MQTT-4.7.2-1, which only says that wildcard subscriptions do not match such topics). Both cloud
 platforms put their device topics there (``$oc/...``, ``$shadow/...``), so this broker lifts
-that one check and keeps every other rule of amqtt's publication handling.
+that one check and keeps every other rule of amqtt's publication handling. It also closes a
+connection that ends before its CONNECT arrives, which amqtt leaves open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, NoDataError
 from amqtt.events import BrokerEvents
 
 
 class EmbeddedBroker(Broker):  # type: ignore[misc]
     """amqtt's broker, carrying ``$``-prefixed topics."""
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> Any:
+        try:
+            return await super()._initialize_client_session(
+                reader, writer, remote_address, remote_port
+            )
+        except (AMQTTError, NoDataError):
+            # A client cut off before its CONNECT (a network flap): amqtt gives up on the
+            # connection without closing it, and its socket would outlive it unowned.
+            with contextlib.suppress(Exception):
+                await writer.close()
+            raise
 
     async def _handle_message_delivery(
         self, client_session: Any, handler: Any, wait_deliver: asyncio.Future[Any]

@@ -20,6 +20,7 @@ class FlakyProxy:
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
         self._down = False
+        self._closed = False
         self._pumps: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -28,13 +29,19 @@ class FlakyProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._down:
+        if self._down or self._closed:
             writer.transport.abort()
             return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.transport.abort()
+            return
+        if self._down or self._closed:
+            # Cut (or closed) while the upstream connection was being opened: drop both ends,
+            # or they would outlive the proxy unowned.
+            writer.transport.abort()
+            upstream_writer.transport.abort()
             return
         self._links.update((writer, upstream_writer))
         loop = asyncio.get_running_loop()
@@ -66,6 +73,7 @@ class FlakyProxy:
 
     async def close(self) -> None:
         """Stop listening and cut everything."""
+        self._closed = True
         if self._server is not None:
             self._server.close()
         for writer in list(self._links):
