@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,8 +52,26 @@ if TYPE_CHECKING:  # httpx is imported on the first download: the daemon starts 
     import httpx
 
 _RETRYABLE = frozenset({408, 429})
+# Building a TLS context reads the whole CA store (tens of milliseconds): contexts are shared
+# by downloads for this long (a fleet of simulated agents downloads hundreds at once), then
+# built afresh so that an updated CA store is picked up.
+_CONTEXT_TTL_S = 3600.0
+_contexts: dict[str | None, tuple[float, ssl.SSLContext]] = {}
+_contexts_lock = threading.Lock()
 # Meta (bytes fetched, for the byte budget) is rewritten after this many bytes.
 _META_EVERY = 8 * 1024 * 1024
+
+
+def _tls_context(cafile: str | None) -> ssl.SSLContext:
+    """A verifying TLS context for ``cafile`` (None: the system's CAs), shared for a while."""
+    now = time.monotonic()
+    with _contexts_lock:
+        cached = _contexts.get(cafile)
+        if cached is not None and now - cached[0] < _CONTEXT_TTL_S:
+            return cached[1]
+        context = ssl.create_default_context(cafile=cafile)
+        _contexts[cafile] = (now, context)
+        return context
 
 
 def _larger_reads(read_bytes: int) -> None:
@@ -180,9 +199,7 @@ class Downloader:
         import httpx
 
         _larger_reads(self.settings.chunk_bytes)
-        context = ssl.create_default_context(
-            cafile=str(self.settings.ca_file) if self.settings.ca_file else None
-        )
+        context = _tls_context(str(self.settings.ca_file) if self.settings.ca_file else None)
         timeout = httpx.Timeout(
             self.settings.read_timeout_s, connect=self.settings.connect_timeout_s
         )
