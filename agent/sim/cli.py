@@ -40,6 +40,12 @@ def add_commands(commands: Any) -> None:
     emu.add_argument("--data-dir", type=Path, required=True, help="the emulator's SQLite file")
     emu.add_argument("--minute-s", type=float, default=60.0, help="seconds per API minute")
     emu.add_argument("--command-timeout-s", type=float, default=20.0)
+    emu.add_argument(
+        "--version-timeout-s", type=float, default=180.0, help="upgrades: version report wait"
+    )
+    emu.add_argument(
+        "--upgrade-timeout-s", type=float, default=86400.0, help="upgrades: result wait"
+    )
     emu.add_argument("--huawei-token", help="require this X-Auth-Token")
     emu.add_argument("--tencent-secret-id", help="require TC3 signatures with this key pair")
     emu.add_argument("--tencent-secret-key")
@@ -123,6 +129,8 @@ def emulator_command(args: argparse.Namespace) -> int:
         broker_url=args.broker,
         minute_s=args.minute_s,
         command_timeout_s=args.command_timeout_s,
+        version_timeout_s=args.version_timeout_s,
+        upgrade_timeout_s=args.upgrade_timeout_s,
         huawei_token=args.huawei_token,
         tencent_secret_id=args.tencent_secret_id,
         tencent_secret_key=args.tencent_secret_key,

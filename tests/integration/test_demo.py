@@ -72,5 +72,21 @@ def test_scripts_demo_runs_the_fleet_demo_and_prints_the_report(tmp_path: Path) 
     doors = next(task for task in report["tasks"] if task["name"] == "doors: shadow by filter")
     assert doors["status"] == "Success"
     assert doors["task_progress"]["total"] == 30
+    # The gateway-mode firmware upgrade: two of the twenty children fail to install, and each
+    # gateway fetched the package once for its ten children.
+    firmware = next(task for task in report["tasks"] if task["name"] == "children: firmware")
+    assert firmware["status"] == "PartialSuccess"
+    progress = firmware["task_progress"]
+    assert (progress["total"], progress["success"], progress["fail"]) == (20, 18, 2)
+    assert list(firmware["errors"]) == [
+        "10: upgrade package installation failure: simulated install failure"
+    ]
+    (package,) = report["downloads"]
+    assert (package["package"], package["requests"], package["connections"]) == (
+        "sensor-firmware",
+        2,
+        2,
+    )
+    assert any(line.strip().startswith("children: firmware") for line in lines)
     assert report["executions"]["repeated"] == []
     assert (tmp_path / "report" / "report.png").stat().st_size > 0

@@ -172,7 +172,7 @@ def test_a_blank_object_device_id_means_the_connection_and_other_services_are_le
 def test_what_the_device_side_writes_the_platform_side_reads() -> None:
     """The agent's own encodings of a version report and a final result read back exactly."""
     profile = HuaweiIotdaProfile(GW)
-    events = [
+    events: list[VersionReport | UpgradeProgress] = [
         VersionReport(device_id="child-2", fw_version="1.0", sw_version="3.0"),
         UpgradeProgress(
             device_id="child-2", phase="done", status="success", progress=100, version="2.0"
@@ -233,7 +233,9 @@ JUDGEMENTS = [
 ]
 
 
-@pytest.mark.parametrize(("code", "progress", "version", "outcome", "figure", "failure"), JUDGEMENTS)
+@pytest.mark.parametrize(
+    ("code", "progress", "version", "outcome", "figure", "failure"), JUDGEMENTS
+)
 def test_a_progress_report_is_judged_against_the_target_version(
     code: int,
     progress: int | None,
