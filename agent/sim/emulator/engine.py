@@ -340,6 +340,7 @@ class TaskEngine:
             return
         assert device is not None  # noqa: S101 - needs_device holds for MQTT types
         if device.frozen:
+            sub.dispatched_at = sub.dispatched_at or now
             self._finish_now(task, sub, Verdict.failed("IOTDA.014112", "the device is frozen"))
             return
         correlate = getattr(dispatcher, "correlate", None)
