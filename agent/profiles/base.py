@@ -6,6 +6,7 @@ bytes always decode to the same events and the codecs can be tested from tables 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -13,7 +14,14 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agent.errors import RemoteProtocolError
-from agent.model import ConnectIdentity, Inbound, Outbound, Publish, Subscription
+from agent.model import (
+    ConnectIdentity,
+    Inbound,
+    MessageDelivery,
+    Outbound,
+    Publish,
+    Subscription,
+)
 
 # Deeper documents than this are refused before they reach handlers (and their JSON parsers).
 MAX_JSON_DEPTH = 32
@@ -141,3 +149,20 @@ def json_depth(value: Any) -> int:
 def dump_json(value: Any) -> bytes:
     """Compact UTF-8 JSON, as the platforms expect on the wire."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def content_digest(topic: str, payload: bytes) -> str:
+    """Digest that keys a message without an id of its own (see ``MessageDelivery.dedupe``)."""
+    return hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
+
+
+def raw_message(profile: str, device_id: str, topic: str, payload: bytes) -> MessageDelivery:
+    """A raw message (no id, content kept byte for byte), keyed by a digest of topic and content."""
+    return MessageDelivery(
+        key=f"{profile}/{device_id}/message-sha256/{content_digest(topic, payload)}",
+        device_id=device_id,
+        topic=topic,
+        content=payload,
+        format="raw",
+        dedupe="content",
+    )

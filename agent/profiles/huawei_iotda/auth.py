@@ -11,6 +11,8 @@ import hashlib
 import hmac
 from datetime import UTC, datetime
 
+from agent.model import ConnectIdentity
+
 
 def timestamp(now: datetime) -> str:
     """The ``YYYYMMDDHH`` form of ``now`` in UTC."""
@@ -25,3 +27,21 @@ def client_id(device_id: str, sign_type: int, stamp: str) -> str:
 def password(secret: str, stamp: str) -> str:
     """HMAC-SHA256(key=timestamp, message=secret), hex encoded."""
     return hmac.new(stamp.encode(), secret.encode(), hashlib.sha256).hexdigest()
+
+
+def identity(
+    device_id: str, sign_type: int, secret: str, now: datetime, anchor: datetime | None
+) -> ConnectIdentity:
+    """Client id, username and password for an attempt at ``now``.
+
+    With sign type 0 the platform does not check the timestamp, so it is taken from ``anchor``
+    (when the device's session began): the client id then stays the same across reconnects and
+    restarts, and so does the broker-side session with what it queued.
+    """
+    moment = anchor if (sign_type == 0 and anchor is not None) else now
+    stamp = timestamp(moment)
+    return ConnectIdentity(
+        client_id=client_id(device_id, sign_type, stamp),
+        username=device_id,
+        password=password(secret, stamp),
+    )

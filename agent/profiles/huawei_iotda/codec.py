@@ -7,7 +7,6 @@ Desired state (property set/get, shadow reads) is decoded in :mod:`.shadow`.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -36,7 +35,7 @@ from agent.model import (
     UpgradeProgress,
     VersionReport,
 )
-from agent.profiles.base import dump_json, parse_json
+from agent.profiles.base import content_digest, dump_json, parse_json, raw_message
 from agent.profiles.huawei_iotda import auth, shadow, wire
 from agent.profiles.huawei_iotda.events import EventCodec
 from agent.topics import matches
@@ -111,13 +110,7 @@ class HuaweiIotdaProfile:
         ``anchor`` (when the device's session began) and the client id stays the same across
         reconnects and restarts: the broker-side session, and what it queued, survives.
         """
-        moment = anchor if (self.sign_type == 0 and anchor is not None) else now
-        stamp = auth.timestamp(moment)
-        return ConnectIdentity(
-            client_id=auth.client_id(self.device_id, self.sign_type, stamp),
-            username=self.device_id,
-            password=auth.password(secret, stamp),
-        )
+        return auth.identity(self.device_id, self.sign_type, secret, now, anchor)
 
     # -- decoding -------------------------------------------------------------------------
 
@@ -235,7 +228,7 @@ class HuaweiIotdaProfile:
         """A message in the system format (a JSON object with ``content``) or raw bytes."""
         standard = _standard_message(payload)
         if standard is None:
-            return self._raw_message(topic, payload)
+            return raw_message(NAME, self.device_id, topic, payload)
         content = standard.content
         data = content.encode() if isinstance(content, str) else dump_json(content)
         target = self._target(standard.object_device_id, "message")
@@ -255,25 +248,13 @@ class HuaweiIotdaProfile:
                 content=data,
                 format="standard",
             )
-        digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
         return MessageDelivery(
-            key=self._key("message-sha256", digest),
+            key=self._key("message-sha256", content_digest(topic, payload)),
             device_id=target,
             topic=topic,
             name=standard.name,
             content=data,
             format="standard",
-            dedupe="content",
-        )
-
-    def _raw_message(self, topic: str, payload: bytes) -> MessageDelivery:
-        digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
-        return MessageDelivery(
-            key=self._key("message-sha256", digest),
-            device_id=self.device_id,
-            topic=topic,
-            content=payload,
-            format="raw",
             dedupe="content",
         )
 

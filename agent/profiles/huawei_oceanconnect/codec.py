@@ -26,7 +26,7 @@ from agent.model import (
     ResultCode,
     Subscription,
 )
-from agent.profiles.base import dump_json, parse_json
+from agent.profiles.base import dump_json, parse_json, raw_message
 from agent.profiles.huawei_iotda import auth
 from agent.profiles.huawei_oceanconnect import wire
 from agent.topics import matches
@@ -66,13 +66,7 @@ class OceanConnectProfile:
         self, secret: str, now: datetime, anchor: datetime | None = None
     ) -> ConnectIdentity:
         """IoTDA's identity scheme; with sign type 0 the client id is kept for the session."""
-        moment = anchor if (self.sign_type == 0 and anchor is not None) else now
-        stamp = auth.timestamp(moment)
-        return ConnectIdentity(
-            client_id=auth.client_id(self.device_id, self.sign_type, stamp),
-            username=self.device_id,
-            password=auth.password(secret, stamp),
-        )
+        return auth.identity(self.device_id, self.sign_type, secret, now, anchor)
 
     def decode(self, topic: str, payload: bytes) -> Inbound:
         """Decode a ``cloudReq`` command, or a raw message on a configured user topic."""
@@ -112,15 +106,7 @@ class OceanConnectProfile:
             raise RemoteProtocolError(
                 f"payload of {len(payload)} bytes exceeds {self.max_payload_bytes}"
             )
-        digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
-        return MessageDelivery(
-            key=f"{NAME}/{self.device_id}/message-sha256/{digest}",
-            device_id=self.device_id,
-            topic=topic,
-            content=payload,
-            format="raw",
-            dedupe="content",
-        )
+        return raw_message(NAME, self.device_id, topic, payload)
 
     def _bad(self, key: str, mid: int | None, reason: str) -> RemoteProtocolError:
         if mid is None:

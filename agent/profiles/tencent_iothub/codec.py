@@ -42,7 +42,7 @@ from agent.model import (
     UpgradeProgress,
     VersionReport,
 )
-from agent.profiles.base import dump_json, parse_json
+from agent.profiles.base import dump_json, parse_json, raw_message
 from agent.profiles.tencent_iothub import auth, ota, wire
 from agent.topics import matches
 
@@ -240,15 +240,7 @@ class TencentIothubProfile:
         raise RemoteProtocolError(f"shadow update refused with result {body.result}")
 
     def _message(self, topic: str, payload: bytes) -> MessageDelivery:
-        digest = hashlib.sha256(topic.encode() + b"\0" + payload).hexdigest()
-        return MessageDelivery(
-            key=self._key("message-sha256", digest),
-            device_id=self.device_id,
-            topic=topic,
-            content=payload,
-            format="raw",
-            dedupe="content",
-        )
+        return raw_message(NAME, self.device_id, topic, payload)
 
     def _rejection(self, key: str, version: int, reason: str) -> RemoteProtocolError:
         """A refusal reported in the shadow (when a status key is configured)."""
