@@ -217,36 +217,30 @@ def test_malformed_reports_are_protocol_errors(topic: str, body: dict[str, Any])
 # -- the platform's rules -----------------------------------------------------------------------
 
 JUDGEMENTS = [
-    # code, progress, reported version, outcome, progress, code
-    (0, 80, "V2.0", "in_progress", 80, None),  # the documentation's own example
-    (0, 0, "V1.0", "in_progress", 0, None),
-    (0, None, "V1.0", "in_progress", None, None),
-    (0, 100, "V2.0", "success", 100, None),
-    (0, None, "V2.0", "success", 100, None),
-    (0, 100, "V1.0", "failed", 100, 0),  # "done" with another version is no success
-    (3, None, "V2.0", "success", 100, None),  # already the latest version
-    (3, None, "V1.0", "failed", None, 3),
-    (7, 30, "V1.0", "failed", 30, 7),
-    (10, 75, "V1.0", "failed", 75, 10),
-    (255, None, "V1.0", "failed", None, 255),
-    (42, None, "V1.0", "failed", None, 42),  # the SDKs let users add codes of their own
+    # (code, progress, reported version) -> (outcome, progress, failure code); the target is V2.0
+    ((0, 80, "V2.0"), ("in_progress", 80, None)),  # the documentation's own example
+    ((0, 0, "V1.0"), ("in_progress", 0, None)),
+    ((0, None, "V1.0"), ("in_progress", None, None)),
+    ((0, 100, "V2.0"), ("success", 100, None)),
+    ((0, None, "V2.0"), ("success", 100, None)),
+    ((0, 100, "V1.0"), ("failed", 100, 0)),  # "done" with another version is no success
+    ((3, None, "V2.0"), ("success", 100, None)),  # already the latest version
+    ((3, None, "V1.0"), ("failed", None, 3)),
+    ((7, 30, "V1.0"), ("failed", 30, 7)),
+    ((10, 75, "V1.0"), ("failed", 75, 10)),
+    ((255, None, "V1.0"), ("failed", None, 255)),
+    ((42, None, "V1.0"), ("failed", None, 42)),  # the SDKs let users add codes of their own
 ]
 
 
-@pytest.mark.parametrize(
-    ("code", "progress", "version", "outcome", "figure", "failure"), JUDGEMENTS
-)
+@pytest.mark.parametrize(("report", "expected"), JUDGEMENTS)
 def test_a_progress_report_is_judged_against_the_target_version(
-    code: int,
-    progress: int | None,
-    version: str,
-    outcome: str,
-    figure: int | None,
-    failure: int | None,
+    report: tuple[int, int | None, str], expected: tuple[str, int | None, int | None]
 ) -> None:
     """§6.7/§6.8: 0 below 100 % is progress; 0 with the target version is success; else fail."""
+    code, progress, version = report
     judgement = judge(ProgressReported(GW, GW, code, progress, version, "why"), "V2.0")
-    assert (judgement.outcome, judgement.progress, judgement.code) == (outcome, figure, failure)
+    assert (judgement.outcome, judgement.progress, judgement.code) == expected
 
 
 def test_a_failure_names_the_documented_meaning_and_the_device_description() -> None:
