@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -129,6 +130,34 @@ def start_agent(workdir: Path, port: int, synchronous: str) -> AgentProcess:
     return agent
 
 
+def measure_agent(
+    tmp: Path, port: int, synchronous: str, args: argparse.Namespace, tag: str
+) -> dict[str, Any]:
+    """One round against a freshly started daemon: idle RSS, windowed and serial runs."""
+    workdir = tmp / f"agent-{synchronous}-{tag}"
+    workdir.mkdir()
+    agent = start_agent(workdir, port, synchronous)
+    try:
+        time.sleep(2.0)
+        idle = rss_mb(agent.process.pid) if agent.process else float("nan")
+        windowed = drive_agent(port, args.requests, args.window, f"w{tag}")
+        serial = drive_agent(port, args.serial, 1, f"s{tag}")
+        loaded = rss_mb(agent.process.pid) if agent.process else float("nan")
+    finally:
+        agent.stop()
+    return {
+        "windowed": windowed,
+        "serial": serial,
+        "idle_rss_mb": round(idle, 1),
+        "rss_after_load_mb": round(loaded, 1),
+    }
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 def main() -> None:
     """Run the bench and print its figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -136,57 +165,64 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--serial", type=int, default=2000)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds; medians reported"
+    )
     args = parser.parse_args()
     if not args.baseline.exists():
         parser.error(f"baseline script not found: {args.baseline}")
 
+    rounds: dict[str, list[dict[str, Any]]] = {"baseline": [], "full": [], "normal": []}
     with tempfile.TemporaryDirectory(prefix="bench-roundtrip-") as tmp:
         broker = Mosquitto(Path(tmp) / "mosquitto", save_every_change=False)
         broker.start()
         try:
-            report: dict[str, Any] = {
-                "baseline": {
-                    "windowed": run_baseline(
-                        args.baseline, broker.port, args.requests, args.window
-                    ),
-                    "serial": run_baseline(args.baseline, broker.port, args.serial, 1),
-                }
-            }
-            for synchronous in ("full", "normal"):
-                workdir = Path(tmp) / f"agent-{synchronous}"
-                workdir.mkdir()
-                agent = start_agent(workdir, broker.port, synchronous)
-                try:
-                    time.sleep(2.0)
-                    idle = rss_mb(agent.process.pid) if agent.process else float("nan")
-                    windowed = drive_agent(broker.port, args.requests, args.window, "w")
-                    serial = drive_agent(broker.port, args.serial, 1, "s")
-                    loaded = rss_mb(agent.process.pid) if agent.process else float("nan")
-                finally:
-                    agent.stop()
-                report[f"agent_journal_{synchronous}"] = {
-                    "windowed": windowed,
-                    "serial": serial,
-                    "idle_rss_mb": round(idle, 1),
-                    "rss_after_load_mb": round(loaded, 1),
-                }
+            # Baseline and agent alternate, so a busy moment on the machine hits both alike.
+            for index in range(args.rounds):
+                rounds["baseline"].append(
+                    {
+                        "windowed": run_baseline(
+                            args.baseline, broker.port, args.requests, args.window
+                        ),
+                        "serial": run_baseline(args.baseline, broker.port, args.serial, 1),
+                    }
+                )
+                for synchronous in ("full", "normal"):
+                    rounds[synchronous].append(
+                        measure_agent(Path(tmp), broker.port, synchronous, args, str(index))
+                    )
         finally:
             broker.stop()
 
-    base = report["baseline"]
+    def median_of(name: str, mode: str, field: str) -> float:
+        return _median([float(r[mode][field]) for r in rounds[name]])
+
+    report: dict[str, Any] = {"rounds": args.rounds, "load_average": os.getloadavg()}
+    base_rps = median_of("baseline", "windowed", "rps")
+    base_p50 = median_of("baseline", "serial", "p50_ms")
+    report["baseline"] = {
+        "windowed_rps": base_rps,
+        "serial_p50_ms": base_p50,
+        "serial_p99_ms": median_of("baseline", "serial", "p99_ms"),
+    }
     for synchronous in ("full", "normal"):
-        agent_figures = report[f"agent_journal_{synchronous}"]
-        agent_figures["throughput_ratio"] = round(
-            agent_figures["windowed"]["rps"] / base["windowed"]["rps"], 2
-        )
-        agent_figures["serial_p50_ratio"] = round(
-            agent_figures["serial"]["p50_ms"] / base["serial"]["p50_ms"], 2
-        )
+        rps = median_of(synchronous, "windowed", "rps")
+        p50 = median_of(synchronous, "serial", "p50_ms")
+        report[f"agent_journal_{synchronous}"] = {
+            "windowed_rps": rps,
+            "serial_p50_ms": p50,
+            "serial_p99_ms": median_of(synchronous, "serial", "p99_ms"),
+            "throughput_ratio": round(rps / base_rps, 2),
+            "serial_p50_ratio": round(p50 / base_p50, 2),
+            "idle_rss_mb": _median([r["idle_rss_mb"] for r in rounds[synchronous]]),
+            "rss_after_load_mb": _median([r["rss_after_load_mb"] for r in rounds[synchronous]]),
+        }
     report["targets"] = {
         "throughput_ratio_min": 0.8,
         "serial_p50_ratio_max": 2.0,
         "idle_rss_mb_max": 30,
     }
+    report["rounds_detail"] = rounds
     print(json.dumps(report, indent=2))
 
 
