@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from agent.journal.sqlite import read_status
+    from agent.journal.status import read_status
 
     path = args.journal
     if path is None:

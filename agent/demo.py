@@ -20,7 +20,8 @@ from agent.agent import Agent
 from agent.config import AgentConfig, MqttSettings, load_config
 from agent.daemon import read_secret
 from agent.embedded_broker import start_embedded_broker
-from agent.journal.sqlite import SqliteJournal, read_status
+from agent.journal.sqlite import SqliteJournal
+from agent.journal.status import read_status
 from agent.model import ConnectIdentity, Publish, Subscription
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
 from agent.transport.base import InboundMessage

@@ -26,8 +26,6 @@ from agent.journal.base import (
     Finish,
     OpenSubtask,
     OutboxItem,
-    OutboxSummary,
-    SubtaskRow,
     SubtaskState,
 )
 from agent.journal.schema import migrate
@@ -428,46 +426,3 @@ def _requeue(conn: sqlite3.Connection, agent_id: str, key: str, now: float) -> l
     ).fetchall()
     publishes = [Publish(topic=t, payload=bytes(p), qos=q) for t, p, q in rows]
     return _enqueue(conn, agent_id, key, publishes, now)
-
-
-# -- read-only views for `device-agent status` (safe while the daemon writes) ------------------
-
-
-def read_status(
-    path: Path, *, recent: int = 20
-) -> tuple[list[SubtaskRow], list[SubtaskRow], OutboxSummary]:
-    """Open subtasks, the most recent finished ones and the outbox backlog."""
-    try:
-        conn = connect(path, read_only=True)
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot read journal {path}: {exc}") from exc
-    try:
-        columns = "key, agent_id, device_id, kind, state, result, received_at, updated_at"
-        open_rows = conn.execute(
-            f"SELECT {columns} FROM subtasks WHERE finished_at IS NULL ORDER BY received_at"  # noqa: S608
-        ).fetchall()
-        recent_rows = conn.execute(
-            f"SELECT {columns} FROM subtasks WHERE finished_at IS NOT NULL"  # noqa: S608
-            " ORDER BY finished_at DESC LIMIT ?",
-            (recent,),
-        ).fetchall()
-        count, oldest = conn.execute("SELECT count(*), min(created_at) FROM outbox").fetchone()
-    except sqlite3.Error as exc:
-        raise JournalError(f"cannot read journal {path}: {exc}") from exc
-    finally:
-        conn.close()
-
-    def row(values: tuple[Any, ...]) -> SubtaskRow:
-        key, agent_id, device_id, kind, state, result, received, updated = values
-        return SubtaskRow(
-            key,
-            agent_id,
-            device_id,
-            kind,
-            state,
-            None if result is None else json.loads(result),
-            received,
-            updated,
-        )
-
-    return [row(r) for r in open_rows], [row(r) for r in recent_rows], OutboxSummary(count, oldest)

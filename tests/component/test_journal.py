@@ -19,7 +19,8 @@ from agent.errors import JournalError
 from agent.journal.base import AcceptOutcome, Finish, Journal, SubtaskState
 from agent.journal.memory import MemoryJournal
 from agent.journal.schema import LATEST, MIGRATIONS, migrate
-from agent.journal.sqlite import SqliteJournal, read_status
+from agent.journal.sqlite import SqliteJournal
+from agent.journal.status import read_status
 from agent.model import Publish
 
 AGENT = "gw-1"
