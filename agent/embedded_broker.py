@@ -5,6 +5,11 @@ MQTT-4.7.2-1, which only says that wildcard subscriptions do not match such topi
 platforms put their device topics there (``$oc/...``, ``$shadow/...``), so this broker lifts
 that one check and keeps every other rule of amqtt's publication handling. It also closes a
 connection that ends before its CONNECT arrives, which amqtt leaves open.
+
+amqtt matches every publication against every subscription filter in turn, so a fleet of N
+devices (a handful of filters each) costs O(N) per message and O(N^2) per batch task. This
+broker keeps its filters indexed by their literal leading levels and only tests the filters
+that can match.
 """
 
 from __future__ import annotations
@@ -18,9 +23,109 @@ from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, NoDataError
 from amqtt.events import BrokerEvents
 
+# Filters are indexed by at most this many literal levels before their first wildcard.
+_INDEX_DEPTH = 4
+
+
+def _literal_prefix(topic_filter: str) -> tuple[str, ...] | None:
+    """The levels before the first wildcard (capped), or None for a filter without wildcards."""
+    levels = topic_filter.split("/")
+    for depth, level in enumerate(levels):
+        if "+" in level or "#" in level:
+            return tuple(levels[: min(depth, _INDEX_DEPTH)])
+    return None
+
+
+class SubscriptionTable(dict[str, list[Any]]):
+    """amqtt's ``filter -> subscribers`` table, with an index of its filters by topic prefix.
+
+    amqtt changes the table only through item assignment, deletion and ``clear``; each change
+    marks the index stale, and it is rebuilt on the next lookup.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stale = True
+        self._by_prefix: dict[tuple[str, ...], list[str]] = {}
+
+    def __setitem__(self, key: str, value: list[Any]) -> None:
+        if key not in self:
+            self._stale = True
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._stale = True
+        super().__delitem__(key)
+
+    def clear(self) -> None:
+        """Empty the table."""
+        self._stale = True
+        super().clear()
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """Remove a filter."""
+        self._stale = True
+        return super().pop(key, *default)
+
+    def candidates(self, topic: str) -> list[str]:
+        """Filters that may match ``topic``: itself, and wildcard filters sharing its prefix."""
+        if self._stale:
+            self._reindex()
+        found = [topic] if topic in self else []
+        levels = topic.split("/")
+        for depth in range(min(len(levels), _INDEX_DEPTH) + 1):
+            found.extend(self._by_prefix.get(tuple(levels[:depth]), ()))
+        return found
+
+    def _reindex(self) -> None:
+        index: dict[tuple[str, ...], list[str]] = {}
+        for topic_filter in self:
+            prefix = _literal_prefix(topic_filter)
+            if prefix is not None:
+                index.setdefault(prefix, []).append(topic_filter)
+        self._by_prefix = index
+        self._stale = False
+
 
 class EmbeddedBroker(Broker):  # type: ignore[misc]
-    """amqtt's broker, carrying ``$``-prefixed topics."""
+    """amqtt's broker, carrying ``$``-prefixed topics and matching subscriptions by index."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._subscriptions = SubscriptionTable()
+
+    async def _run_broadcast(self, running_tasks: Any) -> None:
+        """Amqtt's broadcast of one message, testing only the filters that can match."""
+        broadcast = await self._broadcast_queue.get()
+        topic = broadcast["topic"]
+        for k_filter in self._subscriptions.candidates(topic):
+            if not self._matches(topic, k_filter):
+                continue
+            for target_session, sub_qos in list(self._subscriptions.get(k_filter, ())):
+                qos = broadcast.get("qos", sub_qos)
+                if not await self._topic_filtering(
+                    target_session, topic=topic, action=Action.RECEIVE
+                ):
+                    continue
+                connected = target_session.transitions.state == "connected"
+                if (
+                    not connected
+                    and not target_session.clean_session
+                    and qos in (1, 2)
+                    and not target_session.is_anonymous
+                ):
+                    # Kept for a persistent session that is away [MQTT 3.1.2.4].
+                    await self._retain_broadcast_message(broadcast, qos, target_session)
+                    continue
+                if not connected:
+                    continue
+                handler = self._get_handler(target_session)
+                if handler:
+                    running_tasks.append(
+                        asyncio.ensure_future(
+                            handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
+                        )
+                    )
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
