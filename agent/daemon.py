@@ -13,6 +13,7 @@ import contextlib
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 from agent.agent import Agent
 from agent.config import AgentConfig
@@ -58,7 +59,7 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
         await agent.start()
         log.info("agent.started", journal=str(config.journal.path))
         background = [
-            loop.create_task(_announce_ready(agent, notifier, log)),
+            loop.create_task(_announce_ready(agent, notifier)),
             loop.create_task(_prune(journal, config.journal.retention_days * 86400, log)),
         ]
         interval = watchdog_interval()
@@ -80,7 +81,7 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
     return 0
 
 
-async def _announce_ready(agent: Agent, notifier: Notifier, log: object) -> None:
+async def _announce_ready(agent: Agent, notifier: Notifier) -> None:
     """READY=1 once connected and subscribed; then STATUS when the connection comes or goes.
 
     Between changes the STATUS line is refreshed every ``_STATUS_EVERY_S`` (counts move).
@@ -115,9 +116,10 @@ async def _watchdog(agent: Agent, journal: SqliteJournal, notifier: Notifier, ev
                 notifier.watchdog()
 
 
-async def _prune(journal: SqliteJournal, keep_s: float, log: object) -> None:
+async def _prune(journal: SqliteJournal, keep_s: float, log: Any) -> None:
+    """Forget finished subtasks older than the retention, now and every hour."""
     while True:
         removed = await journal.prune(time.time() - keep_s)
         if removed:
-            get_logger().info("journal.pruned", subtasks=removed)
+            log.info("journal.pruned", subtasks=removed)
         await asyncio.sleep(_PRUNE_EVERY_S)
