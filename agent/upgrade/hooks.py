@@ -57,7 +57,12 @@ class ConnectHook:
             await self._registry.load()
             if self._report_versions and self._report_children:
                 for child in self._registry.children():
-                    events.append(await self._upgrades.version_report(child.device_id))
+                    report = await self._upgrades.version_report(child.device_id)
+                    if report.fw_version is None and report.sw_version is None:
+                        # Never an empty report: it would claim the child runs nothing.
+                        self._log.warning("upgrade.versions.unknown", child=child.device_id)
+                        continue
+                    events.append(report)
             events.append(
                 ChildrenSyncRequest(device_id=uplink.agent_id, version=self._registry.version)
             )
@@ -81,7 +86,8 @@ class ConnectHook:
             return Outcome(ok=False, summary={"error": "not_a_gateway"})
         added, removed = await self._registry.apply(subtask)
         for info in subtask.added:
-            self._versions.set_default(info.device_id, info.fw_version, info.sw_version)
+            # Fills gaps only: a notification's null versions never wipe configured ones.
+            self._versions.learn(info.device_id, info.fw_version, info.sw_version)
         ctx.log.info(
             "gateway.children.changed", added=added, removed=removed, version=subtask.version
         )

@@ -85,6 +85,11 @@ def upgrade_executors(
     registry: ChildRegistry | None = None
     adapters: dict[str, ChildAdapter] = {}
     tasks: TaskGroups | None = None
+
+    async def running_version(device_id: str, target: str) -> str:
+        # Bound late: the executor (built below) knows adapters, configuration and platform.
+        return await upgrades.running_version(device_id, target)
+
     if config.gateway.enabled:
         registry = ChildRegistry(config.gateway, journal, agent_id)
         for child in config.gateway.children:
@@ -95,7 +100,7 @@ def upgrade_executors(
             agent_id,
             registry,
             deadline_s=config.gateway.task_deadline_s,
-            version_of=versions.current,
+            version_of=running_version,
             on_closed=lambda pid, key: packages.release(pid, key, keep_partial=False),
             log=log,
             clock=clock,
