@@ -2,9 +2,10 @@
 
 Every ``events/down`` message holds a ``services`` list; each entry becomes a subtask (several
 entries become a :class:`~agent.model.Batch`). Entries have no request id, so keys come from
-``event_id`` when the platform sends one and from a digest of the entry otherwise: a broker
-redelivery maps to the same key, while a fresh push (a new ``event_time``) is new work that the
-upgrade executor recognises as a repeat of what it is already doing.
+``event_id`` when the platform sends one. Otherwise an upgrade event is keyed by what names the
+work (device, event type, version, digest, task fields), so a push repeated after a reconnect
+(new ``event_time``, fresh token) is recognised and not executed twice; other events by a
+digest of the entry.
 """
 
 from __future__ import annotations
@@ -185,6 +186,8 @@ class EventCodec:
     def _ident(self, service: wire.EventService, target: str) -> str:
         if service.event_id and _EVENT_ID.fullmatch(service.event_id):
             return service.event_id
+        if service.service_id == OTA and service.event_type in _UPGRADE_EVENTS:
+            return _upgrade_ident(service, target)
         canonical = json.dumps(
             [target, service.model_dump(mode="json")], sort_keys=True, separators=(",", ":")
         )
@@ -232,6 +235,28 @@ def _event(object_device_id: str, service_id: str, event_type: str, paras: dict[
             "services": [{"service_id": service_id, "event_type": event_type, "paras": paras}],
         }
     )
+
+
+def _upgrade_ident(service: wire.EventService, target: str) -> str:
+    """The identity of an upgrade event without ``event_id``: what stays the same on a re-push.
+
+    The platform's events carry no id (reference §6.4); a push repeated after a reconnect has a
+    new ``event_time`` and may carry a fresh ``url``/``access_token``/``expires``, so those are
+    left out. What names the work is kept: the device, the event type, the package (version and
+    digest) and the task fields.
+    """
+    paras = service.paras or {}
+    canonical = json.dumps(
+        [
+            target,
+            service.event_type,
+            *(paras.get(name) for name in ("version", "sign", "task_id", "sub_device_count")),
+            paras.get("task_ext_info"),
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "p-" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _package_problem(paras: wire.OtaPackageParas) -> str | None:
