@@ -154,7 +154,11 @@ class UpgradeSettings(_Section):
     # ``report_interval_s`` per device (the final result is never held back).
     progress_step: int = Field(default=10, ge=1, le=100)
     report_interval_s: float = Field(default=1.0, ge=0, le=3600)
-    report_download_progress: bool = True
+    # Progress before the package is downloaded and verified (``checking``, ``downloading``,
+    # ``verifying``). Unset: the platform's default, off for Huawei (its FAQ: once a result is
+    # reported the upgrade counts as finished and a new download fails), on for Tencent (whose
+    # OTA document defines the ``downloading`` state with a percentage). See docs/upgrades.md.
+    report_download_progress: bool | None = None
     # Ed25519 public keys (PEM files). With any configured, every package needs a manifest
     # signed by one of them (see docs/upgrades.md).
     public_keys: list[Path] = []

@@ -53,6 +53,11 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+]{0,254}$")
 _NOT_STARTED = frozenset({"running", "accepted"})
 # Download failures that leave a part file worth resuming by a later attempt.
 _RESUMABLE = frozenset({UpgradeStatus.DOWNLOAD_FAILED, UpgradeStatus.LINK_EXPIRED})
+# The phases reported by default: those after the package is completely downloaded and
+# verified (the safe reading of Huawei's FAQ, reference §6.6).
+_AFTER_DOWNLOAD = frozenset(
+    machine.STATES - {machine.RECEIVED, machine.CHECKING, machine.DOWNLOADING, machine.VERIFYING}
+)
 # Reported as the running version when neither the adapter, the configuration nor the platform
 # said one: the platform's version field is mandatory and must not be empty (reference §6.7).
 UNKNOWN_VERSION = "unknown"
@@ -92,6 +97,7 @@ class UpgradeExecutor:
         registry: ChildRegistry | None = None,
         adapters: dict[str, ChildAdapter] | None = None,
         tasks: TaskGroups | None = None,
+        early_progress: bool = False,
         log: Any,
         clock: Any = time.time,
     ) -> None:
@@ -105,6 +111,8 @@ class UpgradeExecutor:
         self._registry = registry
         self._adapters = adapters or {}
         self._tasks = tasks
+        # Without early progress the first report follows the verified download (docs/upgrades.md).
+        self._report_phases = None if early_progress else _AFTER_DOWNLOAD
         self._log = log
         self._clock = clock
         self._limiter = RateLimiter(settings.report_interval_s)
@@ -291,9 +299,7 @@ class UpgradeExecutor:
             limiter=self._limiter,
             send=send,
             persist=persist,
-            enabled_phases=None
-            if self.settings.report_download_progress
-            else frozenset(machine.STATES - {machine.DOWNLOADING}),
+            enabled_phases=self._report_phases,
         )
         run = _Run(request, ctx, machine.UpgradeMachine(state), detail, reporter, child)
         if request.task_id and self._tasks is not None and child:

@@ -46,6 +46,18 @@ def build_installer(config: AgentConfig, log: Any) -> Installer:
     return SimulatedInstallerImpl(upgrades.simulated)
 
 
+# Platforms whose documentation defines progress reports during the download.
+_DOWNLOAD_PROGRESS_PROFILES = frozenset({"tencent-iothub"})
+
+
+def early_progress(config: AgentConfig) -> bool:
+    """Whether progress is reported before the package is downloaded and verified."""
+    configured = config.upgrades.report_download_progress
+    if configured is not None:
+        return configured
+    return config.device.profile in _DOWNLOAD_PROGRESS_PROFILES
+
+
 def build_adapters(config: AgentConfig, log: Any) -> dict[str, ChildAdapter]:
     """One adapter per configured child type."""
     adapters: dict[str, ChildAdapter] = {}
@@ -117,6 +129,7 @@ def upgrade_executors(
         registry=registry,
         adapters=adapters,
         tasks=tasks,
+        early_progress=early_progress(config),
         log=log,
         clock=clock,
     )
