@@ -198,6 +198,8 @@ class ExecAdapter(_Section):
     kind: Literal["exec"] = "exec"
     argv: list[str] = Field(min_length=1)
     timeout_s: float = Field(default=600.0, gt=0, le=86400)
+    # The handler answers the ``presence`` operation (which children are there and online).
+    presence: bool = False
 
     _argv = field_validator("argv")(_absolute_argv)
 
@@ -258,6 +260,12 @@ class GatewaySettings(_Section):
     task_deadline_s: float = Field(default=1800.0, gt=0, le=7 * 86400)
     # Report the versions of every child after each (re)connect (Tencent needs it; harmless).
     report_child_versions: bool = True
+    # How often adapters that can tell are asked which children are present and online
+    # (always after a connect; 0: only then).
+    presence_interval_s: float = Field(default=60.0, ge=0, le=86400)
+    # Ask the platform to add children an adapter discovers and to delete those it no longer
+    # lists (Huawei IoTDA; never children from the configuration).
+    manage_children: bool = False
 
     @field_validator("adapters")
     @classmethod

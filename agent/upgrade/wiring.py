@@ -9,6 +9,7 @@ from typing import Any
 from agent.config import AgentConfig
 from agent.executors.base import Executor
 from agent.gateway.adapters import ChildAdapter, ExecChildAdapter, SimulatedChildAdapter
+from agent.gateway.presence import ChildPresence
 from agent.gateway.registry import ChildRegistry
 from agent.gateway.routing import ChildCommandRouter, ChildPropertiesExecutor
 from agent.gateway.tasks import TaskGroups
@@ -97,6 +98,7 @@ def upgrade_executors(
     registry: ChildRegistry | None = None
     adapters: dict[str, ChildAdapter] = {}
     tasks: TaskGroups | None = None
+    presence: ChildPresence | None = None
 
     async def running_version(device_id: str, target: str) -> str:
         # Bound late: the executor (built below) knows adapters, configuration and platform.
@@ -107,6 +109,14 @@ def upgrade_executors(
         for child in config.gateway.children:
             versions.set_default(child.device_id, child.fw_version, child.sw_version)
         adapters = build_adapters(config, log)
+        presence = ChildPresence(
+            agent_id=agent_id,
+            registry=registry,
+            adapters=adapters,
+            interval_s=config.gateway.presence_interval_s,
+            manage=config.gateway.manage_children,
+            log=log,
+        )
         tasks = TaskGroups(
             journal,
             agent_id,
@@ -137,6 +147,7 @@ def upgrade_executors(
         upgrades=upgrades,
         registry=registry,
         tasks=tasks,
+        presence=presence,
         packages=packages,
         versions=versions,
         report_children=config.gateway.report_child_versions,

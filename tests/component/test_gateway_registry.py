@@ -15,6 +15,8 @@ from agent.journal.memory import MemoryJournal
 from agent.model import (
     ChildInfo,
     ChildrenChanged,
+    ChildStatus,
+    ChildStatusReport,
     ChildrenSyncRequest,
     CommandRequest,
     Outbound,
@@ -133,9 +135,16 @@ async def test_platform_added_children_are_known_and_deleted_ones_forgotten(tmp_
 async def test_after_a_connect_versions_of_the_device_and_children_are_reported(
     tmp_path: Path,
 ) -> None:
-    """The connect hook reports every version and asks for the child list's changes."""
+    """The connect hook reports the children online, every version, and asks for changes.
+
+    The child goes ONLINE first: the platform takes reports and sends work only for online
+    devices.
+    """
     executors, _, uplink, _ = _setup(tmp_path)
     await executors["children_changed"].connected(uplink)  # type: ignore[attr-defined]
+    status = uplink.sent.pop(0)
+    assert isinstance(status, ChildStatusReport)
+    assert status.statuses == [ChildStatus(device_id="c-1", online=True)]
     assert uplink.sent == [
         VersionReport(device_id=GW, fw_version="7.1", sw_version="app-3"),
         VersionReport(device_id="c-1", fw_version="1.0", sw_version="s1"),

@@ -19,8 +19,11 @@ from agent.errors import LocalProtocolError, RemoteProtocolError
 from agent.model import (
     Batch,
     ChildInfo,
+    ChildrenAddRequest,
     ChildrenChanged,
+    ChildrenDeleteRequest,
     ChildrenSyncRequest,
+    ChildStatusReport,
     Ignored,
     Inbound,
     InvalidUpgrade,
@@ -34,7 +37,7 @@ from agent.model import (
     VersionReport,
 )
 from agent.profiles.base import dump_json, parse_json
-from agent.profiles.huawei_iotda import wire
+from agent.profiles.huawei_iotda import children, wire
 
 OTA = "$ota"
 SUB_DEVICE_MANAGER = "$sub_device_manager"
@@ -94,13 +97,16 @@ class EventCodec:
             item = self._decode_service(service, target)
             if item is None:
                 skipped.append(f"{service.service_id}/{service.event_type}")
+            elif isinstance(item, str):
+                skipped.append(f"{service.service_id}/{service.event_type}: {item}")
             else:
                 items.append(item)
         if not items:
             return Ignored(reason=f"events not handled by this agent: {', '.join(skipped)}")
         return items[0] if len(items) == 1 else Batch(items=items)
 
-    def _decode_service(self, service: wire.EventService, target: str) -> Subtask | None:
+    def _decode_service(self, service: wire.EventService, target: str) -> Subtask | str | None:
+        """The subtask an entry asks for; a note for one that needs none; None if unhandled."""
         ident = self._ident(service, target)
         if service.service_id == OTA:
             if service.event_type == "version_query":
@@ -109,11 +115,18 @@ class EventCodec:
             if upgrade_target is not None:
                 return self._upgrade(service, target, ident, upgrade_target)
             return None
-        if service.service_id == SUB_DEVICE_MANAGER and service.event_type in (
-            "add_sub_device_notify",
-            "delete_sub_device_notify",
-        ):
+        if service.service_id == SUB_DEVICE_MANAGER:
+            return self._sub_device_manager(service, ident)
+        return None
+
+    def _sub_device_manager(self, service: wire.EventService, ident: str) -> Subtask | str | None:
+        if service.event_type in ("add_sub_device_notify", "delete_sub_device_notify"):
             return self._children(service, ident)
+        if service.event_type in children.MANAGE_ANSWERS:
+            key = self._key("children", self.device_id, ident)
+            return children.manage_answer(service, self.device_id, key)
+        if service.event_type in children.STATUS_ANSWERS:
+            return children.status_answer(service)
         return None
 
     def _version_query(
@@ -201,6 +214,16 @@ class EventCodec:
         return f"{self._key_prefix}/{kind}/{target}/{ident}"
 
     # -- encoding -------------------------------------------------------------------------
+
+    def encode_children(self, event: Outbound) -> list[bytes]:
+        """The ``events/up`` payloads of a child status report or add/delete request."""
+        if isinstance(event, ChildStatusReport):
+            return children.encode_status(event)
+        if isinstance(event, ChildrenAddRequest):
+            return children.encode_add(event)
+        if isinstance(event, ChildrenDeleteRequest):
+            return children.encode_delete(event)
+        raise LocalProtocolError(f"huawei-iotda child management cannot carry {event.kind}")
 
     def encode(self, event: Outbound) -> bytes:
         """The ``events/up`` payload carrying ``event``."""
