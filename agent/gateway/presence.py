@@ -123,11 +123,15 @@ class ChildPresence:
 
     # -- rounds ---------------------------------------------------------------------------
 
+    async def check(self, uplink: Uplink) -> None:
+        """One round: ask the adapters, report what changed since the last report."""
+        await self._publish(uplink, await self._survey(), everything=False)
+
     async def _poll(self, uplink: Uplink) -> None:
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await self._publish(uplink, await self._survey(), everything=False)
+                await self.check(uplink)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad round must not end the polling

@@ -15,9 +15,9 @@ from agent.journal.memory import MemoryJournal
 from agent.model import (
     ChildInfo,
     ChildrenChanged,
+    ChildrenSyncRequest,
     ChildStatus,
     ChildStatusReport,
-    ChildrenSyncRequest,
     CommandRequest,
     Outbound,
     UpgradeRequest,
