@@ -10,6 +10,7 @@ import pytest
 
 from agent.sim.mosquitto import Mosquitto
 from tests.support.agents import AgentProcess, agent_config, write_handler
+from tests.support.dialects import TENCENT_PRODUCT, tencent_device
 from tests.support.platform import PlatformClient
 from tests.support.upgrades import event_reports
 
@@ -121,3 +122,56 @@ def test_children_go_online_offline_and_a_platform_add_keeps_configured_versions
     assert [s for s in statuses if s["device_id"] == "c-2"].count(
         {"device_id": "c-2", "status": "OFFLINE"}
     ) == 1
+
+
+def test_tencent_children_go_online_on_the_gateway_operation_topic(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """Tencent: configured children online after the connect; a bound child online once bound."""
+    device_name = "gw-tencent"
+    up = f"$gateway/operation/{TENCENT_PRODUCT}/{device_name}"
+    config = agent_config(
+        tmp_path,
+        broker.port,
+        device=tencent_device(tmp_path, device_name),
+        gateway={
+            "enabled": True,
+            "default_type": "sim",
+            "adapters": [{"type": "sim", "kind": "simulated"}],
+            "children": [
+                {"device_id": "SUBPID0001/sensor-1", "type": "sim"},
+                {"device_id": "SUBPID0001/sensor-2", "type": "sim"},
+            ],
+        },
+    )
+    agent = AgentProcess(config, tmp_path)
+
+    def online() -> list[dict[str, Any]]:
+        bodies = [json.loads(p) for p in platform.on(up)]
+        return [d for b in bodies if b["type"] == "online" for d in b["payload"]["devices"]]
+
+    with PlatformClient(
+        broker.port, device_name, client_id="platform-tencent-gw", filters=[up]
+    ) as platform:
+        agent.start()
+        platform.wait_for(lambda: len(online()) >= 2, 30, "the children online")
+        bound = {
+            "type": "bind",
+            "payload": {
+                "devices": [{"product_id": "SUBPID0001", "device_name": "sensor-3", "result": 0}]
+            },
+        }
+        platform.client.publish(
+            f"$gateway/operation/result/{TENCENT_PRODUCT}/{device_name}", json.dumps(bound), 1
+        )
+        platform.wait_for(lambda: len(online()) >= 3, 30, "the bound child online")
+        reported = online()
+        requests = [json.loads(p)["type"] for p in platform.on(up)]
+    assert agent.stop() == 0
+
+    assert reported == [
+        {"product_id": "SUBPID0001", "device_name": "sensor-1"},
+        {"product_id": "SUBPID0001", "device_name": "sensor-2"},
+        {"product_id": "SUBPID0001", "device_name": "sensor-3"},
+    ]
+    assert "offline" not in requests
