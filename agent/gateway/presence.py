@@ -21,10 +21,8 @@ import asyncio
 import uuid
 from typing import Any
 
-from agent.errors import AgentError, LocalProtocolError
-from agent.gateway.adapters import ChildAdapter
-from agent.gateway.registry import ChildRegistry
-from agent.model import (
+from agent.core.errors import AgentError, LocalProtocolError
+from agent.core.model import (
     ChildInfo,
     ChildPropertiesReport,
     ChildrenAddRequest,
@@ -33,7 +31,9 @@ from agent.model import (
     ChildStatusReport,
     Outbound,
 )
-from agent.uplink import Uplink
+from agent.gateway.adapters import ChildAdapter
+from agent.gateway.registry import ChildRegistry
+from agent.pipeline.uplink import Uplink
 
 
 class _Survey:

@@ -7,12 +7,9 @@ from typing import Any
 
 import structlog
 
+from agent.app.build import upgrade_executors
 from agent.config import AgentConfig
-from agent.executors.base import Context
-from agent.gateway.adapters import Presence, SimulatedChildAdapter
-from agent.gateway.presence import ChildPresence
-from agent.journal.memory import MemoryJournal
-from agent.model import (
+from agent.core.model import (
     ChildInfo,
     ChildPropertiesReport,
     ChildrenAddRequest,
@@ -24,8 +21,11 @@ from agent.model import (
     VersionQuery,
     VersionReport,
 )
+from agent.gateway.adapters import Presence, SimulatedChildAdapter
+from agent.gateway.presence import ChildPresence
+from agent.journal.memory import MemoryJournal
+from agent.pipeline.executor import Context
 from agent.upgrade.hooks import ConnectHook
-from agent.upgrade.wiring import upgrade_executors
 
 GW = "gw-1"
 

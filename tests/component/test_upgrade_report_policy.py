@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import structlog
 
+from agent.app.build import early_progress, upgrade_executors
 from agent.config import AgentConfig
-from agent.executors.base import Context, Outcome
+from agent.core.model import Outbound, UpgradeProgress, UpgradeRequest
 from agent.journal.memory import MemoryJournal
-from agent.model import Outbound, UpgradeProgress, UpgradeRequest
+from agent.pipeline.executor import Context, Outcome
 from agent.sim.packages import PackageServer
-from agent.upgrade.wiring import early_progress, upgrade_executors
 
 DEVICE = "dev-1"
 NEW = os.urandom(400_000)

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from agent.errors import LocalProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError
+from agent.core.model import (
     ChildInfo,
     ChildPropertiesReport,
     ChildrenAddRequest,

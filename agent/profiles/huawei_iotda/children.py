@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.model import (
+from agent.core.model import (
     ChildInfo,
     ChildPropertiesReport,
     ChildrenAddRequest,

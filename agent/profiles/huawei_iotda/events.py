@@ -1,11 +1,11 @@
 """Huawei IoTDA events (``$ota`` upgrades, ``$sub_device_manager`` children) to and from the model.
 
 Every ``events/down`` message holds a ``services`` list; each entry becomes a subtask (several
-entries become a :class:`~agent.model.Batch`). Entries have no request id, so keys come from
-``event_id`` when the platform sends one. Otherwise an upgrade event is keyed by what names the
-work (device, event type, version, digest, task fields), so a push repeated after a reconnect
-(new ``event_time``, fresh token) is recognised and not executed twice; other events by a
-digest of the entry.
+entries become a :class:`~agent.core.model.Batch`). Entries have no request id, so keys come
+from ``event_id`` when the platform sends one. Otherwise an upgrade event is keyed by what names
+the work (device, event type, version, digest, task fields), so a push repeated after a
+reconnect (new ``event_time``, fresh token) is recognised and not executed twice; other events
+by a digest of the entry.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import json
 import re
 from typing import Any
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
     Batch,
     ChildInfo,
     ChildrenAddRequest,
