@@ -68,8 +68,9 @@ class ChildPresence:
         self._reported: dict[str, bool] = {}
         # What the adapters said last (a child they do not list is online unless gone).
         self._seen: dict[str, bool] = {}
-        # Children asked for (add) and not answered yet: id -> adapter type.
+        # Children asked for (add) and not answered yet: device id (and node id) -> adapter type.
         self._requested: dict[str, str] = {}
+        self._requested_nodes: dict[str, str] = {}
         self._deleting: set[str] = set()
         # Children the platform would not add (or that cannot be added): not asked again.
         self._refused: set[str] = set()
@@ -93,6 +94,7 @@ class ChildPresence:
         statuses = []
         for info in children:
             self._requested.pop(info.device_id, None)
+            self._requested_nodes.pop(info.node_id or info.device_id, None)
             online = self._seen.get(info.device_id, True)
             self._reported[info.device_id] = online
             statuses.append(ChildStatus(device_id=info.device_id, online=online))
@@ -113,7 +115,8 @@ class ChildPresence:
 
     def type_of(self, info: ChildInfo) -> str | None:
         """The adapter type of a child added at this gateway's request."""
-        return self._requested.get(info.device_id)
+        found = self._requested.get(info.device_id)
+        return found or self._requested_nodes.get(info.node_id or info.device_id)
 
     def stop(self) -> None:
         """Stop polling (a new connection starts it again)."""
@@ -147,9 +150,15 @@ class ChildPresence:
             listed = await adapter.presence()
             if listed is None:
                 continue
-            names = {entry.info.device_id for entry in listed}
+            # The platform may have given a child another device id than the adapter proposed
+            # (its own "{product_id}_{node_id}"): the node id still names it.
+            by_node = {c.node_id: d for d, c in known.items() if c.node_id}
+            names = set()
             for entry in listed:
                 device_id = entry.info.device_id
+                if device_id not in known:
+                    device_id = by_node.get(entry.info.node_id or device_id, device_id)
+                names.add(device_id)
                 if device_id in known:
                     survey.online[device_id] = entry.online
                     if entry.online and entry.services:
@@ -215,6 +224,9 @@ class ChildPresence:
                 )
             elif isinstance(event, ChildrenAddRequest):
                 self._requested.update({c.device_id: c.type or "" for c in event.children})
+                self._requested_nodes.update(
+                    {c.node_id or c.device_id: c.type or "" for c in event.children}
+                )
                 self._log.info("gateway.children.add_requested", children=len(event.children))
             elif isinstance(event, ChildrenDeleteRequest):
                 self._deleting.update(event.children)

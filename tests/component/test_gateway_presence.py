@@ -191,3 +191,31 @@ async def test_discovered_children_are_added_and_lost_ones_deleted(tmp_path: Pat
     await gw.executors["children_changed"].execute(deleted, gw.ctx)
     gone = await gw.executors["command"].execute(command, gw.ctx)
     assert not gone.ok
+
+
+async def test_a_child_the_platform_names_differently_is_matched_by_its_node_id(
+    tmp_path: Path,
+) -> None:
+    """The platform may answer with its own device id: the node id ties it to the adapter's."""
+    gw = Gateway(tmp_path, manage=True)
+    for child in ("c-1", "c-2"):
+        gw.adapter.attach(Presence(ChildInfo(device_id=child)))
+    gw.adapter.attach(Presence(ChildInfo(device_id="meter-7", node_id="meter-7", product_id="p1")))
+    await gw.hook.connected(gw.uplink)  # type: ignore[arg-type]
+    (request,) = gw.uplink.take(ChildrenAddRequest)
+    assert [c.node_id for c in request.children] == ["meter-7"]
+
+    named = ChildInfo(device_id="p1_meter-7", node_id="meter-7", product_id="p1")
+    outcome = await gw.executors["children_changed"].execute(
+        ChildrenChanged(key="a", device_id=GW, added=[named]), gw.ctx
+    )
+    assert [(s.device_id, s.online) for r in outcome.replies for s in r.statuses] == [  # type: ignore[union-attr]
+        ("p1_meter-7", True)
+    ]
+    gw.statuses()
+    await gw.presence.check(gw.uplink)  # type: ignore[arg-type]
+    assert gw.statuses() == {}  # still online: the adapter lists it under its node id
+    assert gw.uplink.take(ChildrenDeleteRequest) == []
+    assert gw.uplink.take(ChildrenAddRequest) == []
+    command = CommandRequest(key="k", device_id="p1_meter-7", correlation="r", command_name="PING")
+    assert (await gw.executors["command"].execute(command, gw.ctx)).ok
