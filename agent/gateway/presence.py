@@ -68,6 +68,9 @@ class ChildPresence:
         self._reported: dict[str, bool] = {}
         # What the adapters said last (a child they do not list is online unless gone).
         self._seen: dict[str, bool] = {}
+        # Adapter types that answered at the last round, and the ids and node ids they listed.
+        self._answering: set[str] = set()
+        self._listed: set[str | None] = set()
         # Children asked for (add) and not answered yet: device id (and node id) -> adapter type.
         self._requested: dict[str, str] = {}
         self._requested_nodes: dict[str, str] = {}
@@ -95,7 +98,12 @@ class ChildPresence:
         for info in children:
             self._requested.pop(info.device_id, None)
             self._requested_nodes.pop(info.node_id or info.device_id, None)
-            online = self._seen.get(info.device_id, True)
+            online = self._seen.get(info.device_id)
+            if online is None:
+                # Not known at the last round: online unless its adapter answered without it.
+                child = self._registry.get(info.device_id)
+                answered = child is not None and child.type in self._answering
+                online = not answered or bool({info.device_id, info.node_id} & self._listed)
             self._reported[info.device_id] = online
             statuses.append(ChildStatus(device_id=info.device_id, online=online))
         return self._report(statuses) if statuses else None
@@ -143,18 +151,23 @@ class ChildPresence:
     async def _survey(self) -> _Survey:
         await self._registry.load()
         survey = _Survey()
+        answering: set[str] = set()
+        listed: set[str | None] = set()
         known = {child.device_id: child for child in self._registry.children()}
         for device_id in known:
             survey.online[device_id] = True
         for kind, adapter in self._adapters.items():
-            listed = await adapter.presence()
-            if listed is None:
+            entries = await adapter.presence()
+            if entries is None:
                 continue
+            answering.add(kind)
+            listed.update(e.info.device_id for e in entries)
+            listed.update(e.info.node_id for e in entries if e.info.node_id)
             # The platform may have given a child another device id than the adapter proposed
             # (its own "{product_id}_{node_id}"): the node id still names it.
             by_node = {c.node_id: d for d, c in known.items() if c.node_id}
             names = set()
-            for entry in listed:
+            for entry in entries:
                 device_id = entry.info.device_id
                 if device_id not in known:
                     device_id = by_node.get(entry.info.node_id or device_id, device_id)
@@ -179,6 +192,8 @@ class ChildPresence:
                 ):
                     survey.lost.append(device_id)
         self._seen = dict(survey.online)
+        self._answering = answering
+        self._listed = listed
         return survey
 
     async def _publish(self, uplink: Uplink, survey: _Survey, *, everything: bool) -> None:

@@ -219,3 +219,25 @@ async def test_a_child_the_platform_names_differently_is_matched_by_its_node_id(
     assert gw.uplink.take(ChildrenAddRequest) == []
     command = CommandRequest(key="k", device_id="p1_meter-7", correlation="r", command_name="PING")
     assert (await gw.executors["command"].execute(command, gw.ctx)).ok
+
+
+async def test_a_platform_added_child_is_online_only_if_its_adapter_lists_it(
+    tmp_path: Path,
+) -> None:
+    """An adapter that answers decides a new child's first status too (no ONLINE-then-OFFLINE)."""
+    gw = Gateway(tmp_path)
+    for child in ("c-1", "c-2", "c-5"):
+        gw.adapter.attach(Presence(ChildInfo(device_id=child)))
+    await gw.hook.connected(gw.uplink)  # type: ignore[arg-type]
+    gw.statuses()
+    notify = ChildrenChanged(
+        key="n",
+        device_id=GW,
+        added=[ChildInfo(device_id="c-5", product_id="p"), ChildInfo(device_id="c-6")],
+    )
+    outcome = await gw.executors["children_changed"].execute(notify, gw.ctx)
+    (report,) = outcome.replies
+    assert isinstance(report, ChildStatusReport)
+    assert {s.device_id: s.online for s in report.statuses} == {"c-5": True, "c-6": False}
+    await gw.presence.check(gw.uplink)  # type: ignore[arg-type]
+    assert gw.statuses() == {}
