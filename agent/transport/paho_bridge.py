@@ -55,6 +55,42 @@ class _LastError(logging.Logger):
             self.message = str(msg) % args if args else str(msg)
 
 
+# One read takes whatever the kernel holds, up to this much (many packets at once).
+_READ_CHUNK = 64 * 1024
+
+
+class _BufferedClient(mqtt.Client):
+    """paho's client, reading the socket in chunks instead of a few bytes at a time.
+
+    paho asks for one byte (the packet type), then one per remaining-length byte, then the rest:
+    four or more ``recv`` calls per packet, which under load cost more than the agent's own work
+    on a command. Here one ``recv`` takes everything the kernel holds and paho's small reads are
+    served from that buffer; :meth:`buffered` tells the reader to go on while bytes are left.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunk = b""
+        self._chunk_at = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._chunk_at >= len(self._chunk):
+            data = super()._sock_recv(max(bufsize, _READ_CHUNK))
+            if len(data) <= bufsize:  # all of it wanted, or the end of the stream (b"")
+                return data
+            self._chunk, self._chunk_at = data, 0
+        start = self._chunk_at
+        end = self._chunk_at = min(start + bufsize, len(self._chunk))
+        piece = self._chunk[start:end]
+        if end == len(self._chunk):  # hold no bytes while idle (a fleet has thousands of us)
+            self._chunk, self._chunk_at = b"", 0
+        return piece
+
+    def buffered(self) -> int:
+        """Bytes read from the socket that paho has not taken yet."""
+        return len(self._chunk) - self._chunk_at
+
+
 def _close_socket(client: mqtt.Client) -> None:
     sock = client.socket()
     if sock is not None:
@@ -264,7 +300,7 @@ class MqttConnection:
         return await self._lost
 
     def _new_client(self, client_id: str) -> mqtt.Client:
-        client = mqtt.Client(
+        client = _BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             clean_session=self.settings.clean_session,
@@ -338,11 +374,16 @@ class MqttConnection:
         if fd < 0:
             raise TransportError("connection closed during connect")
 
+        buffered = client.buffered if isinstance(client, _BufferedClient) else (lambda: 0)
+
         def readable() -> None:
             try:
                 client.loop_read()
-                # TLS may hold decrypted bytes the kernel no longer reports as readable.
-                while client.socket() is sock and getattr(sock, "pending", lambda: 0)() > 0:
+                # Bytes already read (ours, or decrypted ones TLS holds) are not reported as
+                # readable by the kernel again: take every packet they hold now.
+                while client.socket() is sock and (
+                    buffered() > 0 or getattr(sock, "pending", lambda: 0)() > 0
+                ):
                     client.loop_read()
             except Exception as exc:
                 self._log.exception("mqtt.read.failed")
