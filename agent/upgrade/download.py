@@ -50,6 +50,10 @@ from agent.upgrade.streams import (
     fsync_path,
 )
 
+# One generator per module, not per object: each holds 2.5 KB of state and a simulated fleet
+# runs thousands of agents. Not for secrets (jitter, simulated failures).
+_RNG = random.Random()  # noqa: S311
+
 if TYPE_CHECKING:  # httpx is imported on the first download: the daemon starts without it
     import httpx
 
@@ -195,7 +199,7 @@ class Downloader:
         self._log = log
         self._wall = wall_clock
         self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._rng = rng or _RNG
 
     def _client(self) -> httpx.Client:
         import httpx
