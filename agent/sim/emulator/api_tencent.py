@@ -9,7 +9,9 @@ The older form: ``POST /v2/index.php`` with form fields; answers ``code``/``mess
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -229,7 +231,9 @@ async def _create_device(emulator: Emulator, account: str, body: dict[str, Any])
         raise ApiRejected(200, NO_PRODUCT, f"product {product_id} does not exist")
     if emulator.registry.by_name(product_id, name) is not None:
         raise ApiRejected(200, "ResourceInUse.DeviceAlreadyExist", f"device {name} exists")
-    secret = uuid.uuid4().hex
+    # The platform issues the DevicePsk as base64 (of 16 random bytes: 24 characters); the
+    # device signs with its decoded bytes.
+    secret = base64.b64encode(secrets.token_bytes(16)).decode()
     device = r.Device(
         device_id=f"{product_id}{name}", platform=r.TENCENT_IOTHUB, product_id=product_id,
         name=name, secret=secret,
