@@ -22,6 +22,7 @@ from agent.profiles.tencent_iothub import gateway_platform as gp
 from agent.sim.emulator.broker_auth import ConnectCheck
 from agent.sim.emulator.records import TERMINAL
 from agent.sim.emulator.service import Emulator
+from agent.sim.emulator.tencent_ota import TencentOtaReports
 from agent.sim.mosquitto import free_port
 from agent.transport.base import InboundMessage
 from agent.transport.paho_bridge import MqttConnection
@@ -305,3 +306,31 @@ async def test_messages_and_deltas_reach_a_child_only_while_it_is_online(tmp_pat
             await wait_for(lambda: asyncio.sleep(0, len(gw.on(shadow)) > 1), 10, "the delta")
             delta = gw.on(shadow)[1]
             assert (delta["type"], delta["payload"]["state"]) == ("delta", {"power": "on"})
+
+
+async def test_ota_reports_are_checked_and_versions_answered(tmp_path: Path) -> None:
+    """report_version gets report_version_rsp; a report breaking a rule is rejected by field."""
+    async with _strict(tmp_path) as (emu, port):
+        await _register(emu, "lamp")
+        update = f"$ota/update/{PRODUCT}/lamp"
+        async with _Gateway(port, "lamp", [update]) as lamp:
+            report = f"$ota/report/{PRODUCT}/lamp"
+            version = {"type": "report_version", "report": {"version": "1.0.0"}}
+            await lamp.connection.publish(report, json.dumps(version).encode(), 1)
+            await wait_for(lambda: asyncio.sleep(0, bool(lamp.on(update))), 10, "the answer")
+            assert lamp.on(update) == [
+                {"result_code": 0, "result_msg": "success", "type": "report_version_rsp",
+                 "version": "1.0.0"}
+            ]  # fmt: skip
+            [reader] = [r for r in emu.table.readers if isinstance(r, TencentOtaReports)]
+            assert emu.link is not None
+            assert emu.link.bad_uplinks == 0  # the version report was taken by one reader
+            progress = {"state": "done", "result_code": 0, "result_msg": ""}  # a number: wrong
+            bad = {"type": "report_progress", "report": {"progress": progress, "version": "2"}}
+            await lamp.connection.publish(report, json.dumps(bad).encode(), 1)
+            await wait_for(lambda: asyncio.sleep(0, bool(reader.rejected)), 10, "the rejection")
+            assert reader.rejected == [
+                (report, 'report.progress.result_code must be a string (e.g. "0")')
+            ]
+            assert emu.link.bad_uplinks == 1
+            assert (PRODUCT, "lamp") not in reader.progress

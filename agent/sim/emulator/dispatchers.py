@@ -27,6 +27,7 @@ from agent.sim.emulator.dispatch_state import (
 from agent.sim.emulator.records import HUAWEI_IOTDA, OCEANCONNECT, TENCENT_IOTHUB, TENCENT_WEDATA
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.tencent_gateways import TencentGateways
+from agent.sim.emulator.tencent_ota import TencentOtaReports
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,4 +94,5 @@ def build_table(
         (TENCENT_WEDATA, "30"): WeDataScripts(commands, oc_commands, timeout),
         (TENCENT_WEDATA, "35"): WeDataScripts(commands, oc_commands, timeout),
     }
-    return DispatcherTable(entries=entries, readers=[huawei, oceanconnect, shadows, gateways])
+    readers: list[UplinkReader] = [huawei, oceanconnect, shadows, gateways, TencentOtaReports()]
+    return DispatcherTable(entries=entries, readers=readers)

@@ -62,6 +62,9 @@ class TencentGateways:
         Raises:
             RemoteProtocolError: the request is malformed or the gateway is not registered.
         """
+        levels = topic.split("/")
+        if len(levels) != 4 or levels[:2] != ["$gateway", "operation"]:
+            return  # another reader's uplink
         request = gp.decode(topic, payload)
         registry = self._bound()
         gateway = registry.by_name(request.gateway_product, request.gateway_name)
