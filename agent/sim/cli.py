@@ -119,7 +119,7 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
 def emulator_command(args: argparse.Namespace) -> int:
     """Run the emulator until SIGTERM/SIGINT; prints its URL as JSON once it listens."""
     from agent.logging import configure_logging
-    from agent.sim.emulator.service import Emulator
+    from agent.sim.emulator.server import build_emulator
     from agent.sim.emulator.settings import EmulatorSettings
 
     configure_logging("info", "auto", stream=sys.stderr)
@@ -139,7 +139,7 @@ def emulator_command(args: argparse.Namespace) -> int:
     )
 
     async def serve() -> int:
-        emulator = Emulator(settings)
+        emulator = build_emulator(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
