@@ -6,6 +6,7 @@ import ast
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,70 @@ def test_the_daemon_path_imports_nothing_heavy() -> None:
 
     assert loaded & HEAVY == set()
     assert "paho" in loaded  # the check is real: the daemon's own dependencies are there
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _cycles(paths: list[Path], imports: Callable[[Path], set[str]] = _imports) -> list[list[str]]:
+    """Strongly connected groups of more than one module (import cycles), by Tarjan's method.
+
+    Every import counts, also those inside functions and under ``TYPE_CHECKING``.
+    """
+    names = {_module_name(p): p for p in paths}
+    graph = {
+        name: sorted({i for i in imports(path) if i in names and i != name})
+        for name, path in names.items()
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for name in graph:
+        if name not in index:
+            visit(name)
+    return found
+
+
+def test_the_emulator_has_no_import_cycles() -> None:
+    """server.py builds the service and then the app; API modules see only the context protocol."""
+    emulator = sorted((AGENT / "sim" / "emulator").glob("*.py"))
+
+    assert _cycles(emulator) == []
+    service = _imports(AGENT / "sim" / "emulator" / "service.py")
+    assert not {n for n in service if n.startswith("agent.sim.emulator.api_")}
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    """The check above can fail: a service that imported the server would close a circle."""
+    package = AGENT / "sim" / "emulator"
+    service, server = package / "service.py", package / "server.py"
+
+    def with_back_edge(path: Path) -> set[str]:
+        return _imports(path) | ({"agent.sim.emulator.server"} if path == service else set())
+
+    assert _cycles([service, server], with_back_edge) == [
+        ["agent.sim.emulator.server", "agent.sim.emulator.service"]
+    ]

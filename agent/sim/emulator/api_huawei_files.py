@@ -16,10 +16,12 @@ import asyncio
 import csv
 import io
 from dataclasses import asdict
+from email import policy
+from email.parser import BytesParser
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from agent.errors import ApiRejected, RequestInvalid
 from agent.sim.emulator import validation as v
@@ -81,18 +83,22 @@ def parse_file(name: str, raw: bytes) -> list[dict[str, str]]:
 
 
 async def _file_part(request: web.Request) -> tuple[str, bytes]:
-    """The uploaded file's name and content (multipart ``file``, or the raw body)."""
+    """The uploaded file's name and content (multipart ``file``, or the raw body).
+
+    The body is parsed from bytes: the signature check has read it already.
+    """
+    raw = await request.read()
     if request.content_type != "multipart/form-data":
-        return "batchtask.csv", await request.read()
-    try:
-        reader = await request.multipart()
-        async for part in reader:
-            if isinstance(part, BodyPartReader) and part.name == "file":
-                return part.filename or "batchtask.csv", bytes(await part.read())
-    except ValueError as exc:
-        raise RequestInvalid(
-            "file", "malformed", f"the multipart body cannot be read: {exc}"
-        ) from exc
+        return "batchtask.csv", raw
+    head = f"Content-Type: {request.headers.get('Content-Type', '')}\r\n\r\n".encode()
+    message = BytesParser(policy=policy.HTTP).parsebytes(head + raw)
+    if not message.is_multipart():
+        raise RequestInvalid("file", "malformed", "the multipart body cannot be read")
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            content = part.get_payload(decode=True)
+            name = part.get_filename() or "batchtask.csv"
+            return name, content if isinstance(content, bytes) else b""
     raise RequestInvalid("file", "missing", "the multipart body has no part named file")
 
 
