@@ -22,14 +22,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.errors import ExecutionError
+from agent.config.upgrades import ExecAdapter, SimulatedAdapter
+from agent.core.errors import ExecutionError, UpgradeFailed
+from agent.core.model import CommandRequest, CommandResult, ResultCode, UpgradeStatus
 from agent.executors.command import interpret_output
 from agent.executors.process import run_process
 from agent.gateway.registry import Child
-from agent.model import CommandRequest, CommandResult, ResultCode, UpgradeStatus
 from agent.profiles.base import dump_json
-from agent.settings_upgrades import ExecAdapter, SimulatedAdapter
-from agent.upgrade.failures import UpgradeFailed
 
 _STATUSES = {
     value

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from agent.config.upgrades import GatewaySettings
+from agent.core.model import ChildrenChanged
 from agent.journal.base import Journal
-from agent.model import ChildrenChanged
-from agent.settings_upgrades import GatewaySettings
 
 _CHILDREN = "gateway/children"
 _VERSION = "gateway/children_version"

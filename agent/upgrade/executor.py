@@ -9,6 +9,8 @@ recognised; no phase earlier than one already reported is ever reported again.
 
 Version queries are answered from the version store; an upgrade offer that could not be
 decoded is answered with a failure naming what was wrong.
+
+Long: the steps of the upgrade state machine, one method per state, read as one table.
 """
 
 from __future__ import annotations
@@ -20,15 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import failpoints
-from agent.errors import IllegalTransition, LocalProtocolError
-from agent.executors.base import Context, Outcome
-from agent.gateway.adapters import ChildAdapter
-from agent.gateway.registry import ChildRegistry
-from agent.gateway.tasks import TaskGroups
-from agent.journal.base import Journal
-from agent.logging import redactor
-from agent.model import (
+from agent.config.upgrades import UpgradeSettings
+from agent.core.errors import IllegalTransition, LocalProtocolError, UpgradeFailed
+from agent.core.model import (
     InvalidUpgrade,
     Outbound,
     Subtask,
@@ -38,10 +34,15 @@ from agent.model import (
     VersionQuery,
     VersionReport,
 )
-from agent.settings_upgrades import UpgradeSettings
+from agent.gateway.adapters import ChildAdapter
+from agent.gateway.registry import ChildRegistry
+from agent.gateway.tasks import TaskGroups
+from agent.journal.base import Journal
+from agent.pipeline.executor import Context, Outcome
+from agent.runtime import failpoints
+from agent.runtime.logging import redactor
 from agent.upgrade import machine
 from agent.upgrade.download import check_url, redact_url
-from agent.upgrade.failures import UpgradeFailed
 from agent.upgrade.installers.base import Installer, InstallJob
 from agent.upgrade.packages import PackageCache, package_id
 from agent.upgrade.progress import ProgressReporter, RateLimiter

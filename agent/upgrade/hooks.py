@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agent.errors import LocalProtocolError
-from agent.executors.base import Context, Outcome
+from agent.core.errors import LocalProtocolError
+from agent.core.model import ChildrenChanged, ChildrenSyncRequest, Outbound, Subtask
 from agent.gateway.registry import ChildRegistry
 from agent.gateway.tasks import TaskGroups
-from agent.model import ChildrenChanged, ChildrenSyncRequest, Outbound, Subtask
+from agent.pipeline.executor import Context, Outcome
+from agent.pipeline.uplink import Uplink
 from agent.upgrade.executor import UpgradeExecutor
 from agent.upgrade.packages import PackageCache
 from agent.upgrade.versions import VersionStore
-from agent.uplink import Uplink
 
 
 class ConnectHook:

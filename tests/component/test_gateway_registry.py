@@ -8,10 +8,10 @@ from typing import Any
 
 import structlog
 
+from agent.app.build import upgrade_executors
 from agent.config import AgentConfig
-from agent.executors.base import Context, Executor
-from agent.journal.memory import MemoryJournal
-from agent.model import (
+from agent.config.upgrades import GatewaySettings, UpgradeSettings
+from agent.core.model import (
     ChildInfo,
     ChildrenChanged,
     ChildrenSyncRequest,
@@ -20,8 +20,8 @@ from agent.model import (
     VersionQuery,
     VersionReport,
 )
-from agent.settings_upgrades import GatewaySettings, UpgradeSettings
-from agent.upgrade.wiring import upgrade_executors
+from agent.journal.memory import MemoryJournal
+from agent.pipeline.executor import Context, Executor
 
 GW = "gw-1"
 REPO = Path(__file__).resolve().parents[2]

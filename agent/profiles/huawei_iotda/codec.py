@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
     ChildPropertiesSet,
     ChildrenSyncRequest,
     CommandRequest,
@@ -35,10 +35,10 @@ from agent.model import (
     UpgradeProgress,
     VersionReport,
 )
+from agent.core.topics import matches
 from agent.profiles.base import content_digest, dump_json, parse_json, raw_message
 from agent.profiles.huawei_iotda import auth, shadow, wire
 from agent.profiles.huawei_iotda.events import EventCodec
-from agent.topics import matches
 
 NAME = "huawei-iotda"
 

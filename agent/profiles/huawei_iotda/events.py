@@ -1,7 +1,7 @@
 """Huawei IoTDA events (``$ota`` upgrades, ``$sub_device_manager`` children) to and from the model.
 
 Every ``events/down`` message holds a ``services`` list; each entry becomes a subtask (several
-entries become a :class:`~agent.model.Batch`). Entries have no request id, so keys come from
+entries become a :class:`~agent.core.model.Batch`). Entries have no request id, so keys come from
 ``event_id`` when the platform sends one and from a digest of the entry otherwise: a broker
 redelivery maps to the same key, while a fresh push (a new ``event_time``) is new work that the
 upgrade executor recognises as a repeat of what it is already doing.
@@ -14,8 +14,8 @@ import json
 import re
 from typing import Any
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
     Batch,
     ChildInfo,
     ChildrenChanged,

@@ -5,8 +5,9 @@ For the Tencent profile to call (it owns the connection and the topic dispatch):
 * :func:`ota_subscriptions` (device and each child) and :func:`gateway_subscriptions`;
 * :func:`decode_ota` for ``$ota/update/{pid}/{dn}`` and :func:`decode_gateway` for
   ``$gateway/operation/result/{pid}/{dn}``;
-* :func:`encode` for :class:`~agent.model.VersionReport`, :class:`~agent.model.UpgradeProgress`
-  and :class:`~agent.model.ChildrenSyncRequest` (the ``describe_sub_devices`` request).
+* :func:`encode` for :class:`~agent.core.model.VersionReport`,
+  :class:`~agent.core.model.UpgradeProgress` and :class:`~agent.core.model.ChildrenSyncRequest`
+  (the ``describe_sub_devices`` request).
 
 Children are named ``{product_id}/{device_name}`` in the neutral model (the gateway itself by
 its own device id), which :func:`split_child` turns back into topic levels. Sub-device OTA runs
@@ -21,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
     ChildInfo,
     ChildrenChanged,
     ChildrenSyncRequest,

@@ -17,7 +17,6 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ApiRejected, RequestInvalid
 from agent.sim.emulator import huawei_auth
 from agent.sim.emulator import huawei_checks as checks
 from agent.sim.emulator import records as r
@@ -26,6 +25,7 @@ from agent.sim.emulator.context import MAX_BODY, EmulatorContext
 from agent.sim.emulator.errors import json_response
 from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.huawei_checks import ID, TASK_TYPES, TIME_FORMAT, UPGRADES
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 NAME = r"[A-Za-z0-9_]+"
 SUBTASK_STATUS = {

@@ -23,13 +23,13 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ApiRejected, RequestInvalid
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.api_huawei import fmt_time, iotda, json_body, paging
 from agent.sim.emulator.context import EmulatorContext
 from agent.sim.emulator.errors import json_response
 from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.registry import Package
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 PACKAGE_TYPES = ("softwarePackage", "firmwarePackage")
 VERSION = r"[A-Za-z0-9_\-.]+"

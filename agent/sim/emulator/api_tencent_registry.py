@@ -16,11 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ApiRejected, RequestInvalid
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.api_tencent import NO_PRODUCT, v3_response
 from agent.sim.emulator.context import EmulatorContext
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 DEVICE_NAME = r"[A-Za-z0-9_\-:.@]+"
 NO_DEVICE = "ResourceNotFound.DeviceNotExist"

@@ -16,13 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ApiRejected, JournalError, RequestInvalid
+from agent.core.errors import JournalError
 from agent.sim.emulator import api_tencent, api_tencent_registry, api_wedata
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.auth import verify, verify_legacy
 from agent.sim.emulator.context import MAX_BODY, EmulatorContext
 from agent.sim.emulator.errors import tencent_error
 from agent.sim.emulator.http import emulator_of
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 Action = Callable[[EmulatorContext, str, dict[str, Any]], Any]
 VERSIONS: dict[str, dict[str, Action]] = {

@@ -3,6 +3,8 @@
 Executors and the journal only ever see these types; every platform difference stays inside its
 profile. Models are frozen and reject unknown fields; bytes travel as base64 in their JSON form
 (the journal stores subtasks as JSON, and message payloads need not be text).
+
+Long: the whole neutral vocabulary stays in one file, the one every codec and executor reads.
 """
 
 from __future__ import annotations
