@@ -91,6 +91,7 @@ async def test_every_documented_error_code_reaches_the_sdk(tmp_path: Path) -> No
         cases: list[tuple[Any, Any, str]] = [
             (client.CreateTask, _task(workflow, TaskType=26), "FailedOperation"),
             (client.CreateTask, _task(workflow, TaskType=99), "InvalidParameterValue"),
+            (client.CreateTask, _task(workflow, TaskType="shell"), "InvalidParameter"),
             (client.CreateTask, _task(workflow, TaskName=None), "MissingParameter"),
             (client.CreateTask, _task("nope"), "FailedOperation"),
             (client.CreateTask, _task(workflow, TaskName="first"), "FailedOperation"),

@@ -244,7 +244,7 @@ def legacy_error(module_code: int, detail: str) -> web.Response:
     """An error in the older form: ``(module code) message`` with the public code."""
     code, desc = _LEGACY[module_code]
     message = f"({module_code}){_LEGACY_MESSAGES[module_code]}: {detail}"
-    return web.json_response({"code": code, "message": message, "codeDesc": desc})
+    return json_response({"code": code, "message": message, "codeDesc": desc})
 
 
 async def legacy(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one per error
@@ -260,7 +260,7 @@ async def legacy(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 -
             return await _legacy_create(emulator, form)
         if action == "DescribeTask":
             task = _own_task(emulator, "default", {"Id": form.get("taskId")}, r.TENCENT_IOTHUB)
-            return web.json_response({"code": 0, "message": "", "codeDesc": "Success",
+            return json_response({"code": 0, "message": "", "codeDesc": "Success",
                                       **describe(emulator, task)})  # fmt: skip
         return legacy_error(10101, f"unknown Action {action!r}")
     except RequestInvalid as exc:
@@ -308,9 +308,7 @@ async def _legacy_create(emulator: EmulatorContext, form: dict[str, str]) -> web
         request={**form, "tasks": tasks, "Tasks": renamed},
     )
     await emulator.engine.create(task, targets)
-    return web.json_response(
-        {"taskId": task.task_id, "message": "", "codeDesc": "Success", "code": 0}
-    )
+    return json_response({"taskId": task.task_id, "message": "", "codeDesc": "Success", "code": 0})
 
 
 def _pascal(value: Any) -> Any:
