@@ -72,7 +72,6 @@ async def _until_done(client: Any, task_id: str) -> Any:
 
 
 @pytest.mark.broker
-@pytest.mark.slow
 @pytest.mark.parametrize(("method", "sign_method"), CLIENTS, ids=[f"{m}-{s}" for m, s in CLIENTS])
 async def test_tasks_over_a_fleet_in_every_wire_form(
     tmp_path: Path, broker: Mosquitto, method: str, sign_method: str

@@ -119,7 +119,6 @@ async def _create_package(client: Any, emu: Emulator, version: str, product: str
 
 
 @pytest.mark.broker
-@pytest.mark.slow
 async def test_registry_and_a_command_task_over_a_fleet(tmp_path: Path, broker: Mosquitto) -> None:
     """Devices, groups and a createCommands task: created, shown, listed, deleted via the SDK."""
     async with (
@@ -216,7 +215,6 @@ async def test_registry_and_a_command_task_over_a_fleet(tmp_path: Path, broker: 
 
 
 @pytest.mark.broker
-@pytest.mark.slow
 async def test_an_obs_package_upgrades_the_fleet(tmp_path: Path, broker: Mosquitto) -> None:
     """CreateOtaPackage from a bucket directory, then a firmwareUpgrade that succeeds."""
     async with (
@@ -259,7 +257,6 @@ async def test_an_obs_package_upgrades_the_fleet(tmp_path: Path, broker: Mosquit
 
 
 @pytest.mark.broker
-@pytest.mark.slow
 async def test_stop_per_target_and_retry_of_failed_upgrades(
     tmp_path: Path, broker: Mosquitto
 ) -> None:

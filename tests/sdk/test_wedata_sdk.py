@@ -52,7 +52,6 @@ async def _workflow(client: Any, group: str) -> str:
 
 
 @pytest.mark.broker
-@pytest.mark.slow
 @pytest.mark.parametrize("method", ["POST", "GET"])
 async def test_a_shell_task_runs_on_the_workflow_devices(
     tmp_path: Path, broker: Mosquitto, method: str
