@@ -14,17 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import MqttSettings
-from agent.embedded_broker import start_embedded_broker
-from agent.logging import get_logger
-from agent.model import ConnectIdentity, Subscription
+from agent.core.model import ConnectIdentity, Subscription
 from agent.profiles.tencent_iothub import auth
 from agent.profiles.tencent_iothub import gateway_platform as gp
+from agent.runtime.logging import get_logger
+from agent.sim.embedded_broker import start_embedded_broker
 from agent.sim.emulator.broker_auth import ConnectCheck
 from agent.sim.emulator.records import TERMINAL
 from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.tencent_ota import TencentOtaReports
 from agent.sim.mosquitto import free_port
-from agent.transport.base import InboundMessage
+from agent.transport.base import CallbackLink, InboundMessage
 from agent.transport.paho_bridge import MqttConnection
 from tests.support.sim import call, emulator, fleet, wait_for
 
@@ -117,24 +117,25 @@ async def test_tencent_agents_pass_the_password_check(tmp_path: Path) -> None:
         assert len(runner.agents) == 2
 
 
-async def test_create_device_issues_a_base64_psk_that_signs_a_connect(tmp_path: Path) -> None:
-    """CreateDevice's DevicePsk is base64 (16 bytes), and the broker accepts what it signs."""
+async def test_a_psk_from_create_device_signs_a_connect_the_broker_accepts(tmp_path: Path) -> None:
+    """CreateDevice's base64 DevicePsk signs a CONNECT the broker accepts; a wrong one not."""
     headers = {"X-TC-Version": "2018-06-14", "Content-Type": "application/json"}
     async with _strict(tmp_path) as (emu, port):
-        product = {"ProductName": "lamps", "ProductId": PRODUCT}
-        status, _ = await call(
-            emu, "POST", "/", json=product, headers={**headers, "X-TC-Action": "CreateProduct"}
-        )
+        status, created = await call(
+            emu, "POST", "/", json={"ProductName": "lamps"},
+            headers={**headers, "X-TC-Action": "CreateProduct"},
+        )  # fmt: skip
         assert status == 200
+        product = created["Response"]["ProductId"]
         status, answer = await call(
-            emu, "POST", "/", json={"ProductId": PRODUCT, "DeviceName": "desk"},
+            emu, "POST", "/", json={"ProductId": product, "DeviceName": "desk"},
             headers={**headers, "X-TC-Action": "CreateDevice"},
         )  # fmt: skip
         psk = answer["Response"]["DevicePsk"]
         assert len(base64.b64decode(psk, validate=True)) == 16
-        assert len(psk) == 24
-        user = auth.username(PRODUCT, "desk", "abcde", int(time.time()) + 600)
-        assert await _connack(port, f"{PRODUCT}desk", user, auth.password(psk, user)) == 0
+        user = auth.username(product, "desk", "abcde", int(time.time()) + 600)
+        assert await _connack(port, f"{product}desk", user, auth.password(psk, user)) == 0
+        assert await _connack(port, f"{product}desk", user, auth.password(SECRET, user)) != 0
 
 
 # -- gateways and their sub-devices (reference §6.1) ----------------------------------------
@@ -150,12 +151,14 @@ class _Gateway:
         identity = ConnectIdentity(
             client_id=f"{PRODUCT}{name}", username=user, password=auth.password(SECRET, user)
         )
-        self.connection = MqttConnection(
-            MqttSettings(host="127.0.0.1", port=port, keepalive_s=30),
+        link = CallbackLink(
             identity=lambda: identity,
             subscriptions=lambda: [Subscription(topic_filter=f) for f in filters],
             on_message=self._received,
-            on_connected=_nothing,
+        )
+        self.connection = MqttConnection(
+            MqttSettings(host="127.0.0.1", port=port, keepalive_s=30),
+            link=link,
             log=get_logger(component="test-gateway"),
         )
         self._task: asyncio.Task[None] | None = None
@@ -200,10 +203,6 @@ class _Gateway:
     def on(self, topic: str) -> list[Any]:
         """Everything received on ``topic``."""
         return [b for t, b in self.received if t == topic]
-
-
-async def _nothing() -> None:
-    return None
 
 
 def _child(name: str, *, secret: str = SECRET, **fields: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.embedded_broker import start_embedded_broker
+from agent.sim.embedded_broker import start_embedded_broker
 from agent.sim.emulator.broker_auth import ConnectCheck
 from agent.sim.mosquitto import free_port
 from tests.support.sim import call, emulator

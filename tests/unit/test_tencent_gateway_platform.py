@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent.errors import RemoteProtocolError
+from agent.core.errors import RemoteProtocolError
 from agent.profiles.tencent_iothub import gateway_platform as gp
 
 KEY = "MDEyMzQ1Njc4OWFiY2RlZg=="  # the reference's key, used as a string as the SDKs do

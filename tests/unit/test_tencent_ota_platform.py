@@ -7,8 +7,8 @@ from typing import Any, get_args
 
 import pytest
 
-from agent.errors import RemoteProtocolError
-from agent.model import UpgradePhase, UpgradeProgress, UpgradeStatus, VersionReport
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import UpgradePhase, UpgradeProgress, UpgradeStatus, VersionReport
 from agent.profiles.tencent_iothub import ota
 from agent.profiles.tencent_iothub import ota_platform as op
 

@@ -21,8 +21,8 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import RemoteProtocolError
-from agent.model import Publish
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import Publish
 from agent.profiles.base import dump_json, parse_json
 
 OPERATIONS = ("bind", "unbind", "online", "offline", "describe_sub_devices")

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent.errors import RemoteProtocolError
-from agent.model import Publish
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import Publish
 from agent.profiles.base import dump_json, parse_json
 
 STATES = ("downloading", "burning", "done", "fail")

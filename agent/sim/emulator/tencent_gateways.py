@@ -19,8 +19,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import RemoteProtocolError
-from agent.model import Publish
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import Publish
 from agent.profiles.tencent_iothub import gateway_platform as gp
 from agent.sim.emulator.records import TENCENT_IOTHUB, Device
 from agent.sim.emulator.registry import Registry

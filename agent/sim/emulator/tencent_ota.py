@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.errors import RemoteProtocolError
-from agent.model import Publish
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import Publish
 from agent.profiles.tencent_iothub import ota_platform as op
 
 

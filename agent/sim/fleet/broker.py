@@ -11,12 +11,12 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from agent.sim.emulator.settings import broker_address
 from agent.sim.mosquitto import Mosquitto, free_port
 
 if TYPE_CHECKING:  # amqtt is imported only when the embedded broker runs
-    from agent.embedded_broker import ConnectCheck
+    from agent.sim.embedded_broker import ConnectCheck
 
 
 class BrokerHandle:
@@ -62,7 +62,7 @@ class EmbeddedHandle(BrokerHandle):
 
     async def start(self) -> None:
         """Start listening."""
-        from agent.embedded_broker import start_embedded_broker
+        from agent.sim.embedded_broker import start_embedded_broker
 
         self._broker = await start_embedded_broker(self.port, connect_check=self._check)
 
