@@ -257,9 +257,17 @@ async def test_gateway_operations_are_answered_as_documented(tmp_path: Path) -> 
             online = await gw.operate("online", [{"product_id": PRODUCT, "device_name": n}
                                                  for n in ("c1", "c2")])  # fmt: skip
             assert _results(online) == {"c1": 0, "c2": -1}  # c2 is not bound to this gateway
+            described = await _api3(
+                emu, "DescribeDevice", {"ProductID": PRODUCT, "DeviceName": "c1"}
+            )
+            assert described["Online"] == 1
             assert emu.registry.by_name(PRODUCT, "c1").gateway_id == f"{PRODUCT}gw"  # type: ignore[union-attr]
             offline = await gw.operate("offline", [{"product_id": PRODUCT, "device_name": "c1"}])
             assert _results(offline) == {"c1": 0}
+            described = await _api3(
+                emu, "DescribeDevice", {"ProductID": PRODUCT, "DeviceName": "c1"}
+            )
+            assert described["Online"] == 0
             unbound = await gw.operate("unbind", [{"product_id": PRODUCT, "device_name": "c1"}])
             assert _results(unbound) == {"c1": 0}
             assert (await gw.operate("describe_sub_devices"))["payload"]["devices"] == []

@@ -6,7 +6,8 @@ Answers every ``$gateway/operation/{pid}/{dn}`` request (``bind``, ``unbind``, `
 ``gateway_id`` in the registry (so ``POST /sim/v1/fleet`` can bind children too, and bindings
 survive a restart). A bound child is offline until its gateway says ``online`` and goes offline
 on ``offline`` or ``unbind``; downlinks for a child (shadow deltas, ``PublishMessage``) go out
-only while it is online (:meth:`TencentGateways.reachable`). The online state is held in
+only while it is online (:meth:`TencentGateways.reachable`; ``DescribeDevice`` shows it as
+``Online``). The online state is held in
 memory: after an emulator restart every child is offline until its gateway says otherwise
 again. The emulator does not see a gateway's own disconnect here, so its children stay online
 until it reports them offline (the documentation: a child stays online "until an explicit
@@ -101,6 +102,8 @@ class TencentGateways:
             self.online.add(child.device_id)
         else:  # offline, unbind
             self.online.discard(child.device_id)
+        # What DescribeDevice's ``Online`` shows for the child.
+        self._bound().connected[child.device_id] = kind == "online"
         if kind == "unbind":
             child.gateway_id = None
             self._save(child)
