@@ -140,6 +140,17 @@ class MqttConnection:
         self._stop = asyncio.Event()
         self._unwatch: Callable[[], None] | None = None
         self._paho_errors = _LastError()
+        # Endpoints of one (clustered) broker; a failed connect or a lost connection moves on
+        # to the next, so a dead node costs one attempt, not a backoff per retry.
+        self._endpoints = settings.endpoints
+        self._at = 0
+        self._failed_in_round = 0
+        self._established = False
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """The endpoint connected to, or the one the next attempt goes to."""
+        return self._endpoints[self._at]
 
     # -- public API -----------------------------------------------------------------------
 
@@ -154,7 +165,7 @@ class MqttConnection:
                 if self._stop.is_set():
                     self._log.info("mqtt.disconnected")
                     break
-                self._log.warning("mqtt.connection.lost", reason=reason)
+                self._log.warning("mqtt.connection.lost", reason=reason, endpoint=self._where())
                 delay = self._backoff.next_delay()
             except ConnectRefused as exc:
                 if exc.bad_credentials:
@@ -168,22 +179,45 @@ class MqttConnection:
                         retry_in_s=round(delay, 2),
                     )
                 else:
-                    delay = self._backoff.next_delay()
+                    delay = self._after_failed_connect()
                     self._log.warning(
                         "mqtt.connect.refused",
                         rc=exc.rc,
                         reason=exc.reason,
+                        endpoint=self._where(),
                         retry_in_s=round(delay, 2),
                     )
             except TransportError as exc:
-                delay = self._backoff.next_delay()
-                self._log.warning("mqtt.connect.failed", error=str(exc), retry_in_s=round(delay, 2))
+                if self._established:  # lost while subscribing: like any lost connection
+                    delay = self._backoff.next_delay()
+                else:
+                    delay = self._after_failed_connect()
+                self._log.warning(
+                    "mqtt.connect.failed",
+                    error=str(exc),
+                    endpoint=self._where(),
+                    retry_in_s=round(delay, 2),
+                )
             finally:
                 self._teardown()
+            if len(self._endpoints) > 1 and not self._stop.is_set():
+                self._at = (self._at + 1) % len(self._endpoints)
             if loop.time() - started >= _STABLE_AFTER_S:
                 self._backoff.reset()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _after_failed_connect(self) -> float:
+        """The delay after a failed attempt: none while endpoints of this round remain untried."""
+        self._failed_in_round += 1
+        if self._failed_in_round < len(self._endpoints):
+            return 0.0
+        self._failed_in_round = 0
+        return self._backoff.next_delay()
+
+    def _where(self) -> str:
+        host, port = self.endpoint
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def publish(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None]:
         """Publish; the future resolves on PUBACK (QoS 1) or once written (QoS 0)."""
@@ -231,17 +265,14 @@ class MqttConnection:
         client = self._new_client(identity.client_id)
         if identity.username is not None:
             client.username_pw_set(identity.username, identity.password)
-        client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
+        host, port = self.endpoint
+        self._established = False
+        client.connect_async(host, port, self.settings.keepalive_s)
         self._session += 1
         self._client = client
         self._connack = loop.create_future()
         self._lost = loop.create_future()
-        self._log.debug(
-            "mqtt.connect.started",
-            host=self.settings.host,
-            port=self.settings.port,
-            client_id=identity.client_id,
-        )
+        self._log.debug("mqtt.connect.started", host=host, port=port, client_id=identity.client_id)
         await self._open_socket(client)
         try:
             code = await self._until_lost(self._connack, self.settings.connect_timeout_s, "CONNACK")
@@ -251,14 +282,10 @@ class MqttConnection:
             raise ConnectRefused(
                 code.value, code.getName(), bad_credentials=code.value in _BAD_CREDENTIALS
             )
-        self._connected = True
+        self._connected = self._established = True
+        self._failed_in_round = 0
         _ticker().add(client)
-        self._log.info(
-            "mqtt.connected",
-            host=self.settings.host,
-            port=self.settings.port,
-            client_id=identity.client_id,
-        )
+        self._log.info("mqtt.connected", host=host, port=port, client_id=identity.client_id)
         await self._subscribe_all(client)
         if self._on_connected is not None:
             await self._on_connected()
@@ -305,8 +332,7 @@ class MqttConnection:
         except ssl.SSLError as exc:  # also unknown CAs and name mismatches
             raise TransportError(describe_tls_error(exc)) from exc
         except (OSError, ValueError) as exc:
-            where = f"{self.settings.host}:{self.settings.port}"
-            raise TransportError(f"cannot connect to {where}: {exc}") from exc
+            raise TransportError(f"cannot connect to {self._where()}: {exc}") from exc
         sock = cast(socket.socket | None, client.socket())
         if sock is None:
             cause = self._paho_errors.message or "no reason given"
