@@ -26,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import MqttSettings
 from agent.errors import ConnectRefused, LocalProtocolError, TransportError
 from agent.logging import get_logger, redactor
+from agent.model import Subscription
 from agent.transport.base import (
     Backoff,
     ConnectedCallback,
@@ -122,6 +123,8 @@ class MqttConnection:
     ) -> None:
         self.settings = settings
         self.ready = asyncio.Event()
+        # Set once every filter is accepted; a refused one is retried while connected.
+        self.subscribed = asyncio.Event()
         self._identity = identity
         self._subscriptions = subscriptions
         self._on_message = on_message
@@ -139,6 +142,7 @@ class MqttConnection:
         self._lost: asyncio.Future[str] | None = None
         self._stop = asyncio.Event()
         self._unwatch: Callable[[], None] | None = None
+        self._resubscribing: asyncio.Task[None] | None = None
         self._paho_errors = _LastError()
         # Endpoints of one (clustered) broker; a failed connect or a lost connection moves on
         # to the next, so a dead node costs one attempt, not a backoff per retry.
@@ -286,10 +290,14 @@ class MqttConnection:
         self._failed_in_round = 0
         _ticker().add(client)
         self._log.info("mqtt.connected", host=host, port=port, client_id=identity.client_id)
-        await self._subscribe_all(client)
+        refused = await self._subscribe_all(client)
         if self._on_connected is not None:
             await self._on_connected()
         self.ready.set()
+        if refused:
+            self._resubscribing = loop.create_task(self._resubscribe(client, refused))
+        else:
+            self.subscribed.set()
         return await self._lost
 
     def _new_client(self, client_id: str) -> mqtt.Client:
@@ -408,20 +416,47 @@ class MqttConnection:
         if client.want_write():
             loop.add_writer(fd, writable)
 
-    async def _subscribe_all(self, client: mqtt.Client) -> None:
-        """Subscribe one filter per SUBSCRIBE (some platforms allow no more), await SUBACKs."""
+    async def _subscribe_all(self, client: mqtt.Client) -> list[Subscription]:
+        """Subscribe one filter per SUBSCRIBE (some platforms allow no more), await SUBACKs.
+
+        Returns the subscriptions the broker refused.
+        """
+        refused = await self._subscribe(client, self._subscriptions())
+        for subscription in refused:
+            # A policy problem on the platform, or a clustered broker too busy to set the
+            # subscription up (NATS: its JetStream consumer); the rest keeps working meanwhile.
+            self._log.error("mqtt.subscribe.refused", topic_filter=subscription.topic_filter)
+        return refused
+
+    async def _subscribe(
+        self, client: mqtt.Client, subscriptions: list[Subscription]
+    ) -> list[Subscription]:
         loop = asyncio.get_running_loop()
-        waits: dict[str, asyncio.Future[list[ReasonCode]]] = {}
-        for subscription in self._subscriptions():
+        waits: list[tuple[Subscription, asyncio.Future[list[ReasonCode]]]] = []
+        for subscription in subscriptions:
             rc, mid = client.subscribe(subscription.topic_filter, subscription.qos)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                 raise TransportError(f"subscribe failed: {mqtt.error_string(rc)}")
-            waits[subscription.topic_filter] = self._subacks[mid] = loop.create_future()
-        for topic_filter, future in waits.items():
+            self._subacks[mid] = future = loop.create_future()
+            waits.append((subscription, future))
+        refused = []
+        for subscription, future in waits:
             codes = await self._until_lost(future, self.settings.connect_timeout_s, "SUBACK")
             if any(code.is_failure for code in codes):
-                # A refused filter is a policy problem on the platform; the rest keeps working.
-                self._log.error("mqtt.subscribe.refused", topic_filter=topic_filter)
+                refused.append(subscription)
+        return refused
+
+    async def _resubscribe(self, client: mqtt.Client, refused: list[Subscription]) -> None:
+        """Subscribe refused filters again, backing off, until accepted or the connection ends."""
+        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
+        try:
+            while refused:
+                await asyncio.sleep(self.settings.backoff_initial_s + backoff.next_delay())
+                refused = await self._subscribe(client, refused)
+        except TransportError:
+            return  # the connection is gone; the next one subscribes afresh
+        self._log.info("mqtt.subscribe.accepted", after_retries=backoff.attempt)
+        self.subscribed.set()
 
     async def _until_lost(self, future: asyncio.Future[Any], timeout: float, what: str) -> Any:
         lost = self._lost
@@ -439,6 +474,10 @@ class MqttConnection:
         client = self._client
         self._connected = False
         self.ready.clear()
+        self.subscribed.clear()
+        if self._resubscribing is not None:
+            self._resubscribing.cancel()
+            self._resubscribing = None
         if client is not None:
             _ticker().discard(client)
             if self._unwatch is not None:
@@ -460,6 +499,7 @@ class MqttConnection:
     def _mark_lost(self, reason: str) -> None:
         self._connected = False
         self.ready.clear()
+        self.subscribed.clear()
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
         self._fail_pending(reason)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from agent.profiles.huawei_iotda import auth as huawei_auth
 from agent.sim.mosquitto import Mosquitto, free_port
-from tests.support.agents import RECORDING_HANDLER, AgentProcess, agent_config, write_handler
+from agent.sim.nats import nats_binary
+from tests.support.agents import (
+    DEVICE_SECRET,
+    RECORDING_HANDLER,
+    AgentProcess,
+    agent_config,
+    write_handler,
+)
 from tests.support.platform import PlatformClient
 
 pytestmark = pytest.mark.broker
@@ -69,3 +81,76 @@ def test_an_endpoint_that_dies_mid_run_is_left_for_the_next(
         assert agent.stop() == 0
         second.stop()
     assert (tmp_path / "runs").read_text().split() == ["before", "after"]
+
+
+NATS_CONFIG = """\
+server_name: acl
+listen: 127.0.0.1:{client_port}
+jetstream {{ store_dir: "{store}" }}
+authorization {{
+  users: [
+    {{ user: "{user}", password: "{password}", permissions: {{ subscribe: {{ deny: [{deny}] }} }} }}
+    {{ user: platform }}
+  ]
+}}
+mqtt {{ listen: 127.0.0.1:{mqtt_port}, no_auth_user: platform }}
+"""
+
+
+@pytest.mark.skipif(nats_binary() is None, reason="nats-server is not installed")
+def test_a_refused_subscription_is_retried_until_accepted(tmp_path: Path) -> None:
+    """A broker that refuses a filter (a busy cluster, a policy) is asked again while connected.
+
+    NATS answers SUBACK 0x80 for a subject the user may not subscribe to; the permission is
+    lifted by a configuration reload. The agent serves meanwhile; once the broker accepts,
+    messages on that filter arrive.
+    """
+    mqtt_port, client_port = free_port(), free_port()
+    conf = tmp_path / "nats.conf"
+    # The device's password is an HMAC of its secret keyed by the hour the session began:
+    # keep clear of an hour's end so the password set up here is the one the agent sends.
+    now = datetime.now(UTC)
+    if now.minute == 59 and now.second > 50:
+        time.sleep(61 - now.second)
+    stamp = huawei_auth.timestamp(datetime.now(UTC))
+
+    def configure(deny: str) -> None:
+        conf.write_text(
+            NATS_CONFIG.format(
+                client_port=client_port,
+                store=tmp_path / "js",
+                user=DEVICE,
+                password=huawei_auth.password(DEVICE_SECRET, stamp),
+                deny=deny,
+                mqtt_port=mqtt_port,
+            )
+        )
+
+    configure('"custom.>"')
+    nats = subprocess.Popen(
+        [str(nats_binary()), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    config = agent_config(
+        tmp_path, mqtt_port, device_id=DEVICE, messages={"user_topics": ["custom/{device_id}/down"]}
+    )
+    agent = AgentProcess(config, tmp_path)
+    try:
+        agent.start(timeout=60)
+        refused = agent.wait_event("mqtt.subscribe.refused", 30)
+        assert refused[0]["topic_filter"] == f"custom/{DEVICE}/down"
+        configure('"nothing.>"')
+        nats.send_signal(signal.SIGHUP)
+        agent.wait_event("mqtt.subscribe.accepted", 60)
+        with PlatformClient(mqtt_port, DEVICE, client_id="platform-acl") as platform:
+            topic = f"custom/{DEVICE}/down"
+            platform.send(platform.side.message(b"now allowed", raw=True, topic=topic))
+            agent.wait_event("subtask.finished", 30)
+        assert len(agent.events("mqtt.connected")) == 1  # retried on the same connection
+    finally:
+        assert agent.stop() == 0
+        nats.terminate()
+        nats.wait(30)
+    spool = tmp_path / "spool"
+    assert [p.read_bytes() for p in spool.iterdir() if p.suffix != ".json"] == [b"now allowed"]
