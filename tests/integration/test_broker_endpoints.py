@@ -97,7 +97,10 @@ mqtt {{ listen: 127.0.0.1:{mqtt_port}, no_auth_user: platform }}
 """
 
 
-@pytest.mark.skipif(nats_binary() is None, reason="nats-server is not installed")
+@pytest.mark.nats
+@pytest.mark.skipif(
+    nats_binary() is None, reason="nats-server is not installed (apt-get install nats-server)"
+)
 def test_a_refused_subscription_is_retried_until_accepted(tmp_path: Path) -> None:
     """A broker that refuses a filter (a busy cluster, a policy) is asked again while connected.
 

@@ -17,7 +17,7 @@ from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink
 from agent.sim.emulator.ota_downloads import PackageDownloads
 from agent.sim.emulator.registry import Registry
-from agent.sim.emulator.settings import EmulatorSettings, broker_address
+from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.emulator.store import EmulatorStore
 
 # Bodies larger than this are refused (30,000 targets of 128 characters fit).
@@ -74,10 +74,11 @@ class Emulator:
         await self.store.open()
         await self.registry.load()
         if self.settings.broker_url:
-            host, port = broker_address(self.settings.broker_url)
+            host, port, hosts = broker_endpoints(self.settings.broker_url)
             self.link = PlatformLink(
                 host,
                 port,
+                hosts=hosts,
                 client_id=self.settings.client_id,
                 readers=self.table.readers,
                 on_answer=self.engine.on_answer,

@@ -20,7 +20,7 @@ from agent.logging import get_logger
 from agent.sim.emulator.api_sim import register_fleet
 from agent.sim.emulator.records import TERMINAL
 from agent.sim.emulator.service import Emulator
-from agent.sim.emulator.settings import EmulatorSettings, broker_address
+from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.fleet.broker import BrokerHandle, open_broker
 from agent.sim.fleet.client import TaskClient
 from agent.sim.fleet.faults import FaultLog, run_faults
@@ -295,13 +295,19 @@ async def _drive(
 async def run_shard(
     scenario: Scenario, options: RunOptions, *, emulator_url: str, broker_url: str
 ) -> int:
-    """Run one shard's agents against a broker and an emulator elsewhere, until SIGTERM/SIGINT."""
+    """Run one shard's agents against a broker and an emulator elsewhere, until SIGTERM/SIGINT.
+
+    ``broker_url`` may list the endpoints of a clustered broker, ``mqtt://a:1883,mqtt://b:1883``:
+    agents connect to the first and move on to the next when one fails.
+    """
     log = get_logger(component="shard")
     index, count = options.shard or (0, 1)
     slots: list[Slot] = shard(build_layout(scenario.fleet), index, count)
-    host, port = broker_address(broker_url)
+    host, port, hosts = broker_endpoints(broker_url)
     client = TaskClient(emulator_url)
-    runner = FleetRunner(scenario.fleet, slots, host=host, port=port, workdir=options.workdir)
+    runner = FleetRunner(
+        scenario.fleet, slots, host=host, port=port, hosts=hosts, workdir=options.workdir
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -319,5 +325,6 @@ async def run_shard(
             await client.close()
         await runner.stop()
     print(json.dumps({"event": "shard.stopped", "executions": runner.executions.total,
+                      "by_kind": dict(runner.executions.by_kind),
                       "repeated": len(runner.executions.repeated())}), flush=True)  # fmt: skip
     return 0
