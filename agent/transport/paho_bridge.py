@@ -449,12 +449,14 @@ class MqttConnection:
     async def _resubscribe(self, client: mqtt.Client, refused: list[Subscription]) -> None:
         """Subscribe refused filters again, backing off, until accepted or the connection ends."""
         backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
-        try:
-            while refused:
-                await asyncio.sleep(self.settings.backoff_initial_s + backoff.next_delay())
+        while refused:
+            await asyncio.sleep(self.settings.backoff_initial_s + backoff.next_delay())
+            try:
                 refused = await self._subscribe(client, refused)
-        except TransportError:
-            return  # the connection is gone; the next one subscribes afresh
+            except TransportError:
+                if client is not self._client or not self._connected:
+                    return  # the connection is gone; the next one subscribes afresh
+                # No SUBACK in time (a busy broker answers late): ask again.
         self._log.info("mqtt.subscribe.accepted", after_retries=backoff.attempt)
         self.subscribed.set()
 

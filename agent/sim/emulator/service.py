@@ -107,9 +107,9 @@ class Emulator:
         self.log.info("emulator.started", url=self.url, broker=self.settings.broker_url)
 
     async def wait_connected(self, timeout: float) -> None:
-        """Wait until the MQTT link is up (no-op without a broker)."""
+        """Wait until the MQTT link is up and every filter accepted (no-op without a broker)."""
         if self.link is not None:
-            await asyncio.wait_for(self.link.ready.wait(), timeout)
+            await asyncio.wait_for(self.link.connection.subscribed.wait(), timeout)
 
     async def close(self) -> None:
         """Stop serving and write everything down."""

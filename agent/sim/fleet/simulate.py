@@ -315,7 +315,9 @@ async def run_shard(
     try:
         await client.register_fleet(registration(slots, scenario.fleet))
         await runner.start()
-        await runner.wait_connected(_connect_timeout(len(runner.slots)))
+        # Shards run against clustered brokers, where every subscription of every agent is set
+        # up as a replicated consumer (NATS JetStream): allow far more than one machine needs.
+        await runner.wait_connected(max(_connect_timeout(len(runner.slots)), len(runner.slots)))
         print(json.dumps({"event": "shard.ready", "shard": f"{index}/{count}",
                           "agents": len(runner.slots)}), flush=True)  # fmt: skip
         log.info("shard.ready", agents=len(runner.slots))
