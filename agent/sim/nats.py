@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import AgentError
+from agent.core.errors import AgentError
 from agent.sim.mosquitto import free_port
 
 
