@@ -39,6 +39,12 @@ from bench.fleet import DEFAULT_FLOOR, raise_fd_limit, run_floor
 REPO = Path(__file__).resolve().parents[1]
 
 
+def default_floor() -> Path:
+    """``shared/tools/fleet_floor.py`` beside the checkout (a worktree sits one level deeper)."""
+    found = (parent / "shared" / "tools" / "fleet_floor.py" for parent in REPO.parents)
+    return next((path for path in found if path.exists()), DEFAULT_FLOOR)
+
+
 def scenario_text(devices: int, connect_concurrency: int) -> str:
     """The shards' scenario: one cohort, a PING handler without latency, SQLite journals."""
     return f"""
@@ -199,7 +205,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         floor_clients = min(args.devices, raise_fd_limit() - 1000)
         result["floor"] = await asyncio.to_thread(
             run_floor, args.floor, floor_clients, cluster.nodes[1].mqtt_port
-        )
+        ) or {"error": f"no floor: {args.floor} not found"}
         result["floor_clients"] = floor_clients
         emulator = build_emulator(
             EmulatorSettings(
@@ -260,7 +266,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=20000)
     parser.add_argument("--shards", type=int, default=4)
-    parser.add_argument("--floor", type=Path, default=DEFAULT_FLOOR)
+    parser.add_argument("--floor", type=Path, default=default_floor())
     parser.add_argument(
         "--consumer-replicas",
         type=int,
