@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.dispatcher import Dispatcher
-from agent.executors.base import ConnectAware, Executor
+from agent.executors.base import Executor
 from agent.executors.command import CommandExecutor
 from agent.executors.desired import DesiredStateExecutor
 from agent.executors.message import MessageExecutor
@@ -173,10 +173,13 @@ class Agent:
 
     async def _on_connected(self) -> None:
         self.outbox.resume()
-        # One executor may serve several kinds: each hears about the connection once.
+        # One executor may serve several kinds: each hears about the connection once. The hook
+        # (ConnectAware) is looked up by name: isinstance against a runtime-checkable protocol
+        # inspects its members on every call, which a fleet pays per executor per connect.
         for executor in {id(e): e for e in self.executors.values()}.values():
-            if isinstance(executor, ConnectAware):
-                await executor.connected(self.uplink)
+            connected = getattr(executor, "connected", None)
+            if connected is not None:
+                await connected(self.uplink)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
