@@ -149,6 +149,8 @@ class MqttConnection:
         self._backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._log = log or get_logger()
         self._tls = build_tls_context(settings.tls) if settings.tls.enabled else None
+        # Plain TCP to an IP address connects on the event loop (see _open_socket).
+        self._family = None if self._tls is not None else _numeric_family(settings.host)
         self._client: mqtt.Client | None = None
         self._connected = False
         self._session = 0
@@ -315,7 +317,7 @@ class MqttConnection:
         """
         loop = asyncio.get_running_loop()
         gate: contextlib.AbstractAsyncContextManager[Any] = self._gate or contextlib.nullcontext()
-        family = None if self._tls is not None else _numeric_family(self.settings.host)
+        family = self._family
         try:
             async with gate:
                 if family is not None:
@@ -433,19 +435,25 @@ class MqttConnection:
             loop.add_writer(fd, writable)
 
     async def _subscribe_all(self, client: mqtt.Client) -> None:
-        """Subscribe one filter per SUBSCRIBE (some platforms allow no more), await SUBACKs."""
+        """Send SUBSCRIBEs of ``filters_per_subscribe`` filters each, then await the SUBACKs."""
         loop = asyncio.get_running_loop()
-        waits: dict[str, asyncio.Future[list[ReasonCode]]] = {}
-        for subscription in self._subscriptions():
-            rc, mid = client.subscribe(subscription.topic_filter, subscription.qos)
+        per_packet = self.settings.filters_per_subscribe
+        subscriptions = self._subscriptions()
+        waits: list[tuple[list[str], asyncio.Future[list[ReasonCode]]]] = []
+        for start in range(0, len(subscriptions), per_packet):
+            batch = subscriptions[start : start + per_packet]
+            pairs: list[tuple[str, int]] = [(s.topic_filter, s.qos) for s in batch]
+            rc, mid = client.subscribe(pairs)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                 raise TransportError(f"subscribe failed: {mqtt.error_string(rc)}")
-            waits[subscription.topic_filter] = self._subacks[mid] = loop.create_future()
-        for topic_filter, future in waits.items():
+            self._subacks[mid] = future = loop.create_future()
+            waits.append(([s.topic_filter for s in batch], future))
+        for names, future in waits:
             codes = await self._until_lost(future, self.settings.connect_timeout_s, "SUBACK")
-            if any(code.is_failure for code in codes):
-                # A refused filter is a policy problem on the platform; the rest keeps working.
-                self._log.error("mqtt.subscribe.refused", topic_filter=topic_filter)
+            for topic_filter, code in zip(names, codes, strict=False):
+                if code.is_failure:
+                    # A refused filter is a policy problem on the platform; the rest works.
+                    self._log.error("mqtt.subscribe.refused", topic_filter=topic_filter)
 
     async def _until_lost(self, future: asyncio.Future[Any], timeout: float, what: str) -> Any:
         lost = self._lost

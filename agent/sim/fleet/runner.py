@@ -149,6 +149,8 @@ def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentCo
                 "backoff_initial_s": 0.2,
                 "backoff_max_s": 2.0,
                 "connect_timeout_s": 30.0,
+                # The simulator's brokers are local: all filters in one SUBSCRIBE.
+                "filters_per_subscribe": 32,
             },
             "journal": {"path": str(workdir / "fleet-journal.db"), "synchronous": "normal"},
             "limits": {"max_concurrent_subtasks": spec.max_concurrent_subtasks},
