@@ -31,6 +31,10 @@ from agent.profiles.base import dump_json
 from agent.settings_upgrades import ExecAdapter, SimulatedAdapter
 from agent.upgrade.failures import UpgradeFailed
 
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
+
 _STATUSES = {
     value
     for name, value in vars(UpgradeStatus).items()
@@ -149,7 +153,7 @@ class SimulatedChildAdapter:
 
     def __init__(self, settings: SimulatedAdapter, *, rng: random.Random | None = None) -> None:
         self.settings = settings
-        self._rng = rng or random.Random()  # noqa: S311 - simulated failures, not secrets
+        self._rng = rng or SHARED_RNG
         self._versions: dict[str, dict[str, str | None]] = {}
         self.properties: dict[str, list[dict[str, Any]]] = {}
 

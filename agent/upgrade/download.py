@@ -48,6 +48,10 @@ from agent.upgrade.streams import (
     fsync_path,
 )
 
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
+
 if TYPE_CHECKING:  # httpx is imported on the first download: the daemon starts without it
     import httpx
 
@@ -193,7 +197,7 @@ class Downloader:
         self._log = log
         self._wall = wall_clock
         self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._rng = rng or SHARED_RNG
 
     def _client(self) -> httpx.Client:
         import httpx
