@@ -40,12 +40,12 @@ from agent.model import (
 )
 from agent.settings_upgrades import UpgradeSettings
 from agent.upgrade import machine
-from agent.upgrade.download import check_url, redact_url
 from agent.upgrade.failures import UpgradeFailed
 from agent.upgrade.installers.base import Installer, InstallJob
 from agent.upgrade.packages import PackageCache, package_id
 from agent.upgrade.progress import ProgressReporter, RateLimiter
-from agent.upgrade.verify import Expectation, expectation
+from agent.upgrade.urls import check_url, redact_url
+from agent.upgrade.verify import Expectation, expectation, require_digest
 from agent.upgrade.versions import VersionStore
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+]{0,254}$")
@@ -379,13 +379,15 @@ class UpgradeExecutor:
                 UpgradeStatus.UNSUPPORTED,
                 f"file_name {request.file_name[:64]!r} is not a plain file name",
             )
-        check_url(request.url, self.settings.allow_http_hosts)
+        check_url(request.url, self.settings)
         if request.file_size is not None and request.file_size > self.settings.max_package_bytes:
             raise UpgradeFailed(
                 UpgradeStatus.UNSUPPORTED,
                 f"package of {request.file_size} bytes exceeds upgrades.max_package_bytes",
             )
-        expectation(request, self._keys)  # a signed manifest is checked before any download
+        # A signed manifest is checked before any download; without any digest, no download.
+        expected = expectation(request, self._keys)
+        require_digest(expected, request.url, self.settings.allow_unsigned_hosts)
         if run.child:
             child = self._registry.get(request.device_id) if self._registry else None
             if child is None or child.type not in self._adapters:

@@ -41,9 +41,7 @@ class Sleeps:
 
 
 def _downloader(sleeps: Sleeps, **overrides: Any) -> Downloader:
-    settings = UpgradeSettings(
-        enabled=True, allow_http_hosts=["127.0.0.1"], chunk_bytes=65536, **overrides
-    )
+    settings = UpgradeSettings(allow_http_hosts=["127.0.0.1"], chunk_bytes=65536, **overrides)
     return Downloader(settings, log=structlog.get_logger(), sleep=sleeps)
 
 
@@ -210,7 +208,7 @@ async def test_plain_http_is_refused_unless_the_host_is_allowed(
     server: PackageServer, tmp_path: Path
 ) -> None:
     """An http URL to a host not in allow_http_hosts is refused before any request."""
-    settings = UpgradeSettings(enabled=True)
+    settings = UpgradeSettings()
     downloader = Downloader(settings, log=structlog.get_logger(), sleep=Sleeps())
     with pytest.raises(UpgradeFailed) as failed:
         await downloader.fetch(_source(server), tmp_path / "p.part", _noop)
@@ -224,7 +222,7 @@ async def test_the_time_budget_ends_a_download_that_keeps_failing(
     """Past download_timeout_s (on the wall clock, across restarts) the download fails."""
     server.fail("/pkg.bin", *(Fault(status=503) for _ in range(5)))
     ticks = iter(range(0, 10_000, 100))
-    settings = UpgradeSettings(enabled=True, allow_http_hosts=["127.0.0.1"], download_timeout_s=250)
+    settings = UpgradeSettings(allow_http_hosts=["127.0.0.1"], download_timeout_s=250)
     downloader = Downloader(
         settings, log=structlog.get_logger(), sleep=Sleeps(), wall_clock=lambda: float(next(ticks))
     )
