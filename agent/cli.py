@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig, check_environment, load_config
+from agent.config.permissions import file_permission_findings
 from agent.errors import AgentError, ConfigError, JournalError
 from agent.journal.base import SubtaskRow
 from agent.logging import configure_logging, get_logger
@@ -120,6 +121,8 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    for key, path, problem in file_permission_findings(config, args.config):
+        print(f"{args.config}: warning: {key} = {path!r}: {problem}", file=sys.stderr)
     routes = len(config.commands.routes)
     print(
         f"{args.config}: ok ({config.device.profile}, device {config.device.device_id}, "
@@ -133,6 +136,8 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
+    for key, path, problem in file_permission_findings(config, args.config):
+        get_logger().warning("config.file.insecure", key=key, path=path, problem=problem)
     from agent.daemon import run_daemon  # imported late: check-config and status stay light
 
     try:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.agents import REPO, agent_config
+from agent.sim.mosquitto import Mosquitto
+from tests.support.agents import REPO, AgentProcess, agent_config
 
 EXIT_CONFIG = 2
 
@@ -61,3 +62,42 @@ def test_the_simulated_installer_is_accepted_as_a_rehearsal(tmp_path: Path) -> N
     )
     done = _cli("check-config", str(config))
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.broker
+def test_run_warns_about_secret_and_config_files_others_may_read_or_change(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """A world-readable secret and a world-writable config are named at start; it still runs."""
+    config = agent_config(tmp_path, broker.port)
+    secret = tmp_path / "secret"
+    secret.chmod(0o644)
+    config.chmod(0o666)
+    done = _cli("check-config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert "device.secret_file" in done.stderr
+    assert "readable by others" in done.stderr
+    assert "writable by group or others" in done.stderr
+    agent = AgentProcess(config, tmp_path)
+    agent.start()
+    assert agent.stop() == 0
+    warned = {
+        (line["key"], line["problem"].split(" (")[0])
+        for line in agent.events("config.file.insecure")
+    }
+    assert warned == {
+        ("device.secret_file", "is readable by others"),
+        ("config file", "is writable by group or others"),
+    }
+
+
+@pytest.mark.broker
+def test_run_does_not_warn_about_files_kept_private(tmp_path: Path, broker: Mosquitto) -> None:
+    """A 0600 secret and a 0644 config give no warning."""
+    config = agent_config(tmp_path, broker.port)
+    (tmp_path / "secret").chmod(0o600)
+    config.chmod(0o644)
+    agent = AgentProcess(config, tmp_path)
+    agent.start()
+    assert agent.stop() == 0
+    assert agent.events("config.file.insecure") == []
