@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -46,11 +47,30 @@ def add_commands(commands: Any) -> None:
     emu.add_argument(
         "--upgrade-timeout-s", type=float, default=86400.0, help="upgrades: result wait"
     )
-    emu.add_argument("--huawei-token", help="require this X-Auth-Token")
+    # Secrets come from a file or the environment: a command line is visible to every user.
+    emu.add_argument(
+        "--huawei-token-file",
+        type=Path,
+        help=f"require the X-Auth-Token in this file ({_ENV['huawei_token']})",
+    )
     emu.add_argument("--tencent-secret-id", help="require TC3 signatures with this key pair")
-    emu.add_argument("--tencent-secret-key")
+    emu.add_argument(
+        "--tencent-secret-key-file",
+        type=Path,
+        help=f"the pair's SecretKey ({_ENV['tencent_secret_key']})",
+    )
     emu.add_argument("--oceanconnect-app-id", help="require OceanConnect access tokens")
-    emu.add_argument("--oceanconnect-secret")
+    emu.add_argument(
+        "--oceanconnect-secret-file",
+        type=Path,
+        help=f"the app's secret ({_ENV['oceanconnect_secret']})",
+    )
+    for former, name in (
+        ("--huawei-token", "huawei_token"),
+        ("--tencent-secret-key", "tencent_secret_key"),
+        ("--oceanconnect-secret", "oceanconnect_secret"),
+    ):
+        emu.add_argument(former, action=_Refused, dest=f"refused_{name}", help=argparse.SUPPRESS)
     emu.set_defaults(handler=emulator_command)
 
 
@@ -116,6 +136,51 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
     return 0
 
 
+# Where each emulator secret may come from besides its --...-file option.
+_ENV = {
+    "huawei_token": "EMULATOR_HUAWEI_TOKEN",
+    "tencent_secret_key": "EMULATOR_TENCENT_SECRET_KEY",
+    "oceanconnect_secret": "EMULATOR_OCEANCONNECT_SECRET",
+}
+
+
+class _Refused(argparse.Action):
+    """A former option that took a secret on the command line: refused, saying what to use."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        name = self.dest.removeprefix("refused_")
+        parser.error(
+            f"{option_string} is not taken: a command line is visible to every user (ps);"
+            f" use {option_string}-file or the variable {_ENV[name]}"
+        )
+
+
+def _secret(args: argparse.Namespace, name: str) -> str | None:
+    """A secret from its file (first line, stripped) or its environment variable, or None.
+
+    Raises:
+        SystemExit: the file cannot be read or is empty (exit status 2, one line on stderr).
+    """
+    path: Path | None = getattr(args, f"{name}_file")
+    if path is not None:
+        try:
+            value = path.read_text().strip()
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            raise SystemExit(2) from exc
+        if not value:
+            print(f"{path}: is empty", file=sys.stderr)
+            raise SystemExit(2)
+        return value
+    return os.environ.get(_ENV[name]) or None
+
+
 def emulator_command(args: argparse.Namespace) -> int:
     """Run the emulator until SIGTERM/SIGINT; prints its URL as JSON once it listens."""
     from agent.logging import configure_logging
@@ -131,11 +196,11 @@ def emulator_command(args: argparse.Namespace) -> int:
         command_timeout_s=args.command_timeout_s,
         version_timeout_s=args.version_timeout_s,
         upgrade_timeout_s=args.upgrade_timeout_s,
-        huawei_token=args.huawei_token,
+        huawei_token=_secret(args, "huawei_token"),
         tencent_secret_id=args.tencent_secret_id,
-        tencent_secret_key=args.tencent_secret_key,
+        tencent_secret_key=_secret(args, "tencent_secret_key"),
         oceanconnect_app_id=args.oceanconnect_app_id,
-        oceanconnect_secret=args.oceanconnect_secret,
+        oceanconnect_secret=_secret(args, "oceanconnect_secret"),
     )
 
     async def serve() -> int:
