@@ -171,7 +171,9 @@ class Receiver:
         writer = ChunkWriter(fd, state)
         try:
             # No re-chunking: every byte received is handed on before an error can strike.
-            for chunk in response.iter_raw():
+            # A response built in memory (httpx.MockTransport) was read already: take its bytes.
+            chunks = [response.content] if response.is_stream_consumed else response.iter_raw()
+            for chunk in chunks:
                 if stop.stopped:
                     raise Stopped(stop.reason)
                 received += len(chunk)
