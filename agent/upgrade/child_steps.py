@@ -7,9 +7,9 @@ download serves the whole task.
 
 from __future__ import annotations
 
-from agent.model import UpgradeStatus
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
 from agent.upgrade import machine, steps
-from agent.upgrade.failures import UpgradeFailed
 from agent.upgrade.steps import Parts, Run, Step
 
 

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-from agent.model import UpgradeStatus
-from agent.settings_upgrades import UpgradeSettings
-from agent.upgrade.failures import UpgradeFailed
+from agent.config.upgrades import UpgradeSettings
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
 from agent.upgrade.responses import (
     BudgetExceeded,
     Downloaded,

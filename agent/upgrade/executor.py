@@ -9,6 +9,7 @@ recognised; no phase earlier than one already reported is ever reported again.
 
 Version queries are answered from the version store; an upgrade offer that could not be
 decoded is answered with a failure naming what was wrong.
+
 """
 
 from __future__ import annotations
@@ -17,15 +18,9 @@ import asyncio
 import time
 from typing import Any
 
-from agent import failpoints
-from agent.errors import IllegalTransition, LocalProtocolError
-from agent.executors.base import Context, Outcome
-from agent.gateway.adapters import ChildAdapter
-from agent.gateway.registry import ChildRegistry
-from agent.gateway.tasks import TaskGroups
-from agent.journal.base import Journal
-from agent.logging import redactor
-from agent.model import (
+from agent.config.upgrades import UpgradeSettings
+from agent.core.errors import IllegalTransition, LocalProtocolError, UpgradeFailed
+from agent.core.model import (
     InvalidUpgrade,
     Outbound,
     Subtask,
@@ -35,20 +30,30 @@ from agent.model import (
     VersionQuery,
     VersionReport,
 )
-from agent.settings_upgrades import UpgradeSettings
+from agent.gateway.adapters import ChildAdapter
+from agent.gateway.registry import ChildRegistry
+from agent.gateway.tasks import TaskGroups
+from agent.journal.base import Journal
+from agent.pipeline.executor import Context, Outcome
+from agent.runtime import failpoints
+from agent.runtime.logging import redactor
 from agent.upgrade import machine
 from agent.upgrade.child_steps import CHILD_STEPS
-from agent.upgrade.failures import UpgradeFailed
 from agent.upgrade.installers.base import Installer
 from agent.upgrade.packages import PackageCache
 from agent.upgrade.progress import ProgressReporter, RateLimiter
-from agent.upgrade.steps import DEVICE_STEPS, Parts, Run, rolled_back_report
+from agent.upgrade.steps import DEVICE_STEPS, UNKNOWN_VERSION, Parts, Run, rolled_back_report
 from agent.upgrade.versions import VersionStore
 
 # Dispatcher states that mean "started, nothing of ours journaled yet".
 _NOT_STARTED = frozenset({"running", "accepted"})
 # Download failures that leave a part file worth resuming by a later attempt.
 _RESUMABLE = frozenset({UpgradeStatus.DOWNLOAD_FAILED, UpgradeStatus.LINK_EXPIRED})
+# The phases reported by default: those after the package is completely downloaded and
+# verified (the safe reading of Huawei's FAQ, reference §6.6).
+_AFTER_DOWNLOAD = frozenset(
+    machine.STATES - {machine.RECEIVED, machine.CHECKING, machine.DOWNLOADING, machine.VERIFYING}
+)
 
 
 class UpgradeExecutor:
@@ -70,6 +75,7 @@ class UpgradeExecutor:
         registry: ChildRegistry | None = None,
         adapters: dict[str, ChildAdapter] | None = None,
         tasks: TaskGroups | None = None,
+        early_progress: bool = False,
         log: Any,
         clock: Any = time.time,
     ) -> None:
@@ -83,6 +89,8 @@ class UpgradeExecutor:
         self._registry = registry
         self._adapters = adapters or {}
         self._tasks = tasks
+        # Without early progress the first report follows the verified download (docs/upgrades.md).
+        self._report_phases = None if early_progress else _AFTER_DOWNLOAD
         self._log = log
         self._clock = clock
         self._limiter = RateLimiter(settings.report_interval_s)
@@ -106,6 +114,8 @@ class UpgradeExecutor:
 
     async def execute(self, subtask: Subtask, ctx: Context) -> Outcome:
         """Answer a version query, refuse an invalid offer, or run an upgrade from the start."""
+        if self._registry is not None:
+            await self._registry.load()  # children the platform added before a restart
         if isinstance(subtask, VersionQuery):
             return await self._version_query(subtask, ctx)
         if isinstance(subtask, InvalidUpgrade):
@@ -117,6 +127,8 @@ class UpgradeExecutor:
         """Resume an upgrade from its journaled state (queries are simply answered again)."""
         if not isinstance(subtask, UpgradeRequest):
             return await self.execute(subtask, ctx)
+        if self._registry is not None:
+            await self._registry.load()
         detail: dict[str, Any] = {}
         for row in await self._journal.open_subtasks(ctx.agent_id):
             if row.key == subtask.key:
@@ -137,6 +149,10 @@ class UpgradeExecutor:
                 query.task_id, query.device_id, query.sub_device_count, send=ctx.uplink.send
             )
         report = await self.version_report(query.device_id)
+        if report.fw_version is None and report.sw_version is None:
+            # An empty report would tell the platform nothing true (reference §6.3).
+            ctx.log.warning("upgrade.version_query.versions_unknown", device=query.device_id)
+            return Outcome(ok=False, summary={"error": "versions_unknown"})
         return Outcome(
             ok=True,
             summary={"fw_version": report.fw_version, "sw_version": report.sw_version},
@@ -154,7 +170,7 @@ class UpgradeExecutor:
         return await self._parts.versions_of(device_id)
 
     async def _invalid(self, offer: InvalidUpgrade, ctx: Context) -> Outcome:
-        version = await self._current(offer.device_id, offer.target)
+        version = await self.running_version(offer.device_id, offer.target)
         ctx.log.warning("upgrade.refused", reason=offer.reason, child=offer.device_id)
         report = UpgradeProgress(
             device_id=offer.device_id,
@@ -175,6 +191,14 @@ class UpgradeExecutor:
     async def _current(self, device_id: str, target: str) -> str:
         return await self._parts.current(device_id, target)
 
+    async def running_version(self, device_id: str, target: str) -> str:
+        """The running version for a report, which the platform requires to be non-empty."""
+        current = await self._current(device_id, target)
+        if current:
+            return current
+        self._log.warning("upgrade.version.unknown", device=device_id, target=target)
+        return UNKNOWN_VERSION
+
     # -- the machine ------------------------------------------------------------------------
 
     async def _upgrade(
@@ -189,7 +213,7 @@ class UpgradeExecutor:
                 device_id=request.device_id,
                 phase="failed",
                 status=UpgradeStatus.UNSUPPORTED,
-                version="",
+                version=UNKNOWN_VERSION,
                 description="this gateway has no such child device",
             )
             return Outcome(ok=False, summary={"error": "unknown_child"}, replies=[report])
@@ -229,15 +253,13 @@ class UpgradeExecutor:
         reporter = ProgressReporter(
             device_id=request.device_id,
             version=request.version,
-            current_version=detail["previous_version"],
+            current_version=detail["previous_version"] or UNKNOWN_VERSION,
             detail=detail,
             step=self.settings.progress_step,
             limiter=self._limiter,
             send=send,
             persist=persist,
-            enabled_phases=None
-            if self.settings.report_download_progress
-            else frozenset(machine.STATES - {machine.DOWNLOADING}),
+            enabled_phases=self._report_phases,
         )
         run = Run(request, ctx, machine.UpgradeMachine(state), detail, reporter, child)
         if run.machine.state == machine.FAILED and "failure" in detail:
@@ -313,7 +335,7 @@ class UpgradeExecutor:
             failure = run.failure or UpgradeFailed(UpgradeStatus.INTERNAL, "ended without a result")
             ok = False
             summary.update(status=failure.status, error=failure.reason)
-            version = await self._current(request.device_id, request.target)
+            version = await self.running_version(request.device_id, request.target)
             replies.append(
                 run.reporter.final(failure.status, failure.reason[:256], version=version)
             )

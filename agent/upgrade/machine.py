@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.errors import IllegalTransition
+from agent.core.errors import IllegalTransition
 
 RECEIVED = "received"
 CHECKING = "checking"

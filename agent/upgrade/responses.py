@@ -15,10 +15,10 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import failpoints
-from agent.model import UpgradeStatus
-from agent.settings_upgrades import UpgradeSettings
-from agent.upgrade.failures import UpgradeFailed
+from agent.config.upgrades import UpgradeSettings
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
+from agent.runtime import failpoints
 from agent.upgrade.streams import (
     ChunkWriter,
     PartHashing,

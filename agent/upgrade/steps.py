@@ -17,15 +17,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.executors.base import Context
+from agent.config.upgrades import UpgradeSettings
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeProgress, UpgradeRequest, UpgradeStatus
 from agent.gateway.adapters import ChildAdapter
 from agent.gateway.registry import ChildRegistry
 from agent.gateway.tasks import TaskGroups
 from agent.journal.base import Journal
-from agent.model import UpgradeProgress, UpgradeRequest, UpgradeStatus
-from agent.settings_upgrades import UpgradeSettings
+from agent.pipeline.executor import Context
 from agent.upgrade import machine
-from agent.upgrade.failures import UpgradeFailed
 from agent.upgrade.installers.base import Installer, InstallJob
 from agent.upgrade.packages import PackageCache, package_id
 from agent.upgrade.progress import ProgressReporter
@@ -34,6 +34,9 @@ from agent.upgrade.verify import Expectation, expectation, require_digest
 from agent.upgrade.versions import VersionStore
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+]{0,254}$")
+# Reported as the running version when neither the adapter, the configuration nor the platform
+# said one: the platform's version field is mandatory and must not be empty (reference §6.7).
+UNKNOWN_VERSION = "unknown"
 
 
 @dataclass
@@ -69,15 +72,27 @@ class Parts:
     child_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
     async def versions_of(self, device_id: str) -> dict[str, str | None]:
-        """What a device (or child) runs: its adapter's answer for a child, else the store's."""
-        if device_id != self.agent_id and self.registry is not None:
-            child = self.registry.get(device_id)
-            adapter = self.adapters.get(child.type) if child else None
-            if child is not None and adapter is not None:
-                found = await adapter.versions(child)
-                if found is not None:
-                    return found
-        return await self.versions.get(device_id)
+        """What a device runs: the child adapter's answer, else recorded or configured values.
+
+        Each field is taken from the first source that knows it, so an adapter that tells only
+        the firmware, or a platform notification without versions, never blanks the other.
+        """
+        stored = await self.versions.get(device_id)
+        if device_id == self.agent_id or self.registry is None:
+            return stored
+        child = self.registry.get(device_id)
+        if child is None:
+            return stored
+        found: dict[str, str | None] = {}
+        adapter = self.adapters.get(child.type)
+        if adapter is not None:
+            found = await adapter.versions(child) or {}
+        # The registry keeps what the platform said about a child across restarts.
+        registered = {"firmware": child.fw_version, "software": child.sw_version}
+        return {
+            name: found.get(name) or stored.get(name) or registered[name] or None
+            for name in ("firmware", "software")
+        }
 
     async def current(self, device_id: str, target: str) -> str:
         """The version of ``target`` a device runs now ("" when unknown)."""
@@ -211,7 +226,7 @@ async def confirming(parts: Parts, run: Run) -> str:
 
 def rolled_back_report(run: Run) -> UpgradeProgress:
     """The final report of an upgrade rolled back to the previous version."""
-    previous = run.detail.get("previous_version", "")
+    previous = run.detail.get("previous_version") or UNKNOWN_VERSION
     return run.reporter.final(
         UpgradeStatus.ROLLED_BACK,
         f"version {run.request.version} did not confirm; rolled back to {previous}",

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from agent.model import UpgradeStatus
-from agent.upgrade.failures import UpgradeFailed
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
 
 ProgressCallback = Callable[[int, int | None], Awaitable[None]]
 # Write-back of the part file is started (not awaited) after this many bytes.

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import SplitResult, urlsplit
 
-from agent.model import UpgradeStatus
-from agent.upgrade.failures import UpgradeFailed
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
 
 
 class UrlPolicy(Protocol):

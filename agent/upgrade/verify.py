@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import ConfigError
-from agent.model import UpgradeRequest, UpgradeStatus
+from agent.core.errors import ConfigError, UpgradeFailed
+from agent.core.model import UpgradeRequest, UpgradeStatus
 from agent.upgrade.download import Downloaded
-from agent.upgrade.failures import UpgradeFailed
 from agent.upgrade.urls import host_of
 
 if TYPE_CHECKING:  # cryptography is loaded only when keys are configured

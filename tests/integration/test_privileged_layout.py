@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.privileged import serve_pending
+from agent.runtime.privileged import serve_pending
 
 REPO = Path(__file__).resolve().parents[2]
 TMPFILES = REPO / "systemd" / "device-agent.tmpfiles"
