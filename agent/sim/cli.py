@@ -65,31 +65,56 @@ def add_commands(commands: Any) -> None:
     emu.add_argument(
         "--upgrade-timeout-s", type=float, default=86400.0, help="upgrades: result wait"
     )
-    # Secrets come from a file or the environment: a command line is visible to every user.
     emu.add_argument(
-        "--huawei-token-file",
-        type=Path,
-        help=f"require the X-Auth-Token in this file ({_ENV['huawei_token']})",
+        "--obs-dir", type=Path, help="CreateOtaPackage: bucket B is the directory OBS_DIR/B"
     )
-    emu.add_argument("--tencent-secret-id", help="require TC3 signatures with this key pair")
-    emu.add_argument(
-        "--tencent-secret-key-file",
-        type=Path,
-        help=f"the pair's SecretKey ({_ENV['tencent_secret_key']})",
-    )
-    emu.add_argument("--oceanconnect-app-id", help="require OceanConnect access tokens")
-    emu.add_argument(
-        "--oceanconnect-secret-file",
-        type=Path,
-        help=f"the app's secret ({_ENV['oceanconnect_secret']})",
-    )
-    for former, name in (
-        ("--huawei-token", "huawei_token"),
-        ("--tencent-secret-key", "tencent_secret_key"),
-        ("--oceanconnect-secret", "oceanconnect_secret"),
-    ):
-        emu.add_argument(former, action=_Refused, dest=f"refused_{name}", help=argparse.SUPPRESS)
+    # Credentials: each also from DEVICE_AGENT_EMULATOR_<NAME> or a file (--<name>-file), so
+    # secrets need not appear on a command line that every local user can read.
+    for name, what in CREDENTIALS.items():
+        emu.add_argument(f"--{name}", help=what)
+        emu.add_argument(f"--{name}-file", type=Path, help=f"read --{name} from this file")
     emu.set_defaults(handler=emulator_command)
+
+
+CREDENTIALS = {
+    "huawei-token": "require this X-Auth-Token (IoTDA)",
+    "huawei-ak": "accept IoTDA requests signed (SDK-HMAC-SHA256) with this access key",
+    "huawei-sk": "the secret key that goes with --huawei-ak",
+    "tencent-secret-id": "require Tencent signatures (TC3 or HmacSHA256) with this key pair",
+    "tencent-secret-key": "the secret key that goes with --tencent-secret-id",
+    "oceanconnect-app-id": "require OceanConnect access tokens",
+    "oceanconnect-secret": "the OceanConnect application secret",
+}
+
+
+# The credentials that are secrets (the others name an account or a key pair's public half).
+SECRETS = frozenset({"huawei-token", "huawei-sk", "tencent-secret-key", "oceanconnect-secret"})
+
+
+def credential(args: argparse.Namespace, name: str) -> str | None:
+    """A credential from its flag, its file or ``DEVICE_AGENT_EMULATOR_<NAME>``, in that order.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    attr = name.replace("-", "_")
+    value: str | None = getattr(args, attr, None)
+    if value is not None and name in SECRETS:
+        # Accepted for rehearsals on a machine of one's own, but never silently.
+        print(
+            f"emulator: warning: --{name} puts a secret on the command line, which every local"
+            f" user can read (ps); use --{name}-file or DEVICE_AGENT_EMULATOR_{attr.upper()}",
+            file=sys.stderr,
+        )
+    path: Path | None = getattr(args, f"{attr}_file", None)
+    if value is None and path is not None:
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([(f"--{name}-file", str(path), f"cannot be read: {exc}")]) from exc
+    if value is None:
+        value = os.environ.get(f"DEVICE_AGENT_EMULATOR_{attr.upper()}")
+    return value or None
 
 
 def _scenario(args: argparse.Namespace) -> Any:
@@ -154,75 +179,35 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
     return 0
 
 
-# Where each emulator secret may come from besides its --...-file option.
-_ENV = {
-    "huawei_token": "EMULATOR_HUAWEI_TOKEN",
-    "tencent_secret_key": "EMULATOR_TENCENT_SECRET_KEY",
-    "oceanconnect_secret": "EMULATOR_OCEANCONNECT_SECRET",
-}
-
-
-class _Refused(argparse.Action):
-    """A former option that took a secret on the command line: refused, saying what to use."""
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        name = self.dest.removeprefix("refused_")
-        parser.error(
-            f"{option_string} is not taken: a command line is visible to every user (ps);"
-            f" use {option_string}-file or the variable {_ENV[name]}"
-        )
-
-
-def _secret(args: argparse.Namespace, name: str) -> str | None:
-    """A secret from its file (first line, stripped) or its environment variable, or None.
-
-    Raises:
-        SystemExit: the file cannot be read or is empty (exit status 2, one line on stderr).
-    """
-    path: Path | None = getattr(args, f"{name}_file")
-    if path is not None:
-        try:
-            value = path.read_text().strip()
-        except OSError as exc:
-            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
-            raise SystemExit(2) from exc
-        if not value:
-            print(f"{path}: is empty", file=sys.stderr)
-            raise SystemExit(2)
-        return value
-    return os.environ.get(_ENV[name]) or None
-
-
 def emulator_command(args: argparse.Namespace) -> int:
     """Run the emulator until SIGTERM/SIGINT; prints its URL as JSON once it listens."""
     from agent.runtime.logging import configure_logging
-    from agent.sim.emulator.service import Emulator
+    from agent.sim.emulator.server import build_emulator
     from agent.sim.emulator.settings import EmulatorSettings
 
     configure_logging("info", "auto", stream=sys.stderr)
-    settings = EmulatorSettings(
-        data_dir=args.data_dir,
-        http_port=args.port,
-        broker_url=args.broker,
-        minute_s=args.minute_s,
-        command_timeout_s=args.command_timeout_s,
-        version_timeout_s=args.version_timeout_s,
-        upgrade_timeout_s=args.upgrade_timeout_s,
-        huawei_token=_secret(args, "huawei_token"),
-        tencent_secret_id=args.tencent_secret_id,
-        tencent_secret_key=_secret(args, "tencent_secret_key"),
-        oceanconnect_app_id=args.oceanconnect_app_id,
-        oceanconnect_secret=_secret(args, "oceanconnect_secret"),
-    )
+    try:
+        secrets = {name.replace("-", "_"): credential(args, name) for name in CREDENTIALS}
+        settings = EmulatorSettings(
+            data_dir=args.data_dir,
+            http_port=args.port,
+            broker_url=args.broker,
+            minute_s=args.minute_s,
+            command_timeout_s=args.command_timeout_s,
+            version_timeout_s=args.version_timeout_s,
+            upgrade_timeout_s=args.upgrade_timeout_s,
+            obs_dir=args.obs_dir,
+            **secrets,
+        )
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as exc:  # pydantic's ValidationError: a pair given half
+        print(f"emulator: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
     async def serve() -> int:
-        emulator = Emulator(settings)
+        emulator = build_emulator(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
