@@ -12,7 +12,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.model import Publish
+from agent.core.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
 from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAnswer, Uplink
 
@@ -66,6 +66,10 @@ class PlatformClient:
     def __exit__(self, *exc: object) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho keeps its wake-up socket pair open until the client is finalised; the client sits
+        # in a reference cycle (its callbacks are our methods), so the collector may reach the
+        # sockets first and warn that they were never closed.
+        self.client._reset_sockets()  # paho has no public close
 
     def _on_connect(self, client: mqtt.Client, *_: object) -> None:
         for topic_filter in self._filters:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
     ChildrenChanged,
     ChildrenSyncRequest,
     Ignored,
@@ -84,6 +84,11 @@ def test_report_version_matches_the_document() -> None:
     topic, body, _ = _encode(VersionReport(device_id=DEV, fw_version="0.1"))
     assert topic == f"$ota/report/{PID}/{DN}"
     assert body == {"type": "report_version", "report": {"version": "0.1"}}
+
+
+def test_a_version_report_without_any_version_is_not_sent() -> None:
+    """The platform requires a non-empty version: an unknown one is left unreported."""
+    assert ota.encode(VersionReport(device_id=DEV, fw_version="", sw_version=None), **IDS) == []
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,14 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
+    ChildPropertiesReport,
     ChildPropertiesSet,
+    ChildrenAddRequest,
+    ChildrenDeleteRequest,
     ChildrenSyncRequest,
+    ChildStatusReport,
     CommandRequest,
     CommandResponse,
     CommandResult,
@@ -35,22 +39,43 @@ from agent.model import (
     UpgradeProgress,
     VersionReport,
 )
+from agent.core.topics import matches
 from agent.profiles.base import content_digest, dump_json, parse_json, raw_message
-from agent.profiles.huawei_iotda import auth, shadow, wire
+from agent.profiles.huawei_iotda import auth, children, shadow, wire
 from agent.profiles.huawei_iotda.events import EventCodec
-from agent.topics import matches
 
 NAME = "huawei-iotda"
 
-# Request ids are echoed into our response topic, so they must not carry topic syntax.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+# Request ids are echoed verbatim into our response topic: any id the broker could deliver in
+# a topic is answered, unless the answer's topic could not be published (a wildcard or NUL, or
+# longer than MQTT's 65,535-byte limit once ``response/`` is added).
+_TOPIC_LIMIT = 65535
+_RESPONSE_EXTRA = len("properties/set/response/request_id=")
+
+
+def _request_id_problem(rid: str, prefix: str) -> str | None:
+    """Why ``rid`` cannot be echoed into a response topic (None: it can)."""
+    if "+" in rid or "#" in rid:
+        return "holds an MQTT wildcard (+ or #)"
+    if "\x00" in rid:
+        return "holds NUL"
+    try:
+        size = len(prefix.encode()) + _RESPONSE_EXTRA + len(rid.encode())
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    if size > _TOPIC_LIMIT:
+        return f"makes the response topic longer than {_TOPIC_LIMIT} bytes"
+    return None
+
+
 # Names the platform chooses (device, service, command and message ids) reach journal keys,
 # spool files and handler environments: control characters and unbounded lengths are refused.
 _OBJECT_DEVICE_ID = re.compile(r"^[A-Za-z0-9_\-.:@]{1,128}$")
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{0,256}$")
 _REQUEST_ID_TOPIC = re.compile(
     r"^(?P<kind>commands|properties/set|properties/get|shadow/get/response)"
-    r"/request_id=(?P<rid>.*)$"
+    r"/request_id=(?P<rid>.*)\Z",
+    re.DOTALL,  # an id may hold any character a topic can carry, line breaks included
 )
 
 # Topics the platform publishes to the device. The platform subscribes devices to them
@@ -138,8 +163,9 @@ class HuaweiIotdaProfile:
         raise RemoteProtocolError(f"unexpected system topic {suffix!r}")
 
     def _decode_request(self, kind: str, rid: str, payload: bytes) -> Inbound:
-        if not _REQUEST_ID.fullmatch(rid):
-            raise RemoteProtocolError(f"request id {rid[:64]!r} is not usable in a topic")
+        problem = _request_id_problem(rid, self._prefix)
+        if problem is not None:
+            raise RemoteProtocolError(f"request id {rid[:64]!r} {problem}: no answer is possible")
         key = self._key(kind.replace("/", "-"), rid)
         if kind == "commands":
             return self._decode_command(key, rid, payload)
@@ -297,8 +323,10 @@ class HuaweiIotdaProfile:
     def encode(self, event: Outbound) -> list[Publish]:
         """Encode an answer onto the gateway's (our own) response topics."""
         correlation = getattr(event, "correlation", None)
-        if correlation is not None and not _REQUEST_ID.fullmatch(correlation):
-            raise LocalProtocolError(f"request id {correlation[:64]!r} is not usable in a topic")
+        if correlation is not None:
+            problem = _request_id_problem(str(correlation), self._prefix)
+            if problem is not None:
+                raise LocalProtocolError(f"request id {str(correlation)[:64]!r} {problem}")
         if isinstance(event, CommandResponse):
             result = event.result
             body: dict[str, object] = {"result_code": result.result_code, "paras": result.paras}
@@ -306,8 +334,9 @@ class HuaweiIotdaProfile:
                 body["response_name"] = result.response_name
             topic = f"{self._prefix}commands/response/request_id={event.correlation}"
             return [Publish(topic=topic, payload=dump_json(body))]
-        if isinstance(event, UpgradeProgress | VersionReport | ChildrenSyncRequest):
-            return [Publish(topic=f"{self._prefix}events/up", payload=self._events.encode(event))]
+        reports = self._encode_reports(event)
+        if reports is not None:
+            return reports
         if isinstance(event, PropertiesSetAnswer) or (
             isinstance(event, RequestRejected) and event.request_kind == "properties_set"
         ):
@@ -321,6 +350,18 @@ class HuaweiIotdaProfile:
         if isinstance(event, StateReport):
             return [shadow.encode_state_report(self._prefix, event)]
         raise LocalProtocolError(f"{NAME} cannot encode {event.kind}")
+
+    def _encode_reports(self, event: Outbound) -> list[Publish] | None:
+        """Events (``events/up``) and the child property report; None for anything else."""
+        events = f"{self._prefix}events/up"
+        if isinstance(event, UpgradeProgress | VersionReport | ChildrenSyncRequest):
+            return [Publish(topic=events, payload=self._events.encode(event))]
+        if isinstance(event, ChildStatusReport | ChildrenAddRequest | ChildrenDeleteRequest):
+            return [Publish(topic=events, payload=p) for p in self._events.encode_children(event)]
+        if isinstance(event, ChildPropertiesReport):
+            topic = f"{self._prefix}gateway/sub_devices/properties/report"
+            return [Publish(topic=topic, payload=p) for p in children.encode_properties(event)]
+        return None
 
 
 def _standard_message(payload: bytes) -> wire.MessageDown | None:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent.errors import RemoteProtocolError
+from agent.core.errors import RemoteProtocolError
 from agent.profiles.base import parse_json
 from agent.profiles.huawei_iotda import wire
 

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from agent.model import Publish
+from agent.core.model import Publish
 from agent.sim.emulator.records import Device, Subtask, Task
 from agent.sim.emulator.registry import Registry
 
@@ -44,6 +44,21 @@ class Verdict:
     def failed(cls, code: str, message: str, output: dict[str, Any] | None = None) -> Verdict:
         """A failed attempt."""
         return cls(ok=False, error_code=code, error_msg=message, output=output)
+
+
+class DeviceOffline(Exception):
+    """The device cannot take the downlink now (a gateway child not reported online).
+
+    Raised by ``downlinks``: with ``hold`` the attempt stays in flight and is built again when
+    the dispatcher resends (``resend_every_s``) or the link reconnects, until its deadline;
+    without it the attempt fails at once with ``code``.
+    """
+
+    def __init__(self, message: str, *, code: str = "DeviceOffline", hold: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.hold = hold
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from agent.model import Publish
+from agent.core.model import Publish
 from agent.profiles.huawei_iotda.ota_platform import ProgressReported, VersionReported, judge
 from agent.sim.emulator.dispatch import Report, Step, UplinkReader, Verdict
 from agent.sim.emulator.dispatch_huawei import _route, ota_correlation

@@ -4,6 +4,8 @@ Every state change goes through :meth:`TaskEngine._move`, which keeps each task'
 step with its subtasks, so ``task_progress`` adds up at every moment. One pump task does the
 timed work (schedule times, retry waits, deadlines) and dispatches at most ``max_in_flight``
 attempts at a time; answers from the MQTT link end attempts as they arrive.
+
+Long: every subtask state change goes through one method here, so the counters stay exact.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import LocalProtocolError
-from agent.model import Publish
+from agent.core.errors import LocalProtocolError
+from agent.core.model import Publish
 from agent.sim.emulator import records as r
 from agent.sim.emulator.dispatch import (
     Answer,
     Conversation,
+    DeviceOffline,
     LocalContext,
     LocalDispatcher,
     MqttDispatcher,
@@ -150,6 +153,64 @@ class TaskEngine:
         self._dirty_tasks.add(task_id)
         self._wake.set()
         return task
+
+    def stop_subtasks(self, task_id: str, device_ids: list[str]) -> dict[str, str | None]:
+        """Stop these targets' subtasks now, attempts in flight included (IoTDA StopBatchTask).
+
+        Returns, per device, None when its subtask was stopped, else why not. An answer to a
+        stopped attempt that still arrives is late and ignored.
+        """
+        task = self.tasks[task_id]
+        by_device = {sub.device_id: sub for sub in self.subtasks[task_id]}
+        results: dict[str, str | None] = {}
+        for device_id in device_ids:
+            sub = by_device.get(device_id)
+            if sub is None:
+                results[device_id] = "the device is not a target of this task"
+            elif sub.state in r.TERMINAL:
+                results[device_id] = f"the subtask has already ended ({sub.state})"
+            else:
+                self._drop_attempt(sub)
+                self._move(task, sub, r.STOPPED)
+                results[device_id] = None
+        self._dirty_tasks.add(task_id)
+        return results
+
+    def retry_subtasks(self, task_id: str, device_ids: list[str]) -> dict[str, str | None]:
+        """Run these targets' failed or stopped subtasks again (IoTDA RetryBatchTask)."""
+        task = self.tasks[task_id]
+        by_device = {sub.device_id: sub for sub in self.subtasks[task_id]}
+        results: dict[str, str | None] = {}
+        now = self.clock()
+        for device_id in device_ids:
+            sub = by_device.get(device_id)
+            if sub is None:
+                results[device_id] = "the device is not a target of this task"
+                continue
+            if sub.state not in (r.FAIL, r.STOPPED, r.FAIL_WAIT_RETRY):
+                results[device_id] = f"only failed or stopped subtasks are retried ({sub.state})"
+                continue
+            sub.error_code = sub.error_msg = sub.output = sub.stage = None
+            sub.finished_at = None
+            sub.progress = 0
+            sub.due = now
+            self._move(task, sub, r.WAITTING)
+            self._schedule(sub)
+            results[device_id] = None
+        if any(result is None for result in results.values()):
+            task.stop_requested = False
+            task.finished_at = None
+            self._open.add(task_id)
+        self._dirty_tasks.add(task_id)
+        return results
+
+    def _drop_attempt(self, sub: r.Subtask) -> None:
+        if sub.correlation is not None:
+            self._inflight.pop(sub.correlation, None)
+            self._sent_at.pop(sub.correlation, None)
+            sub.correlation = None
+            self._wake.set()  # a slot is free
+        sub.deadline = None
 
     async def delete(self, task_id: str) -> None:
         """Forget a finished task."""
@@ -378,6 +439,10 @@ class TaskEngine:
         self._sent_at[correlation] = self.clock()
         try:
             publishes = dispatcher.downlinks(task, sub, device, correlation)
+        except DeviceOffline as exc:
+            if not exc.hold:
+                self._conclude(sub, Verdict.failed(exc.code, exc.message))
+            return
         except (KeyError, TypeError, ValueError) as exc:
             self._conclude(sub, Verdict.failed("INTERNAL", f"cannot build the downlink: {exc}"))
             return
@@ -412,7 +477,8 @@ class TaskEngine:
             # deadline, which for messages is a day away.
             self._conclude(sub, Verdict.failed("INTERNAL", error.reason))
         elif error is None and fire_and_forget:
-            self._conclude(sub, Verdict(ok=True, output={"delivered": "broker"}))
+            # Published: the broker accepted it. Whether the device got it is not known here.
+            self._conclude(sub, Verdict(ok=True, output={"published": "broker accepted"}))
         # Otherwise the connection went away: redeliver() sends it again after reconnecting.
 
     async def _run_local(self, dispatcher: LocalDispatcher, task: r.Task, sub: r.Subtask) -> None:

@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.config import MqttSettings
-from agent.errors import RemoteProtocolError
-from agent.model import ConnectIdentity, Publish, Subscription
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import ConnectIdentity, Publish, Subscription
 from agent.sim.emulator.dispatch import Answer, Report, UplinkReader
-from agent.transport.base import InboundMessage
+from agent.transport.base import CallbackLink, InboundMessage
 from agent.transport.paho_bridge import MqttConnection
 
 
@@ -48,14 +48,13 @@ class PlatformLink:
             filters_per_subscribe=32,
         )
         filters = [f for reader in readers for f in reader.filters()]
-        self.connection = MqttConnection(
-            settings,
+        link = CallbackLink(
             identity=lambda: ConnectIdentity(client_id=client_id, username=None, password=None),
             subscriptions=lambda: [Subscription(topic_filter=f) for f in filters],
             on_message=self._received,
-            on_connected=on_connected,
-            log=log,
+            connected=on_connected,
         )
+        self.connection = MqttConnection(settings, link=link, log=log)
 
     @property
     def ready(self) -> asyncio.Event:
