@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -28,11 +29,47 @@ class TlsSettings(Section):
         return self
 
 
-class MqttSettings(Section):
-    """The broker connection."""
+def _endpoint(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` as ``(host, port)``."""
+    host, port = text.strip(), default_port
+    if host.startswith("["):
+        inside, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            msg = f"{text!r} is not host, host:port or [address]:port"
+            raise ValueError(msg)
+        host, rest = inside, rest[1:]
+        if rest:
+            port = _port(text, rest)
+    elif host.count(":") == 1:
+        host, _, rest = host.partition(":")
+        port = _port(text, rest)
+    elif ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            msg = f"{text!r} is not host, host:port or [address]:port"
+            raise ValueError(msg) from None
+    if not host or any(c.isspace() or c in "/#+" for c in host):
+        msg = f"{text!r} has no valid host"
+        raise ValueError(msg)
+    return host, port
 
-    host: str
+
+def _port(text: str, value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        msg = f"{text!r} has no valid port (1-65535)"
+        raise ValueError(msg)
+    return int(value)
+
+
+class MqttSettings(Section):
+    """The broker connection: one endpoint (``host``/``port``), or several (and ``hosts``)."""
+
+    host: str | None = None
     port: int = Field(default=8883, ge=1, le=65535)
+    # Endpoints of one clustered broker, tried after ``host`` in this order: on a failed connect
+    # or a lost connection the agent moves on to the next ("host:port"; without one, ``port``).
+    hosts: list[str] = []
     keepalive_s: int = Field(default=120, ge=30, le=1200)
     clean_session: bool = False
     connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
@@ -41,7 +78,35 @@ class MqttSettings(Section):
     # After the broker rejects the credentials, retrying fast only earns a ban: wait this long.
     auth_retry_s: float = Field(default=600.0, gt=0, le=86400)
     max_inflight: int = Field(default=100, ge=1, le=65535)
+    # Topic filters per SUBSCRIBE packet: 1 for platforms that accept no more; local brokers
+    # (the fleet simulator's) take them all in one round trip.
+    filters_per_subscribe: int = Field(default=1, ge=1, le=32)
     tls: TlsSettings = TlsSettings()
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_valid(cls, hosts: list[str]) -> list[str]:
+        for text in hosts:
+            _endpoint(text, 1)
+        return hosts
+
+    @model_validator(mode="after")
+    def _somewhere_to_connect(self) -> MqttSettings:
+        # Worded "key: problem", so the loader reports them against that key.
+        if self.host is None and not self.hosts:
+            msg = "mqtt.host: Field required (or mqtt.hosts, a list of host:port endpoints)"
+            raise ValueError(msg)
+        endpoints = self.endpoints
+        if len(set(endpoints)) != len(endpoints):
+            msg = "mqtt.hosts: lists an endpoint more than once (mqtt.host counts as the first)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        """Where the broker listens, in the order to try: ``host`` first, then ``hosts``."""
+        first = [] if self.host is None else [(self.host, self.port)]
+        return first + [_endpoint(text, self.port) for text in self.hosts]
 
 
 class JournalSettings(Section):
@@ -64,6 +129,9 @@ class MessageSettings(Section):
     """Where down-link messages go: a spool directory, a handler, or both."""
 
     spool_dir: Path | None = Path("/var/lib/device-agent/messages")
+    # A full spool refuses new messages (failed subtask, logged); nothing in it is deleted.
+    spool_max_messages: int = Field(default=10000, ge=1, le=10_000_000)
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     handler: ExecHandler | None = None
     # Extra topics to subscribe to, e.g. custom ``user/`` topics; ``{device_id}`` is replaced
     # (Tencent IoT Hub: ``{product_id}`` and ``{device_name}``).

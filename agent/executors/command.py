@@ -27,9 +27,9 @@ from agent.executors.script import TaskExtError, task_ext_env
 from agent.pipeline.executor import Context, Outcome
 from agent.profiles.base import JsonRejected, dump_json, strict_loads
 
-# One generator per module, not per object: each holds 2.5 KB of state and a simulated fleet
-# runs thousands of agents. Not for secrets (jitter, simulated failures).
-_RNG = random.Random()  # noqa: S311
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
 
 
 class CommandExecutor:
@@ -37,7 +37,7 @@ class CommandExecutor:
 
     def __init__(self, settings: CommandSettings, *, rng: random.Random | None = None) -> None:
         self.settings = settings
-        self._rng = rng or _RNG
+        self._rng = rng or SHARED_RNG
         self._routes = {(r.service_id, r.command_name): r for r in settings.routes}
         self._simulated_runs: dict[int, int] = {}  # id(handler) -> runs so far (fail_first)
 

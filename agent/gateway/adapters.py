@@ -31,9 +31,9 @@ from agent.executors.process import run_process
 from agent.gateway.registry import Child
 from agent.profiles.base import dump_json
 
-# One generator per module, not per object: each holds 2.5 KB of state and a simulated fleet
-# runs thousands of agents. Not for secrets (jitter, simulated failures).
-_RNG = random.Random()  # noqa: S311
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
 
 _STATUSES = {
     value
@@ -208,7 +208,7 @@ class SimulatedChildAdapter:
 
     def __init__(self, settings: SimulatedAdapter, *, rng: random.Random | None = None) -> None:
         self.settings = settings
-        self._rng = rng or _RNG
+        self._rng = rng or SHARED_RNG
         self._versions: dict[str, dict[str, str | None]] = {}
         self.properties: dict[str, list[dict[str, Any]]] = {}
         # Which children are there: None (cannot tell) until a test or simulation says so.

@@ -10,9 +10,9 @@ from typing import Protocol
 
 from agent.core.model import ConnectIdentity, Subscription
 
-# One generator per module, not per object: each holds 2.5 KB of state and a simulated fleet
-# runs thousands of agents. Not for secrets (jitter, simulated failures).
-_RNG = random.Random()  # noqa: S311
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +88,10 @@ class Transport(Publisher, Protocol):
     owns it (the agent), so the builder can choose the transport without knowing the agent.
     """
 
+    # Set while connected with every filter accepted (``ready`` may come first: a refused
+    # filter is retried while the rest is served).
+    subscribed: asyncio.Event
+
     def attach(self, link: Link) -> None:
         """Serve ``link``; called once, before :meth:`run`."""
 
@@ -112,7 +116,7 @@ class Backoff:
         self.initial = initial
         self.cap = cap
         self.attempt = 0
-        self._rng = rng or _RNG
+        self._rng = rng or SHARED_RNG
 
     def next_delay(self) -> float:
         """The delay before the next attempt; grows with each call until :meth:`reset`."""

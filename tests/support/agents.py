@@ -79,6 +79,8 @@ def agent_config(
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
+    if "hosts" in data["mqtt"]:  # a list of endpoints replaces host and port
+        data["mqtt"].pop("host")
     path = workdir / "agent.toml"
     path.write_text(toml.dumps(data) + "\n")
     return path

@@ -12,11 +12,11 @@ import pytest
 from agent.config import AgentConfig
 
 # Loaded by the first download or signed package, or by the platform a device speaks: never
-# by the daemon's start as such.
+# by the daemon's start as such. (ctypes is not among them: the daemon becomes its handlers'
+# subreaper through prctl at start.)
 LAZY = [
     "httpx",
     "cryptography",
-    "ctypes",
     "pydantic_settings",
     "dotenv",
     "rich",

@@ -27,6 +27,7 @@ class PlatformLink:
         host: str,
         port: int,
         *,
+        hosts: list[str] | None = None,
         client_id: str,
         readers: list[UplinkReader],
         on_answer: Callable[[Answer | Report], None],
@@ -40,11 +41,13 @@ class PlatformLink:
         settings = MqttSettings(
             host=host,
             port=port,
+            hosts=hosts or [],
             keepalive_s=30,
             clean_session=False,
             backoff_initial_s=0.2,
             backoff_max_s=2.0,
             max_inflight=1000,
+            filters_per_subscribe=32,
         )
         filters = [f for reader in readers for f in reader.filters()]
         link = CallbackLink(

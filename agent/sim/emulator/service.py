@@ -22,7 +22,7 @@ from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink
 from agent.sim.emulator.ota_downloads import PackageDownloads
 from agent.sim.emulator.registry import Registry
-from agent.sim.emulator.settings import EmulatorSettings, broker_address
+from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.emulator.store import EmulatorStore
 
 AppFactory = Callable[["Emulator"], web.Application]
@@ -78,10 +78,11 @@ class Emulator:
         await self.store.open()
         await self.registry.load()
         if self.settings.broker_url:
-            host, port = broker_address(self.settings.broker_url)
+            host, port, hosts = broker_endpoints(self.settings.broker_url)
             self.link = PlatformLink(
                 host,
                 port,
+                hosts=hosts,
                 client_id=self.settings.client_id,
                 readers=self.table.readers,
                 on_answer=self.engine.on_answer,
@@ -110,9 +111,9 @@ class Emulator:
         self.log.info("emulator.started", url=self.url, broker=self.settings.broker_url)
 
     async def wait_connected(self, timeout: float) -> None:
-        """Wait until the MQTT link is up (no-op without a broker)."""
+        """Wait until the MQTT link is up and every filter accepted (no-op without a broker)."""
         if self.link is not None:
-            await asyncio.wait_for(self.link.ready.wait(), timeout)
+            await asyncio.wait_for(self.link.connection.subscribed.wait(), timeout)
 
     async def close(self) -> None:
         """Stop serving and write everything down."""

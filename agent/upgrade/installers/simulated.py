@@ -15,9 +15,9 @@ from agent.core.errors import UpgradeFailed
 from agent.core.model import UpgradeStatus
 from agent.upgrade.installers.base import InstallJob, ProgressFn
 
-# One generator per module, not per object: each holds 2.5 KB of state and a simulated fleet
-# runs thousands of agents. Not for secrets (jitter, simulated failures).
-_RNG = random.Random()  # noqa: S311
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
 
 _STEPS = 10
 
@@ -27,7 +27,7 @@ class SimulatedInstallerImpl:
 
     def __init__(self, settings: SimulatedInstaller, *, rng: random.Random | None = None) -> None:
         self.settings = settings
-        self._rng = rng or _RNG
+        self._rng = rng or SHARED_RNG
 
     async def install(self, job: InstallJob, detail: dict[str, Any], progress: ProgressFn) -> None:
         """Wait ``duration_s`` in steps, then fail at ``failure_rate``."""
