@@ -101,8 +101,17 @@ def stop_leftover_agents() -> None:
 class AgentProcess:
     """``device-agent run`` as a child process, with a notify socket to see READY=1."""
 
-    def __init__(self, config: Path, workdir: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        program: list[str] | None = None,
+    ) -> None:
         self.config = config
+        # The command that is ``device-agent``: this checkout's by default, or an installed one.
+        self.program = program or [sys.executable, "-m", "agent"]
         self.workdir = workdir
         self.log_path = workdir / "agent.log"
         self.env = env or {}
@@ -123,7 +132,7 @@ class AgentProcess:
         env.update(self.env, NOTIFY_SOCKET=str(notify_path), PYTHONPATH=str(REPO))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+            [*self.program, "run", "--config", str(self.config)],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
