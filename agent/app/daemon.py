@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.app.agent import Agent
 from agent.app.build import build_agent
+from agent.app.report import record, report, snapshot
 from agent.config import AgentConfig
 from agent.core.errors import AgentError, ConfigError
 from agent.journal.sqlite import SqliteJournal
@@ -24,9 +25,6 @@ from agent.runtime.logging import get_logger, redactor
 from agent.runtime.sdnotify import Notifier, watchdog_interval
 
 _PRUNE_EVERY_S = 3600.0
-_STATUS_EVERY_S = 30.0
-# How soon `systemctl status` shows that the connection went away (or came back).
-_STATUS_POLL_S = 1.0
 
 
 def read_secret(path: Path) -> str:
@@ -54,13 +52,18 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     background: list[asyncio.Task[None]] = []
+    started_at = time.time()
     try:
         # Inside the try: a secret the profile cannot use fails here, and the journal closes.
         agent = build_agent(config, journal=journal, secret=secret, log=log)
         await agent.start()
         log.info("agent.started", journal=str(config.journal.path))
+        # Ready: the configuration is valid, the journal open and interrupted work recovered.
+        # The broker may be far away or refuse us: an offline device is not a failed start.
+        first = snapshot(agent, started_at)
+        notifier.ready(first.status_line())
         background = [
-            loop.create_task(_announce_ready(agent, notifier)),
+            loop.create_task(report(agent, notifier, first)),
             loop.create_task(_prune(journal, config.journal.retention_days * 86400, log)),
         ]
         interval = watchdog_interval()
@@ -69,10 +72,12 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
         await stop.wait()
         log.info("agent.stopping", in_flight=agent.dispatcher.in_flight)
         notifier.stopping("stopping: finishing running work")
+        await record(agent, snapshot(agent, started_at, state="stopping"))
         flushed = await agent.stop(
             grace=config.lifecycle.shutdown_grace_s,
             flush_timeout=config.lifecycle.flush_timeout_s,
         )
+        await record(agent, snapshot(agent, started_at, state="stopped"))
         log.info("agent.stopped", outbox_flushed=flushed, outbox_left=agent.outbox.backlog)
     finally:
         for task in background:
@@ -80,28 +85,6 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
         await asyncio.gather(*background, return_exceptions=True)
         await journal.close()
     return 0
-
-
-async def _announce_ready(agent: Agent, notifier: Notifier) -> None:
-    """READY=1 once connected and subscribed; then STATUS when the connection comes or goes.
-
-    Between changes the STATUS line is refreshed every ``_STATUS_EVERY_S`` (counts move).
-    """
-    loop = asyncio.get_running_loop()
-    await agent.transport.ready.wait()
-    notifier.ready(_status_line(agent))
-    connected, sent_at = True, loop.time()
-    while True:
-        await asyncio.sleep(_STATUS_POLL_S)
-        now = agent.transport.ready.is_set()
-        if now != connected or loop.time() - sent_at >= _STATUS_EVERY_S:
-            notifier.status(_status_line(agent))
-            connected, sent_at = now, loop.time()
-
-
-def _status_line(agent: Agent) -> str:
-    state = "connected" if agent.transport.ready.is_set() else "reconnecting"
-    return f"{state}; {agent.dispatcher.in_flight} subtasks running; outbox {agent.outbox.backlog}"
 
 
 async def _watchdog(agent: Agent, journal: SqliteJournal, notifier: Notifier, every: float) -> None:

@@ -99,7 +99,7 @@ def stop_leftover_agents() -> None:
 
 
 class AgentProcess:
-    """``device-agent run`` as a child process, with a notify socket to see READY=1."""
+    """``device-agent run`` as a child process, with a notify socket to see READY=1 and STATUS."""
 
     def __init__(
         self,
@@ -120,7 +120,10 @@ class AgentProcess:
         self.notifications: list[str] = []
 
     def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> None:
-        """Start the daemon; by default wait for READY=1 (connected and subscribed)."""
+        """Start the daemon; by default wait until it is connected and subscribed.
+
+        READY=1 comes once the agent can work offline; ``STATUS=connected`` once subscribed.
+        """
         self._close_notify()
         self.notifications = []
         notify_path = self.workdir / f"notify-{time.monotonic_ns()}.sock"
@@ -143,6 +146,7 @@ class AgentProcess:
         _started.append(self)
         if wait_ready:
             self.wait_notification("READY=1", timeout)
+            self.wait_notification("STATUS=connected", timeout)
 
     def wait_notification(self, field: str, timeout: float, *, count: int = 1) -> None:
         """Wait until ``count`` notify datagrams containing ``field`` have arrived."""
