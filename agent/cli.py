@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ from agent import __version__
 from agent.app import cli as daemon_cli
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # as the shell reports a program killed by SIGPIPE
 # The simulator's commands, with their one-line help; their own parser lives in agent.sim.cli.
 SIM_COMMANDS = {
     "demo": "the bundled fleet demo: agents, the task service emulator, a report",
@@ -34,7 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The simulator parses its own arguments (``device-agent simulate --help`` included).
         return _simulator(words[0], words[1:])
     args = _parser().parse_args(words)
-    return int(args.handler(args))
+    try:
+        code = int(args.handler(args))
+        sys.stdout.flush()  # inside the try: a reader that went away is seen here
+    except BrokenPipeError:
+        # `device-agent status --json | head`: the reader has what it wanted. Exit as a program
+        # killed by SIGPIPE would, without a traceback (and without another one at exit, when
+        # Python flushes stdout again).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,24 +19,46 @@ from agent.runtime.logging import configure_logging, get_logger
 from agent.runtime.privileged import PHASES, REFUSED, request, serve_pending
 
 STATE_DIR = Path("/var/lib/device-agent")
+# Where the package installs the configuration and the unit reads it.
+DEFAULT_CONFIG = Path("/etc/device-agent/agent.toml")
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
+
+
+def _config_option(parser: Any, *, dest: str = "config") -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        dest=dest,
+        default=None,
+        help=f"the agent's TOML file (default: {DEFAULT_CONFIG})",
+    )
 
 
 def add_commands(commands: Any) -> None:
     """Add the daemon's subcommands to the ``device-agent`` parser."""
     run = commands.add_parser("run", help="run the agent (as the systemd service does)")
-    run.add_argument("--config", type=Path, required=True, help="the agent's TOML file")
+    _config_option(run)
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="override logging.level of the configuration",
+    )
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
-    check.add_argument("config", type=Path)
+    _config_option(check)
+    # The positional form of earlier versions stays as an alias of -c.
+    check.add_argument("file", type=Path, nargs="?", help=argparse.SUPPRESS)
     check.set_defaults(handler=_check_config)
 
-    status = commands.add_parser("status", help="subtasks in flight, recent results, outbox")
-    source = status.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", type=Path, help="read the journal this config names")
-    source.add_argument("--journal", type=Path, help="read this journal file")
+    status = commands.add_parser(
+        "status", help="connection, version, uptime, last error, queue, outbox, recent results"
+    )
+    source = status.add_mutually_exclusive_group()
+    _config_option(source)
+    source.add_argument("--journal", type=Path, help="read this journal file instead")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.add_argument("--recent", type=int, default=20, help="how many recent results")
     status.set_defaults(handler=_status)
@@ -91,23 +114,31 @@ def _load(path: Path) -> AgentConfig | None:
     return config
 
 
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config) if args.config is not None else DEFAULT_CONFIG
+
+
 def _check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    if args.file is not None and args.config is not None and args.file != args.config:
+        print("check-config: give the file once (-c FILE or FILE)", file=sys.stderr)
+        return EXIT_CONFIG
+    path = args.file if args.file is not None else _config_path(args)
+    config = _load(path)
     if config is None:
         return EXIT_CONFIG
     routes = len(config.commands.routes)
     print(
-        f"{args.config}: ok ({config.device.profile}, device {config.device.device_id}, "
+        f"{path}: ok ({config.device.profile}, device {config.device.device_id}, "
         f"{routes} command route{'s' if routes != 1 else ''})"
     )
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(_config_path(args))
     if config is None:
         return EXIT_CONFIG
-    configure_logging(config.logging.level, config.logging.format)
+    configure_logging(args.log_level or config.logging.level, config.logging.format)
     from agent.app.daemon import run_daemon  # imported late: check-config and status stay light
 
     try:
@@ -121,27 +152,32 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from agent.journal.status import read_status
+    from agent.journal.status import read_daemon, read_status
 
     path = args.journal
     if path is None:
+        config_path = _config_path(args)
         try:
-            path = load_config(args.config).journal.path
+            path = load_config(config_path).journal.path
         except ConfigError as exc:
-            print(f"{args.config}: {exc}", file=sys.stderr)
+            print(f"{config_path}: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     if not path.exists():
         print(f"{path}: no journal yet (the agent has not run)", file=sys.stderr)
         return EXIT_FAILURE
     try:
         open_rows, recent, outbox = read_status(path, recent=args.recent)
+        daemon = read_daemon(path)
     except JournalError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILURE
+    if daemon is not None:
+        daemon["running"] = _alive(daemon)
     if args.json:
         print(
             json.dumps(
                 {
+                    "daemon": daemon,
                     "in_flight": [_row_json(r) for r in open_rows],
                     "recent": [_row_json(r) for r in recent],
                     "outbox": {"count": outbox.count, "oldest": outbox.oldest},
@@ -151,6 +187,8 @@ def _status(args: argparse.Namespace) -> int:
         )
         return 0
     now = time.time()
+    for line in _daemon_lines(daemon, now):
+        print(line)
     print(f"in flight: {len(open_rows)}")
     for row in open_rows:
         print(f"  {row.kind:<12} {row.state:<10} {_age(now - row.received_at):>8}  {row.key}")
@@ -163,6 +201,36 @@ def _status(args: argparse.Namespace) -> int:
     oldest = "" if outbox.oldest is None else f", oldest {_age(now - outbox.oldest)} old"
     print(f"outbox: {outbox.count} awaiting the broker{oldest}")
     return 0
+
+
+def _alive(daemon: dict[str, Any]) -> bool:
+    """Whether the process that wrote the record still runs (and did not record its stop)."""
+    if daemon.get("state") == "stopped":
+        return False
+    try:
+        os.kill(int(daemon.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (the service's, seen by an operator)
+    return int(daemon.get("pid", 0)) > 0
+
+
+def _daemon_lines(daemon: dict[str, Any] | None, now: float) -> list[str]:
+    if daemon is None:
+        return ["agent: no record yet (this journal's agent predates status records)"]
+    version = daemon.get("version", "?")
+    if not daemon["running"]:
+        seen = _age(now - float(daemon.get("updated_at", now)))
+        lines = [f"agent: not running (device-agent {version}, last seen {seen} ago)"]
+    else:
+        up = _age(now - float(daemon.get("started_at", now)))
+        lines = [
+            f"agent: {daemon.get('state')} (device-agent {version}, pid {daemon.get('pid')}, "
+            f"up {up}, queue {daemon.get('queue')}, outbox {daemon.get('outbox')})"
+        ]
+    lines.append(f"last error: {daemon.get('last_error') or 'none'}")
+    return lines
 
 
 def _row_json(row: SubtaskRow) -> dict[str, object]:

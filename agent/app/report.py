@@ -19,10 +19,9 @@ from typing import Any
 from agent import __version__
 from agent.app.agent import Agent
 from agent.core.errors import AgentError
+from agent.journal.status import DAEMON_STATUS
 from agent.runtime.sdnotify import Notifier
 
-# The key of the daemon's record in the journal (per agent id).
-DAEMON_STATUS = "daemon_status"
 # How soon `systemctl status` shows that the connection went away (or came back).
 _POLL_S = 1.0
 # Between changes the record and STATUS= are refreshed this often (counts move).
@@ -92,21 +91,22 @@ async def report(
     *,
     extra: Callable[[Snapshot], None] | None = None,
 ) -> None:
-    """STATUS= and the record whenever the state changes and every ``_REFRESH_S``; forever.
+    """STATUS= and the record when the state or last error change and every ``_REFRESH_S``.
 
     ``first`` went out with READY=1 already.
     """
     loop = asyncio.get_running_loop()
-    started_at, last_state, sent_at = first.started_at, first.state, loop.time()
+    started_at, sent_at = first.started_at, loop.time()
+    last = (first.state, first.last_error)
     await record(agent, first)
     if extra is not None:
         extra(first)
     while True:
         await asyncio.sleep(_POLL_S)
         snap = snapshot(agent, started_at)
-        if snap.state != last_state or loop.time() - sent_at >= _REFRESH_S:
+        if (snap.state, snap.last_error) != last or loop.time() - sent_at >= _REFRESH_S:
             notifier.status(snap.status_line())
             await record(agent, snap)
             if extra is not None:
                 extra(snap)
-            last_state, sent_at = snap.state, loop.time()
+            last, sent_at = (snap.state, snap.last_error), loop.time()

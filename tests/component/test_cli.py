@@ -159,6 +159,7 @@ def test_status_json_on_an_empty_journal(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
+        "daemon": None,
         "in_flight": [],
         "recent": [],
         "outbox": {"count": 0, "oldest": None},

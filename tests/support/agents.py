@@ -108,10 +108,12 @@ class AgentProcess:
         *,
         env: dict[str, str] | None = None,
         program: list[str] | None = None,
+        run_args: list[str] | None = None,
     ) -> None:
         self.config = config
         # The command that is ``device-agent``: this checkout's by default, or an installed one.
         self.program = program or [sys.executable, "-m", "agent"]
+        self.run_args = run_args or []
         self.workdir = workdir
         self.log_path = workdir / "agent.log"
         self.env = env or {}
@@ -135,7 +137,7 @@ class AgentProcess:
         env.update(self.env, NOTIFY_SOCKET=str(notify_path), PYTHONPATH=str(REPO))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*self.program, "run", "--config", str(self.config)],
+            [*self.program, "run", "--config", str(self.config), *self.run_args],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
