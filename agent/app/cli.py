@@ -142,7 +142,9 @@ def _run(args: argparse.Namespace) -> int:
     from agent.app.daemon import run_daemon  # imported late: check-config and status stay light
 
     try:
-        return asyncio.run(run_daemon(config))
+        return asyncio.run(
+            run_daemon(config, config_path=_config_path(args), log_level=args.log_level)
+        )
     except ConfigError as exc:
         get_logger().error("agent.config.invalid", error=str(exc))
         return EXIT_CONFIG

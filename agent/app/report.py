@@ -78,6 +78,14 @@ def snapshot(agent: Agent, started_at: float, *, state: str | None = None) -> Sn
     )
 
 
+def snapshot_line(agent: Agent) -> str:
+    """The STATUS= text for the agent now."""
+    current, _, _ = connection_state(agent)
+    return (
+        f"{current}; {agent.dispatcher.in_flight} subtasks running; outbox {agent.outbox.backlog}"
+    )
+
+
 async def record(agent: Agent, snap: Snapshot) -> None:
     """Store ``snap`` for `device-agent status` (a journal that fails is the watchdog's job)."""
     with contextlib.suppress(AgentError):
