@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from agent.app.checks import check_environment
+from agent.app.checks import check_environment, service_problems
 from agent.config import AgentConfig, load_config
 from agent.core.errors import AgentError, ConfigError, JournalError
 from agent.journal.base import SubtaskRow
@@ -21,6 +22,8 @@ from agent.runtime.privileged import PHASES, REFUSED, request, serve_pending
 STATE_DIR = Path("/var/lib/device-agent")
 # Where the package installs the configuration and the unit reads it.
 DEFAULT_CONFIG = Path("/etc/device-agent/agent.toml")
+# The unit's User=; check-config run by root checks as this user.
+SERVICE_USER = "device-agent"
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
 
@@ -51,6 +54,12 @@ def add_commands(commands: Any) -> None:
     _config_option(check)
     # The positional form of earlier versions stays as an alias of -c.
     check.add_argument("file", type=Path, nargs="?", help=argparse.SUPPRESS)
+    check.add_argument(
+        "--as-user",
+        metavar="USER",
+        help=f"check as this user (root only; default under root: {SERVICE_USER}, the "
+        "service's user, when it exists; '' checks as yourself)",
+    )
     check.set_defaults(handler=_check_config)
 
     status = commands.add_parser(
@@ -123,8 +132,15 @@ def _check_config(args: argparse.Namespace) -> int:
         print("check-config: give the file once (-c FILE or FILE)", file=sys.stderr)
         return EXIT_CONFIG
     path = args.file if args.file is not None else _config_path(args)
+    switched = _as_service_user(path, args.as_user)
+    if switched is not None:
+        return switched
     config = _load(path)
     if config is None:
+        return EXIT_CONFIG
+    problems = service_problems(config)
+    if problems:
+        print(f"{path}: {ConfigError(problems)}", file=sys.stderr)
         return EXIT_CONFIG
     routes = len(config.commands.routes)
     print(
@@ -132,6 +148,56 @@ def _check_config(args: argparse.Namespace) -> int:
         f"{routes} command route{'s' if routes != 1 else ''})"
     )
     return 0
+
+
+def _as_service_user(path: Path, as_user: str | None) -> int | None:
+    """Under root, run the check again as the service's user; its exit status, or None.
+
+    None means: check in this process (not root, ``--as-user ''``, or the same user).
+    """
+    import pwd
+
+    implicit = as_user is None
+    name = SERVICE_USER if as_user is None else as_user
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    if not name or name == me:
+        return None
+    if os.geteuid() != 0:
+        if implicit:
+            return None
+        print(f"check-config: only root can check as another user ({name})", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        if implicit:
+            print(
+                f"check-config: no user {name} here; checked as {me}, not as the service",
+                file=sys.stderr,
+            )
+            return None
+        print(f"check-config: no user {name}", file=sys.stderr)
+        return EXIT_CONFIG
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "check-config",
+            "-c",
+            str(path.absolute()),
+            "--as-user",
+            "",
+        ],
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=os.getgrouplist(name, user.pw_gid),
+        cwd="/",
+        check=False,
+    )
+    if done.returncode == 0:
+        print(f"(checked as {name}, the service's user)")
+    return done.returncode
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -104,12 +104,34 @@ def test_check_config_takes_c_the_positional_alias_and_defaults_to_etc(tmp_path:
     """-c FILE and FILE both work; without either the default path is the one named."""
     config = agent_config(tmp_path, 1883)
 
-    short = _cli("check-config", "-c", str(config))
-    positional = _cli("check-config", str(config))
-    default = _cli("check-config")
+    short = _cli("check-config", "-c", str(config), "--as-user", "")
+    positional = _cli("check-config", str(config), "--as-user", "")
+    default = _cli("check-config", "--as-user", "")
 
     assert short.returncode == 0, short.stderr
     assert positional.returncode == 0, positional.stderr
     assert short.stdout == positional.stdout
     assert default.returncode == 2
     assert default.stderr.startswith("/etc/device-agent/agent.toml: ")
+
+
+def test_check_config_refuses_a_secret_others_can_read_and_shows_the_mode(tmp_path: Path) -> None:
+    """A device secret with mode 0644 is refused, naming the key and the mode."""
+    config = agent_config(tmp_path, 1883)
+    (tmp_path / "secret").chmod(0o644)
+
+    done = _cli("check-config", "-c", str(config), "--as-user", "")
+
+    assert done.returncode == 2
+    assert "device.secret_file" in done.stderr
+    assert "readable or writable by others (mode 0644" in done.stderr
+
+
+def test_check_config_refuses_a_journal_directory_it_cannot_create(tmp_path: Path) -> None:
+    """/proc/nope passed before and then `run` exited 1; now check-config says why."""
+    config = agent_config(tmp_path, 1883, journal={"path": "/proc/nope/journal.db"})
+
+    done = _cli("check-config", "-c", str(config), "--as-user", "")
+
+    assert done.returncode == 2
+    assert "journal.path = '/proc/nope': cannot be created in /proc" in done.stderr

@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,11 +66,13 @@ def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> ScratchRoot:
-    """A scratch root with the package installed."""
-    root = ScratchRoot(tmp_path_factory.mktemp("root"), deb)
-    root.dpkg("--install", str(deb))
-    return root
+def installed(deb: Path) -> Iterator[ScratchRoot]:
+    """A scratch root with the package installed, which other users can traverse too."""
+    with tempfile.TemporaryDirectory(prefix="device-agent-root-") as name:
+        Path(name).chmod(0o755)
+        root = ScratchRoot(Path(name), deb)
+        root.dpkg("--install", str(deb))
+        yield root
 
 
 def test_the_package_holds_the_daemon_units_config_and_docs_only(deb: Path) -> None:
@@ -91,6 +95,7 @@ def test_the_package_holds_the_daemon_units_config_and_docs_only(deb: Path) -> N
     assert conffiles == ["/etc/device-agent/agent.toml"]
     assert field(deb, "Version") == __version__
     assert "python3.11" in field(deb, "Depends")
+    assert "procps" in field(deb, "Depends")  # /bin/kill, for ExecReload=
     assert int(field(deb, "Installed-Size")) > 0
 
 
@@ -116,12 +121,15 @@ def test_installed_units_pass_systemd_analyze_verify(installed: ScratchRoot) -> 
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is missing (no systemd on this machine)")
-    # The units name systemd's own targets; the scratch root gets this machine's copies.
+    # The units name systemd's own targets and /bin/kill (ExecReload=; procps, a dependency):
+    # the scratch root gets this machine's copies, as the dependencies would bring them.
     units = installed / "/usr/lib/systemd/system"
     for source in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")):
         for unit in source.glob("*.target"):
             if not (units / unit.name).exists():
                 shutil.copy(unit, units / unit.name)
+    (installed / "/bin").mkdir(exist_ok=True)
+    shutil.copy("/bin/kill", installed / "/bin/kill")
     names = [
         "device-agent.service",
         "device-agent-installer.service",
@@ -183,6 +191,12 @@ def test_installed_agent_checks_its_config_and_answers_a_command(
     checked = installed.run("check-config", str(config))
     assert checked.returncode == 0, checked.stderr
     assert "ok" in checked.stdout
+    # Under root it checks as the service's user; that user lives in the scratch root only.
+    assert "no user device-agent here; checked as root, not as the service" in checked.stderr
+    # As a user outside the device-agent group, the configuration itself is out of reach.
+    as_nobody = installed.run("check-config", "-c", str(config), "--as-user", "nobody")
+    assert as_nobody.returncode == 2, as_nobody.stdout + as_nobody.stderr
+    assert "agent.toml = None: cannot read: Permission denied" in as_nobody.stderr
 
     agent = AgentProcess(config, tmp_path, program=[str(installed.program)])
     agent.start(timeout=60)

@@ -61,6 +61,7 @@ def agent_config(
     """
     secret = workdir / "secret"
     secret.write_text(DEVICE_SECRET + "\n")
+    secret.chmod(0o600)
     identity = {"profile": "huawei-iotda", "device_id": device_id, "secret_file": str(secret)}
     data: dict[str, Any] = {
         "device": device if device is not None else identity,
