@@ -112,6 +112,10 @@ class Agent:
         broker. Returns whether the outbox emptied.
         """
         self.dispatcher.stop_intake()
+        for executor in {id(e): e for e in self.executors.values()}.values():
+            stop_background = getattr(executor, "stop_background", None)
+            if callable(stop_background):
+                stop_background()  # periodic rounds (child presence) end with the agent
         await self.dispatcher.drain(grace)
         flushed = await self.outbox.drain(flush_timeout) if self.transport.ready.is_set() else False
         await self.transport.close()

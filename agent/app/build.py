@@ -28,6 +28,7 @@ from agent.executors.desired import DesiredStateExecutor
 from agent.executors.message import MessageExecutor
 from agent.executors.unsupported import UnsupportedExecutor
 from agent.gateway.adapters import ChildAdapter, ExecChildAdapter, SimulatedChildAdapter
+from agent.gateway.presence import ChildPresence
 from agent.gateway.registry import ChildRegistry
 from agent.gateway.routing import ChildCommandRouter, ChildPropertiesExecutor
 from agent.gateway.tasks import TaskGroups
@@ -200,6 +201,18 @@ def build_installer(config: AgentConfig, log: Any) -> Installer:
     return SimulatedInstallerImpl(upgrades.simulated)
 
 
+# Platforms whose documentation defines progress reports during the download.
+_DOWNLOAD_PROGRESS_PROFILES = frozenset({"tencent-iothub"})
+
+
+def early_progress(config: AgentConfig) -> bool:
+    """Whether progress is reported before the package is downloaded and verified."""
+    configured = config.upgrades.report_download_progress
+    if configured is not None:
+        return configured
+    return config.device.profile in _DOWNLOAD_PROGRESS_PROFILES
+
+
 def build_adapters(config: AgentConfig, log: Any) -> dict[str, ChildAdapter]:
     """One adapter per configured child type."""
     adapters: dict[str, ChildAdapter] = {}
@@ -239,17 +252,31 @@ def upgrade_executors(
     registry: ChildRegistry | None = None
     adapters: dict[str, ChildAdapter] = {}
     tasks: TaskGroups | None = None
+    presence: ChildPresence | None = None
+
+    async def running_version(device_id: str, target: str) -> str:
+        # Bound late: the executor (built below) knows adapters, configuration and platform.
+        return await upgrades.running_version(device_id, target)
+
     if config.gateway.enabled:
         registry = ChildRegistry(config.gateway, journal, agent_id)
         for child in config.gateway.children:
             versions.set_default(child.device_id, child.fw_version, child.sw_version)
         adapters = build_adapters(config, log)
+        presence = ChildPresence(
+            agent_id=agent_id,
+            registry=registry,
+            adapters=adapters,
+            interval_s=config.gateway.presence_interval_s,
+            manage=config.gateway.manage_children,
+            log=log,
+        )
         tasks = TaskGroups(
             journal,
             agent_id,
             registry,
             deadline_s=config.gateway.task_deadline_s,
-            version_of=versions.current,
+            version_of=running_version,
             on_closed=lambda pid, key: packages.release(pid, key, keep_partial=False),
             log=log,
             clock=clock,
@@ -266,6 +293,7 @@ def upgrade_executors(
         registry=registry,
         adapters=adapters,
         tasks=tasks,
+        early_progress=early_progress(config),
         log=log,
         clock=clock,
     )
@@ -273,6 +301,7 @@ def upgrade_executors(
         upgrades=upgrades,
         registry=registry,
         tasks=tasks,
+        presence=presence,
         packages=packages,
         versions=versions,
         report_children=config.gateway.report_child_versions,

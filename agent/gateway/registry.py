@@ -89,7 +89,7 @@ class ChildRegistry:
         for info in change.added:
             child = Child(
                 device_id=info.device_id,
-                type=self.type_for(info.product_id),
+                type=info.type or self.type_for(info.product_id),
                 node_id=info.node_id,
                 product_id=info.product_id,
                 fw_version=info.fw_version,

@@ -28,6 +28,7 @@ from agent.core.errors import LocalProtocolError, RemoteProtocolError
 from agent.core.merge_patch import pending
 from agent.core.model import (
     ChildrenSyncRequest,
+    ChildStatusReport,
     ConnectIdentity,
     DesiredState,
     DesiredStateQuery,
@@ -273,7 +274,9 @@ class TencentIothubProfile:
         if isinstance(event, DesiredStateQuery):
             body = {"type": "get", "clientToken": event.correlation}
             return [Publish(topic=self.shadow_up, payload=dump_json(body))]
-        if isinstance(event, VersionReport | UpgradeProgress | ChildrenSyncRequest):
+        if isinstance(
+            event, VersionReport | UpgradeProgress | ChildrenSyncRequest | ChildStatusReport
+        ):
             return ota.encode(
                 event,
                 product_id=self.product_id,
