@@ -20,6 +20,7 @@ from typing import Any
 
 from agent.app.agent import Agent
 from agent.app.build import build_agent
+from agent.app.metrics import Metrics, write_metrics
 from agent.app.reload import reload_config
 from agent.app.report import record, report, snapshot, snapshot_line
 from agent.config import AgentConfig
@@ -71,7 +72,14 @@ async def run_daemon(
     started_at = time.time()
     try:
         # Inside the try: a secret the profile cannot use fails here, and the journal closes.
-        agent = build_agent(config, journal=journal, secret=secret, log=log)
+        metrics = Metrics() if config.metrics.textfile is not None else None
+        agent = build_agent(
+            config,
+            journal=journal,
+            secret=secret,
+            log=log,
+            wrap_executor=metrics.wrap if metrics is not None else None,
+        )
         await agent.start()
         log.info("agent.started", journal=str(config.journal.path))
         # Ready: the configuration is valid, the journal open and interrupted work recovered.
@@ -90,6 +98,19 @@ async def run_daemon(
             loop.create_task(report(agent, notifier, first)),
             loop.create_task(_prune(journal, config.journal.retention_days * 86400, log)),
         ]
+        if metrics is not None and config.metrics.textfile is not None:
+            background.append(
+                loop.create_task(
+                    write_metrics(
+                        agent,
+                        metrics,
+                        config.metrics.textfile,
+                        every=config.metrics.interval_s,
+                        started_at=started_at,
+                        log=log,
+                    )
+                )
+            )
         interval = watchdog_interval()
         if interval is not None:
             background.append(loop.create_task(_watchdog(agent, journal, notifier, interval)))

@@ -28,6 +28,7 @@ from agent.config.sections import (
     LimitSettings,
     LoggingSettings,
     MessageSettings,
+    MetricsSettings,
     MqttSettings,
 )
 from agent.config.upgrades import GatewaySettings, UpgradeSettings
@@ -54,6 +55,7 @@ class AgentConfig(BaseSettings):
     desired: DesiredStateSettings = DesiredStateSettings()
     logging: LoggingSettings = LoggingSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    metrics: MetricsSettings = MetricsSettings()
     upgrades: UpgradeSettings = UpgradeSettings()
     gateway: GatewaySettings = GatewaySettings()
 

@@ -135,3 +135,23 @@ def test_check_config_refuses_a_journal_directory_it_cannot_create(tmp_path: Pat
 
     assert done.returncode == 2
     assert "journal.path = '/proc/nope': cannot be created in /proc" in done.stderr
+
+
+def test_metrics_file_is_written_for_the_textfile_collector(tmp_path: Path) -> None:
+    """With [metrics] textfile: the file appears (atomically, no temp left) with the state."""
+    prom = tmp_path / "metrics" / "device-agent.prom"
+    prom.parent.mkdir()
+    config = agent_config(
+        tmp_path, _free_port(), metrics={"textfile": str(prom), "interval_s": 1.0}
+    )
+    agent = AgentProcess(config, tmp_path)
+    agent.start(wait_ready=False)
+    agent.wait_notification("READY=1", 30)
+    wait_until(prom.exists, 30, "the metrics file")
+    text = prom.read_text()
+    assert agent.stop() == 0
+
+    assert 'device_agent_connection_state{state="connecting"} 1' in text
+    assert f'device_agent_info{{version="{__version__}"}} 1' in text
+    assert "device_agent_outbox_depth 0" in text
+    assert [p.name for p in prom.parent.iterdir()] == ["device-agent.prom"]

@@ -26,6 +26,9 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.package,
     pytest.mark.broker,
+    # Building the package (a virtual environment, byte-code, dpkg-deb) takes a minute or more
+    # on a loaded machine: beyond the suite's default per-test bound.
+    pytest.mark.timeout(900),
     pytest.mark.skipif(_reason is not None, reason=_reason or ""),
 ]
 
