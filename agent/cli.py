@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from agent import __version__
 from agent.app import cli as daemon_cli
@@ -27,6 +28,10 @@ SIM_COMMANDS = {
 # What the ``sim`` extra installs that the simulator cannot start without.
 SIM_MODULES = ("amqtt", "aiohttp", "re2", "rich", "matplotlib")
 SIM_HINT = "pip install 'device-agent[sim]'"
+# The Debian package's environment holds the daemon only; the simulator comes from a checkout.
+# scripts/build-deb leaves this file in the environment it builds.
+PACKAGE_MARK = ".debian-package"
+PACKAGE_HINT = "the Debian package leaves it out; from a checkout: pipx install '.[sim]'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +69,7 @@ def _simulator(command: str, rest: list[str]) -> int:
     if missing:
         print(
             f"device-agent {command} needs the simulator extra ({', '.join(missing)} "
-            f"missing): {SIM_HINT}",
+            f"missing): {PACKAGE_HINT if Path(sys.prefix, PACKAGE_MARK).exists() else SIM_HINT}",
             file=sys.stderr,
         )
         return EXIT_USAGE

@@ -154,6 +154,7 @@ def test_sim_commands_print_the_install_hint(installed: ScratchRoot) -> None:
     done = installed.run("demo")
     assert done.returncode == 2
     assert "simulator" in done.stderr
+    assert "the Debian package leaves it out" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
 
