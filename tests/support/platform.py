@@ -66,6 +66,9 @@ class PlatformClient:
     def __exit__(self, *exc: object) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho keeps its wake-up socket pair until the client is collected; a collection at the
+        # end of a short session then reports them unclosed. Close them with the client.
+        self.client._reset_sockets()
 
     def _on_connect(self, client: mqtt.Client, *_: object) -> None:
         for topic_filter in self._filters:
