@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.app.checks import check_environment, service_problems
 from agent.config import AgentConfig, load_config
+from agent.config.permissions import file_permission_findings
 from agent.core.errors import AgentError, ConfigError, JournalError
 from agent.journal.base import SubtaskRow
 from agent.runtime.logging import configure_logging, get_logger
@@ -139,6 +140,10 @@ def _check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     problems = service_problems(config)
+    refused = {key for key, _, _ in problems}
+    for key, file, problem in file_permission_findings(config, path):
+        if key not in refused:  # a secret others can read is refused below, not only warned
+            print(f"{path}: warning: {key} = {file!r}: {problem}", file=sys.stderr)
     if problems:
         print(f"{path}: {ConfigError(problems)}", file=sys.stderr)
         return EXIT_CONFIG
@@ -178,25 +183,26 @@ def _as_service_user(path: Path, as_user: str | None) -> int | None:
             return None
         print(f"check-config: no user {name}", file=sys.stderr)
         return EXIT_CONFIG
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "check-config",
-            "-c",
-            str(path.absolute()),
-            "--as-user",
-            "",
-        ],
-        user=user.pw_uid,
-        group=user.pw_gid,
-        extra_groups=os.getgrouplist(name, user.pw_gid),
-        cwd="/",
-        check=False,
-    )
+    return _check_as(path, user)
+
+
+def _check_as(path: Path, user: Any) -> int:
+    """check-config in a child process running as ``user`` (a pwd entry)."""
+    argv = [sys.executable, "-m", "agent", "check-config", "-c", str(path.absolute())]
+    try:
+        done = subprocess.run(
+            [*argv, "--as-user", ""],
+            user=user.pw_uid,
+            group=user.pw_gid,
+            extra_groups=os.getgrouplist(user.pw_name, user.pw_gid),
+            cwd="/",
+            check=False,
+        )
+    except OSError as exc:
+        print(f"check-config: could not check as {user.pw_name}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     if done.returncode == 0:
-        print(f"(checked as {name}, the service's user)")
+        print(f"(checked as {user.pw_name}, the service's user)")
     return done.returncode
 
 
@@ -205,6 +211,8 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     configure_logging(args.log_level or config.logging.level, config.logging.format)
+    for key, file, problem in file_permission_findings(config, _config_path(args)):
+        get_logger().warning("config.file.insecure", key=key, path=file, problem=problem)
     from agent.app.daemon import run_daemon  # imported late: check-config and status stay light
 
     try:

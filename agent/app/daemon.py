@@ -25,6 +25,7 @@ from agent.app.reload import reload_config
 from agent.app.report import record, report, snapshot, snapshot_line
 from agent.config import AgentConfig
 from agent.core.errors import AgentError, ConfigError
+from agent.executors import descendants
 from agent.journal.sqlite import SqliteJournal
 from agent.runtime.logging import configure_logging, get_logger, redactor
 from agent.runtime.sdnotify import Notifier, watchdog_interval
@@ -61,6 +62,10 @@ async def run_daemon(
     secret_file = config.device.secret_file
     secret = read_secret(secret_file) if secret_file is not None else ""
     journal = await SqliteJournal.open(config.journal.path, synchronous=config.journal.synchronous)
+    # What handlers leave behind (also outside their session) is reparented to the agent, which
+    # stops it at the handler's deadline and when the agent stops.
+    if not descendants.become_subreaper():
+        log.warning("agent.subreaper.unavailable")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -122,6 +127,9 @@ async def run_daemon(
             grace=current.lifecycle.shutdown_grace_s,
             flush_timeout=current.lifecycle.flush_timeout_s,
         )
+        left_behind = await descendants.stop_all()
+        if left_behind:
+            log.info("agent.handler_leftovers.stopped", processes=left_behind)
         await record(agent, snapshot(agent, started_at, state="stopped"))
         log.info("agent.stopped", outbox_flushed=flushed, outbox_left=agent.outbox.backlog)
     finally:

@@ -64,6 +64,9 @@ class MessageSettings(Section):
     """Where down-link messages go: a spool directory, a handler, or both."""
 
     spool_dir: Path | None = Path("/var/lib/device-agent/messages")
+    # A full spool refuses new messages (failed subtask, logged); nothing in it is deleted.
+    spool_max_messages: int = Field(default=10000, ge=1, le=10_000_000)
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     handler: ExecHandler | None = None
     # Extra topics to subscribe to, e.g. custom ``user/`` topics; ``{device_id}`` is replaced
     # (Tencent IoT Hub: ``{product_id}`` and ``{device_name}``).

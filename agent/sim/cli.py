@@ -87,6 +87,10 @@ CREDENTIALS = {
 }
 
 
+# The credentials that are secrets (the others name an account or a key pair's public half).
+SECRETS = frozenset({"huawei-token", "huawei-sk", "tencent-secret-key", "oceanconnect-secret"})
+
+
 def credential(args: argparse.Namespace, name: str) -> str | None:
     """A credential from its flag, its file or ``DEVICE_AGENT_EMULATOR_<NAME>``, in that order.
 
@@ -95,6 +99,13 @@ def credential(args: argparse.Namespace, name: str) -> str | None:
     """
     attr = name.replace("-", "_")
     value: str | None = getattr(args, attr, None)
+    if value is not None and name in SECRETS:
+        # Accepted for rehearsals on a machine of one's own, but never silently.
+        print(
+            f"emulator: warning: --{name} puts a secret on the command line, which every local"
+            f" user can read (ps); use --{name}-file or DEVICE_AGENT_EMULATOR_{attr.upper()}",
+            file=sys.stderr,
+        )
     path: Path | None = getattr(args, f"{attr}_file", None)
     if value is None and path is not None:
         try:

@@ -10,12 +10,17 @@ amqtt matches every publication against every subscription filter in turn, so a 
 devices (a handful of filters each) costs O(N) per message and O(N^2) per batch task. This
 broker keeps its filters indexed by their literal leading levels and only tests the filters
 that can match.
+
+A broker the emulator runs can check device passwords: :attr:`EmbeddedBroker.connect_check`
+(set by whoever owns the device registry) is asked about every CONNECT that amqtt's own
+plugins accept, and a reason it gives refuses the connection (CONNACK "not authorised").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from amqtt.broker import Broker
@@ -25,6 +30,8 @@ from amqtt.events import BrokerEvents
 
 # Filters are indexed by at most this many literal levels before their first wildcard.
 _INDEX_DEPTH = 4
+# (client id, username, password) -> why the CONNECT is refused, or None.
+ConnectCheck = Callable[[str, str | None, str | None], str | None]
 
 
 def _literal_prefix(topic_filter: str) -> tuple[str, ...] | None:
@@ -90,9 +97,27 @@ class SubscriptionTable(dict[str, list[Any]]):
 class EmbeddedBroker(Broker):  # type: ignore[misc]
     """amqtt's broker, carrying ``$``-prefixed topics and matching subscriptions by index."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, connect_check: ConnectCheck | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = SubscriptionTable()
+        self.connect_check = connect_check
+        self.refused_connects = 0
+
+    async def _authenticate(self, session: Any, listener: Any) -> bool:
+        """Accept a CONNECT that amqtt's plugins and :attr:`connect_check` both accept."""
+        if not await super()._authenticate(session, listener):
+            return False
+        if self.connect_check is None:
+            return True
+        problem = self.connect_check(str(session.client_id), session.username, session.password)
+        if problem is None:
+            return True
+        self.refused_connects += 1
+        # The reason names the field at fault and never holds the password or the secret.
+        self.logger.warning("CONNECT of %s refused: %s", session.client_id, problem)
+        return False
 
     async def _run_broadcast(self, running_tasks: Any) -> None:
         """Amqtt's broadcast of one message, testing only the filters that can match."""
@@ -166,8 +191,13 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         return True
 
 
-async def start_embedded_broker(port: int, *, max_connections: int = 0) -> EmbeddedBroker:
-    """Start the broker on ``127.0.0.1:port`` (anonymous clients allowed: loopback only)."""
+async def start_embedded_broker(
+    port: int, *, max_connections: int = 0, connect_check: ConnectCheck | None = None
+) -> EmbeddedBroker:
+    """Start the broker on ``127.0.0.1:port`` (loopback only).
+
+    Without ``connect_check`` any client may connect; with it, CONNECTs it refuses are refused.
+    """
     broker = EmbeddedBroker(
         {
             "listeners": {
@@ -180,7 +210,8 @@ async def start_embedded_broker(port: int, *, max_connections: int = 0) -> Embed
             "plugins": {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
-        }
+        },
+        connect_check=connect_check,
     )
     await broker.start()
     return broker

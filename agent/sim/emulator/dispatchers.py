@@ -26,6 +26,8 @@ from agent.sim.emulator.dispatch_state import (
 )
 from agent.sim.emulator.records import HUAWEI_IOTDA, OCEANCONNECT, TENCENT_IOTHUB, TENCENT_WEDATA
 from agent.sim.emulator.registry import Registry
+from agent.sim.emulator.tencent_gateways import TencentGateways
+from agent.sim.emulator.tencent_ota import TencentOtaReports
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,8 @@ class DispatcherTable:
         self, registry: Registry, base_url: Callable[[], str], clock: Callable[[], float]
     ) -> None:
         """Give dispatchers that need them the registry, the package server's URL and the clock."""
-        for dispatcher in {id(d): d for d in self.entries.values()}.values():
+        everyone = [*self.entries.values(), *self.readers]
+        for dispatcher in {id(d): d for d in everyone}.values():
             bind = getattr(dispatcher, "bind", None)
             if bind is not None:
                 bind(registry, base_url, clock)
@@ -62,7 +65,8 @@ def build_table(
     """The table for this build."""
     huawei = HuaweiReader()
     oceanconnect = OceanConnectReader()
-    shadows = TencentShadowService()
+    gateways = TencentGateways()
+    shadows = TencentShadowService(gateways=gateways)
     timeout = command_timeout_s or 20.0
     commands = HuaweiCommands(huawei, timeout)
     oc_commands = OceanConnectCommands(oceanconnect, timeout)
@@ -85,9 +89,10 @@ def build_table(
         (HUAWEI_IOTDA, "freezeDevices"): Freeze(frozen=True),
         (HUAWEI_IOTDA, "unfreezeDevices"): Freeze(frozen=False),
         (TENCENT_IOTHUB, "UpdateShadow"): shadows,
-        (TENCENT_IOTHUB, "PublishMessage"): TencentMessages(),
+        (TENCENT_IOTHUB, "PublishMessage"): TencentMessages(gateways=gateways),
         (OCEANCONNECT, "DeviceCmd"): oc_commands,
         (TENCENT_WEDATA, "30"): WeDataScripts(commands, oc_commands, timeout),
         (TENCENT_WEDATA, "35"): WeDataScripts(commands, oc_commands, timeout),
     }
-    return DispatcherTable(entries=entries, readers=[huawei, oceanconnect, shadows])
+    readers: list[UplinkReader] = [huawei, oceanconnect, shadows, gateways, TencentOtaReports()]
+    return DispatcherTable(entries=entries, readers=readers)

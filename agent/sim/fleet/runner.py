@@ -131,6 +131,8 @@ def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentCo
                 "software_version": upgrades.sw_version,
                 "installer": "simulated",
                 "simulated": {
+                    # The simulator's agents rehearse: nothing is installed anywhere.
+                    "rehearsal_only": True,
                     "duration_s": upgrades.install_s,
                     "failure_rate": upgrades.failure_rate,
                 },
