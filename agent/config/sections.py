@@ -41,6 +41,9 @@ class MqttSettings(Section):
     # After the broker rejects the credentials, retrying fast only earns a ban: wait this long.
     auth_retry_s: float = Field(default=600.0, gt=0, le=86400)
     max_inflight: int = Field(default=100, ge=1, le=65535)
+    # Topic filters per SUBSCRIBE packet: 1 for platforms that accept no more; local brokers
+    # (the fleet simulator's) take them all in one round trip.
+    filters_per_subscribe: int = Field(default=1, ge=1, le=32)
     tls: TlsSettings = TlsSettings()
 
 

@@ -64,6 +64,10 @@ from agent.upgrade.urls import check_url, host_of, redact_url
 
 __all__ = ["BudgetExceeded", "Downloaded", "Downloader", "PackageSource"]
 
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
+
 if TYPE_CHECKING:  # httpx is imported on the first download: the daemon starts without it
     import httpx
 
@@ -114,7 +118,7 @@ class Downloader:
         self._transport = transport
         self._wall = wall_clock
         self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._rng = rng or SHARED_RNG
         self._receiver = Receiver(settings, log=log, wall_clock=wall_clock)
 
     def _client(self) -> tuple[httpx.Client, StoppableBackend | None]:

@@ -45,6 +45,7 @@ class PlatformLink:
             backoff_initial_s=0.2,
             backoff_max_s=2.0,
             max_inflight=1000,
+            filters_per_subscribe=32,
         )
         filters = [f for reader in readers for f in reader.filters()]
         link = CallbackLink(
