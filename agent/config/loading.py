@@ -29,6 +29,7 @@ from agent.config.sections import (
     LimitSettings,
     LoggingSettings,
     MessageSettings,
+    MetricsSettings,
     MqttSettings,
 )
 from agent.config.upgrades import GatewaySettings, UpgradeSettings
@@ -55,6 +56,7 @@ class AgentConfig(BaseSettings):
     desired: DesiredStateSettings = DesiredStateSettings()
     logging: LoggingSettings = LoggingSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    metrics: MetricsSettings = MetricsSettings()
     upgrades: UpgradeSettings = UpgradeSettings()
     gateway: GatewaySettings = GatewaySettings()
 
