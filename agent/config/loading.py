@@ -24,6 +24,7 @@ from agent.config.sections import (
     LimitSettings,
     LoggingSettings,
     MessageSettings,
+    MetricsSettings,
     MqttSettings,
 )
 from agent.config.upgrades import GatewaySettings, UpgradeSettings
@@ -44,6 +45,7 @@ class AgentConfig(BaseModel):
     desired: DesiredStateSettings = DesiredStateSettings()
     logging: LoggingSettings = LoggingSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    metrics: MetricsSettings = MetricsSettings()
     upgrades: UpgradeSettings = UpgradeSettings()
     gateway: GatewaySettings = GatewaySettings()
 

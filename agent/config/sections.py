@@ -218,6 +218,15 @@ class LoggingSettings(Section):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class MetricsSettings(Section):
+    """Prometheus text-format metrics to a file (node_exporter's textfile collector); opt-in."""
+
+    # Unset: no metrics are written. No HTTP listener is ever opened.
+    textfile: Path | None = None
+    # The file is replaced atomically this often.
+    interval_s: float = Field(default=15.0, ge=1, le=3600)
+
+
 class LifecycleSettings(Section):
     """Shutdown bounds."""
 

@@ -156,6 +156,13 @@ def _ticker() -> _Ticker:
     return ticker
 
 
+# The connection states (MqttConnection.state).
+CONNECTING = "connecting"
+CONNECTED = "connected"
+# CONNACK refused the credentials; the next attempt waits auth_retry_s.
+AUTH_REFUSED = "auth refused"
+
+
 class MqttConnection:
     """One device's connection: connect, subscribe, serve, and reconnect with backoff."""
 
@@ -172,6 +179,10 @@ class MqttConnection:
         self.ready = asyncio.Event()
         # Set once every filter is accepted; a refused one is retried while connected.
         self.subscribed = asyncio.Event()
+        # What `systemctl status`, `device-agent status` and the metrics show of the link.
+        self.state = CONNECTING
+        self.last_error: str | None = None
+        self.connects = 0
         self._link = link
         self._gate = connect_gate
         self._backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
@@ -218,9 +229,12 @@ class MqttConnection:
                     self._log.info("mqtt.disconnected")
                     break
                 self._log.warning("mqtt.connection.lost", reason=reason, endpoint=self._where())
+                self._set_state(CONNECTING, f"connection lost: {reason}")
                 delay = self._backoff.next_delay()
             except ConnectRefused as exc:
+                refusal = f"CONNACK {exc.rc} ({exc.reason})"
                 if exc.bad_credentials:
+                    self._set_state(AUTH_REFUSED, refusal)
                     # Jittered downwards, so a fleet refused together does not retry together.
                     delay = self.settings.auth_retry_s * self._backoff.jitter(0.8, 1.0)
                     self._log.error(
@@ -231,6 +245,7 @@ class MqttConnection:
                         retry_in_s=round(delay, 2),
                     )
                 else:
+                    self._set_state(CONNECTING, refusal)
                     delay = self._after_failed_connect()
                     self._log.warning(
                         "mqtt.connect.refused",
@@ -240,6 +255,7 @@ class MqttConnection:
                         retry_in_s=round(delay, 2),
                     )
             except TransportError as exc:
+                self._set_state(CONNECTING, str(exc))
                 if self._established:  # lost while subscribing: like any lost connection
                     delay = self._backoff.next_delay()
                 else:
@@ -346,12 +362,18 @@ class MqttConnection:
         self._log.info("mqtt.connected", host=host, port=port, client_id=identity.client_id)
         refused = await self._subscribe_all(client)
         await self._attached.on_connected()
+        self.connects += 1
+        self._set_state(CONNECTED, self.last_error)
         self.ready.set()
         if refused:
             self._resubscribing = loop.create_task(self._resubscribe(client, refused))
         else:
             self.subscribed.set()
         return await self._lost
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        self.state = state
+        self.last_error = error
 
     def _new_client(self, client_id: str) -> _Client:
         client = _Client(
