@@ -137,7 +137,12 @@ def start_agent(workdir: Path, port: int, synchronous: str) -> AgentProcess:
         limits={"max_concurrent_subtasks": 128},
         # Idle memory is measured with every feature a device would enable switched on.
         desired={"state_file": str(workdir / "desired.json")},
-        upgrades={"enabled": True, "state_dir": str(workdir / "upgrades")},
+        upgrades={
+            "enabled": True,
+            "state_dir": str(workdir / "upgrades"),
+            "installer": "simulated",
+            "simulated": {"rehearsal_only": True},
+        },
     )
     agent = AgentProcess(config, workdir)
     agent.start()
