@@ -18,11 +18,22 @@ import ipaddress
 import logging
 import socket
 import ssl
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
-import paho.mqtt.client as mqtt
+if "paho.mqtt.client" in sys.modules or "dns" in sys.modules:
+    import paho.mqtt.client as mqtt
+else:
+    # paho imports dnspython, where it is installed, for SRV lookups (connect_srv) the agent
+    # never makes: dnspython and idna are 2 MB of an idle daemon's memory. Hide it while paho
+    # loads, as agent/runtime/logging.py hides rich from structlog.
+    sys.modules["dns"] = None  # type: ignore[assignment]
+    try:
+        import paho.mqtt.client as mqtt
+    finally:
+        del sys.modules["dns"]
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 

@@ -20,6 +20,8 @@ LAZY = [
     "pydantic_settings",
     "dotenv",
     "rich",
+    "dns",
+    "idna",
     "agent.sim",
     "agent.profiles.tencent_iothub",
     "agent.profiles.huawei_oceanconnect",
