@@ -47,14 +47,14 @@ async def _notify(emulator: Emulator, device: r.Device, event_type: str) -> None
     emulator.link.publish(publish).add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
-def device_view(device: r.Device) -> dict[str, Any]:
-    """A device as IoTDA shows it (the secret is never shown)."""
+def device_view(emulator: Emulator, device: r.Device) -> dict[str, Any]:
+    """A device as IoTDA shows it (the secret is never shown); ONLINE only while connected."""
     return {
         "device_id": device.device_id,
         "node_id": device.name,
         "product_id": device.product_id,
         "gateway_id": device.gateway_id or device.device_id,
-        "status": "FROZEN" if device.frozen else "ONLINE",
+        "status": "FROZEN" if device.frozen else emulator.presence.status(device),
     }
 
 
@@ -85,7 +85,7 @@ async def add_device(request: web.Request) -> web.StreamResponse:
     )
     await emulator.registry.add_devices([device])
     await _notify(emulator, device, "add_sub_device_notify")
-    return web.json_response(device_view(device), status=201)
+    return web.json_response(device_view(emulator, device), status=201)
 
 
 def _device(emulator: Emulator, request: web.Request) -> r.Device:
@@ -101,7 +101,7 @@ async def list_devices(request: web.Request) -> web.StreamResponse:
     product = request.query.get("product_id")
     gateway = request.query.get("gateway_id")
     devices = [
-        device_view(d)
+        device_view(emulator, d)
         for d in emulator.registry.devices.values()
         if d.platform == r.HUAWEI_IOTDA
         and (product is None or d.product_id == product)

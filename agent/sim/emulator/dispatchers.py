@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.sim.emulator.dispatch import Dispatcher, Unavailable, UplinkReader
+from agent.sim.emulator.dispatch_gateway import HuaweiGateways
 from agent.sim.emulator.dispatch_huawei import HuaweiCommands, HuaweiMessages, HuaweiReader
 from agent.sim.emulator.dispatch_ota import UPGRADE_TIMEOUT_S, VERSION_TIMEOUT_S, HuaweiUpgrades
 from agent.sim.emulator.dispatch_registry import CreateDevices, DeleteDevices, Freeze, UpdateDevices
@@ -46,8 +47,8 @@ class DispatcherTable:
     def bind(
         self, registry: Registry, base_url: Callable[[], str], clock: Callable[[], float]
     ) -> None:
-        """Give dispatchers that need them the registry, the package server's URL and the clock."""
-        for dispatcher in {id(d): d for d in self.entries.values()}.values():
+        """Give dispatchers (and readers) the registry, the package server's URL and the clock."""
+        for dispatcher in {id(d): d for d in [*self.entries.values(), *self.readers]}.values():
             bind = getattr(dispatcher, "bind", None)
             if bind is not None:
                 bind(registry, base_url, clock)
@@ -58,16 +59,22 @@ def build_table(
     command_timeout_s: float | None = None,
     version_timeout_s: float = VERSION_TIMEOUT_S,
     upgrade_timeout_s: float = UPGRADE_TIMEOUT_S,
+    strict: bool = True,
+    strict_faq: bool = False,
 ) -> DispatcherTable:
-    """The table for this build."""
-    huawei = HuaweiReader()
+    """The table for this build (``strict``: uplinks are held to the documented rules)."""
+    huawei = HuaweiReader(strict=strict)
     oceanconnect = OceanConnectReader()
     shadows = TencentShadowService()
     timeout = command_timeout_s or 20.0
     commands = HuaweiCommands(huawei, timeout)
     oc_commands = OceanConnectCommands(oceanconnect, timeout)
     upgrades = HuaweiUpgrades(
-        huawei, version_timeout_s=version_timeout_s, upgrade_timeout_s=upgrade_timeout_s
+        huawei,
+        version_timeout_s=version_timeout_s,
+        upgrade_timeout_s=upgrade_timeout_s,
+        strict=strict,
+        strict_faq=strict_faq,
     )
     entries: dict[tuple[str, str], Dispatcher] = {
         (HUAWEI_IOTDA, "createCommands"): commands,
@@ -90,4 +97,5 @@ def build_table(
         (TENCENT_WEDATA, "30"): WeDataScripts(commands, oc_commands, timeout),
         (TENCENT_WEDATA, "35"): WeDataScripts(commands, oc_commands, timeout),
     }
-    return DispatcherTable(entries=entries, readers=[huawei, oceanconnect, shadows])
+    readers: list[UplinkReader] = [huawei, HuaweiGateways(), oceanconnect, shadows]
+    return DispatcherTable(entries=entries, readers=readers)

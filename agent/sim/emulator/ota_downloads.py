@@ -9,6 +9,9 @@ event loop's default executor, which must never be what the server waits for.
 
 Every request is logged with the device it was for and that device's connection (a child's
 gateway), so a rehearsal can show that a gateway fetched a package once for all its children.
+A response that reached the package's last byte marks the package downloaded on that
+connection. A download the upgrade has closed (``strict_faq``: a result reported before the
+download completed ends the upgrade) is refused with 403.
 """
 
 from __future__ import annotations
@@ -36,6 +39,24 @@ class PackageDownloads:
         # (package_id, connection, device) -> [requests, body bytes sent]
         self._log: dict[tuple[str, str, str], list[int]] = {}
         self.statuses: Counter[int] = Counter()
+        self._completed: set[tuple[str, str]] = set()  # (package_id, connection)
+        self._closed: set[tuple[str, str]] = set()  # (package_id, device)
+
+    def completed(self, package_id: str, connection: str) -> bool:
+        """Whether a download of the package to its last byte went out on this connection."""
+        return (package_id, connection) in self._completed
+
+    def completed_on(self, package_id: str, connection: str) -> None:
+        """A response carried the package to its last byte on this connection."""
+        self._completed.add((package_id, connection))
+
+    def refuse(self, package_id: str, device: str) -> None:
+        """Refuse further downloads of the package for this device (its upgrade has ended)."""
+        self._closed.add((package_id, device))
+
+    def refused(self, package_id: str, device: str) -> bool:
+        """Whether downloads of the package are refused for this device."""
+        return (package_id, device) in self._closed
 
     def record(self, package_id: str, connection: str, device: str, status: int) -> list[int]:
         """Count one request; returns its counters (bytes are added as they are sent)."""
@@ -112,6 +133,13 @@ async def download(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"error_code": "IOTDA.000002", "error_msg": "invalid token"}, status=401
         )
+    if emulator.downloads.refused(package_id, subject):
+        emulator.downloads.record(package_id, connection, subject, 403)
+        emulator.log.warning("emulator.download.closed", package_id=package_id, device=subject)
+        return web.json_response(
+            {"error_code": "UPGRADE_FINISHED", "error_msg": "a result was already reported"},
+            status=403,
+        )
     return await _serve(request, package, connection, subject)
 
 
@@ -150,6 +178,8 @@ async def _serve(
             offset += len(chunk)
             counters[1] += len(chunk)
         await response.write_eof()
+        if offset > last == package.size - 1:
+            emulator.downloads.completed_on(package.package_id, connection)
     return response
 
 

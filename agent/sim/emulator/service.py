@@ -16,6 +16,7 @@ from agent.sim.emulator.dispatchers import DispatcherTable, build_table
 from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink
 from agent.sim.emulator.ota_downloads import PackageDownloads
+from agent.sim.emulator.presence import Presence, PresenceReader
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.settings import EmulatorSettings, broker_address
 from agent.sim.emulator.store import EmulatorStore
@@ -44,9 +45,25 @@ class Emulator:
             command_timeout_s=settings.command_timeout_s,
             version_timeout_s=settings.version_timeout_s,
             upgrade_timeout_s=settings.upgrade_timeout_s,
+            strict=not settings.lenient,
+            strict_faq=settings.strict_faq and not settings.lenient,
         )
         self.table.bind(self.registry, lambda: self.url, clock)
+        self.presence = Presence(
+            "off" if settings.lenient else settings.presence,
+            self.registry,
+            children_follow_gateway=settings.children_follow_gateway,
+        )
+        self.presence_reader = PresenceReader(self.presence)
+        for reader in self.table.readers:
+            use_presence = getattr(reader, "use_presence", None)
+            if use_presence is not None:
+                use_presence(self.presence)
         self.downloads = PackageDownloads()
+        for dispatcher in self.table.entries.values():
+            use_downloads = getattr(dispatcher, "use_downloads", None)
+            if use_downloads is not None:  # the FAQ rule asks whether a download completed
+                use_downloads(self.downloads)
         self.engine = TaskEngine(
             self.store,
             self.registry,
@@ -56,6 +73,10 @@ class Emulator:
             log=self.log,
             clock=clock,
         )
+        if not settings.lenient:
+            self.engine.presence = self.presence
+            self.presence.listeners.append(self.engine.came_online)
+        self.engine.online_timeout_s = settings.online_timeout_s
         self.link: PlatformLink | None = None
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -73,16 +94,20 @@ class Emulator:
 
         await self.store.open()
         await self.registry.load()
+        known = (await self.store.load_objects("presence")).get("last")
+        if known is not None:
+            self.presence.restore(known)
         if self.settings.broker_url:
             host, port = broker_address(self.settings.broker_url)
             self.link = PlatformLink(
                 host,
                 port,
                 client_id=self.settings.client_id,
-                readers=self.table.readers,
+                readers=[self.presence_reader, *self.table.readers],
                 on_answer=self.engine.on_answer,
                 on_connected=self.engine.redeliver,
                 log=self.log,
+                on_uplink=self.presence_reader.heard,
             )
             self.engine.link = self.link
             link = self.link
@@ -117,6 +142,7 @@ class Emulator:
         for hook in self.on_close:
             await hook()
         await self.engine.close()
+        await self.store.put_objects("presence", {"last": self.presence.snapshot()})
         if self.link is not None:
             await self.link.close()
         if self._link_task is not None:

@@ -81,6 +81,12 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
             command_timeout_s=scenario.command_timeout_s,
             version_timeout_s=scenario.version_timeout_s,
             upgrade_timeout_s=scenario.upgrade_timeout_s,
+            online_timeout_s=scenario.online_timeout_s,
+            lenient=scenario.lenient,
+            children_follow_gateway=scenario.children_follow_gateway,
+            strict_faq=scenario.strict_faq,
+            # Brokers the simulator starts announce connections; another may not (weaker).
+            presence="broker" if broker.kind in ("embedded", "mosquitto") else "uplink",
         )
     )
     proxy: FlakyProxy | None = None
