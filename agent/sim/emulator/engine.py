@@ -409,6 +409,10 @@ class TaskEngine:
         self._schedule(sub)
         return False
 
+    def awaiting_online(self, device_id: str) -> int:
+        """How many subtasks wait for this device to come online."""
+        return len(self._awaiting_online.get(device_id, {}))
+
     def came_online(self, device_id: str) -> None:
         """A device went ONLINE: attempts waiting for it are dispatched now."""
         waiting = self._awaiting_online.pop(device_id, {})
