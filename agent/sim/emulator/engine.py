@@ -104,6 +104,8 @@ class TaskEngine:
                 if sub.state == r.PROCESSING:
                     self._resume(task, sub, now)
                 elif sub.state in (r.WAITTING, r.FAIL_WAIT_RETRY):
+                    if sub.deadline is not None:  # it waited for its device: look again now
+                        sub.due = min(sub.due, now)
                     self._schedule(sub)
         loop = asyncio.get_running_loop()
         self._loops = [
