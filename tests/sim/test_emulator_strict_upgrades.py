@@ -160,7 +160,7 @@ async def test_lenient_accepts_what_strict_rejects(tmp_path: Path, broker: Mosqu
             task_id = await _upgrade(emu, D)
 
             async def upgrading() -> bool:
-                return (await _subtask(emu, task_id))["stage"] == "upgrade"
+                return bool((await _subtask(emu, task_id))["stage"] == "upgrade")
 
             await wait_for(upgrading, 10, "the upgrade stage")
 

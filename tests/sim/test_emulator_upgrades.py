@@ -308,8 +308,8 @@ async def test_progress_reports_move_the_subtask_and_the_final_report_decides(
     async with emulator(tmp_path) as emu:
         devices = [{"device_id": f"dev-{i}"} for i in range(3)]
         await call(emu, "POST", "/sim/v1/fleet", json={"devices": devices})
-        for device in devices:  # no broker here: what it would have announced
-            emu.presence.set_connected(device["device_id"], connected=True)
+        for entry in devices:  # no broker here: what it would have announced
+            emu.presence.set_connected(entry["device_id"], connected=True)
         package = await _package(emu, "2.0", b"image")
         body = {
             "task_name": "rules",
