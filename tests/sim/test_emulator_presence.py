@@ -90,6 +90,8 @@ async def test_children_go_online_and_offline_as_their_gateway_reports_and_comma
         await _register(emu, gw, [up, down])
         offline = {gw: "OFFLINE", up: "OFFLINE", down: "OFFLINE"}
         assert await _statuses(emu) == offline  # never connected: never ONLINE
+        status, shown = await call(emu, "GET", f"{DEVICES}/{up}")
+        assert (status, shown["status"], shown["gateway_id"]) == (200, "OFFLINE", gw)
         gateway = RawDevice(broker.port, gw, responder=_answer_commands).__enter__()
         try:
             await _until_status(emu, {gw: "ONLINE"}, "the broker to announce the gateway")
@@ -189,6 +191,20 @@ async def test_the_embedded_broker_announces_connections_to_the_emulator(tmp_pat
             await _until_status(emu, {"dev-embedded": "OFFLINE"}, "the disconnect notice")
     finally:
         await broker.shutdown()
+
+
+@pytest.mark.broker
+async def test_uplink_presence_counts_a_device_online_from_its_first_uplink(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """--presence uplink (a broker without notices): connected and silent is still OFFLINE."""
+    async with emulator(tmp_path, broker_url=broker.url, presence="uplink") as emu:
+        await _register(emu, "talker", [])
+        with RawDevice(broker.port, "talker") as device:
+            # Connected, but this source cannot know until the device says something.
+            assert (await _statuses(emu))["talker"] == "OFFLINE"
+            device.publish("properties/report", {"services": []})
+            await _until_status(emu, {"talker": "ONLINE"}, "the first uplink")
 
 
 @pytest.mark.broker

@@ -110,6 +110,12 @@ async def list_devices(request: web.Request) -> web.StreamResponse:
     return web.json_response({"devices": devices, "page": {"count": len(devices)}})
 
 
+async def show_device(request: web.Request) -> web.StreamResponse:
+    """GET /v5/iot/{project_id}/devices/{device_id}."""
+    emulator = emulator_of(request)
+    return web.json_response(device_view(emulator, _device(emulator, request)))
+
+
 async def delete_device(request: web.Request) -> web.StreamResponse:
     """DELETE /v5/iot/{project_id}/devices/{device_id}."""
     emulator = emulator_of(request)
@@ -223,6 +229,7 @@ def register(app: web.Application) -> None:
     base = "/v5/iot/{project_id}"
     app.router.add_post(base + "/devices", iotda(add_device))
     app.router.add_get(base + "/devices", iotda(list_devices))
+    app.router.add_get(base + "/devices/{device_id}", iotda(show_device))
     app.router.add_delete(base + "/devices/{device_id}", iotda(delete_device))
     app.router.add_post(base + "/devices/{device_id}/freeze", iotda(freeze))
     app.router.add_post(base + "/devices/{device_id}/unfreeze", iotda(freeze))
