@@ -76,6 +76,9 @@ class Presence:
         self._connected: set[str] = set()  # directly connected device ids
         self._children: set[str] = set()  # children their gateway reported ONLINE
         self.listeners: list[Callable[[str], None]] = []  # called with a device id gone ONLINE
+        # A connect notice must not scan a 10,000-device registry for children.
+        self._gateways_key: tuple[int, int] = (0, -1)
+        self._gateway_ids: set[str] = set()
 
     # -- what the engine and the APIs ask -------------------------------------------------
 
@@ -131,8 +134,9 @@ class Presence:
             return
         self._connected.discard(device_id)
         # The gateway's children go OFFLINE with it; it reports them again once back.
-        self._children -= {
-            d.device_id for d in self._registry.devices.values() if d.gateway_id == device_id
+        devices = self._registry.devices
+        self._children = {
+            c for c in self._children if c in devices and devices[c].gateway_id != device_id
         }
 
     def set_child(self, device_id: str, *, online: bool) -> None:
@@ -167,16 +171,24 @@ class Presence:
         if device is None:
             return
         gone_online = [device_id] if self.online(device) else []
-        if device.gateway_id is None:
+        if device_id in self._gateways():
             gone_online += [
-                d.device_id
-                for d in self._registry.devices.values()
-                if d.gateway_id == device_id
-                and (self.children_follow_gateway or d.device_id in self._children)
+                child.device_id
+                for child in self._registry.children(device_id)
+                if self.online(child)
             ]
         for online_id in gone_online:
             for listener in self.listeners:
                 listener(online_id)
+
+    def _gateways(self) -> set[str]:
+        """Ids of devices with children (rebuilt when the registry's size changes)."""
+        devices = self._registry.devices
+        key = (id(devices), len(devices))
+        if key != self._gateways_key:
+            self._gateways_key = key
+            self._gateway_ids = {d.gateway_id for d in devices.values() if d.gateway_id}
+        return self._gateway_ids
 
 
 def uplink_device(topic: str) -> str | None:
