@@ -48,10 +48,10 @@ def _rss_kib(field: str) -> int:
 async def _worker(url: str, size: int, sha256: str, part: Path) -> dict[str, Any]:
     import structlog
 
-    from agent.model import UpgradeStatus
-    from agent.settings_upgrades import UpgradeSettings
+    from agent.config.upgrades import UpgradeSettings
+    from agent.core.errors import UpgradeFailed
+    from agent.core.model import UpgradeStatus
     from agent.upgrade.download import Downloader, PackageSource
-    from agent.upgrade.failures import UpgradeFailed
     from agent.upgrade.verify import Expectation, check_download
 
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.logging import configure_logging
+from agent.runtime.logging import configure_logging
 from agent.sim.emulator.api_sim import register_fleet
 from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings

@@ -21,7 +21,7 @@ from agent.config.identity import (
     HuaweiOceanConnectDevice,
     TencentIothubDevice,
 )
-from agent.config.loading import NON_CONFIG_ENV, AgentConfig, check_environment, load_config
+from agent.config.loading import NON_CONFIG_ENV, AgentConfig, environment_problems, load_config
 from agent.config.programs import handler_problem, interpreter_problem, script_problem
 from agent.config.sections import (
     DesiredApplier,
@@ -60,7 +60,7 @@ __all__ = [
     "SimulatedHandler",
     "TencentIothubDevice",
     "TlsSettings",
-    "check_environment",
+    "environment_problems",
     "handler_problem",
     "interpreter_problem",
     "load_config",

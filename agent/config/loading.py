@@ -30,8 +30,8 @@ from agent.config.sections import (
     MessageSettings,
     MqttSettings,
 )
-from agent.errors import ConfigError
-from agent.settings_upgrades import GatewaySettings, UpgradeSettings
+from agent.config.upgrades import GatewaySettings, UpgradeSettings
+from agent.core.errors import ConfigError
 
 
 class AgentConfig(BaseSettings):
@@ -185,7 +185,7 @@ _UNION_TAGS = {
 _TAG_FIELDS = {"'profile'": "profile", "_handler_kind()": "kind"}
 
 
-def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
+def environment_problems(config: AgentConfig) -> list[tuple[str, object, str]]:
     """Check what the schema cannot: files exist, handlers are allow-listed and executable."""
     problems: list[tuple[str, object, str]] = []
     secret = config.device.secret_file
@@ -210,9 +210,6 @@ def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
         problem = check(program)
         if problem:
             problems.append((key, program, problem))
-    from agent.upgrade.checks import upgrade_problems
-
-    problems.extend(upgrade_problems(config))
     return problems
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import CommandSettings, ExecHandler, SimulatedHandler
-from agent.docstate import covers, merge
-from agent.errors import ExecutionError
+from agent.core.errors import ExecutionError
+from agent.core.merge_patch import covers, merge
 from agent.executors.process import ProcessOutcome, run_process
-from agent.files import write_atomically
 from agent.profiles.base import dump_json
+from agent.runtime.files import write_atomically
 
 _MISSING = object()
 

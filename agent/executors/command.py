@@ -20,16 +20,16 @@ from agent.config import (
     ScriptHandler,
     SimulatedHandler,
 )
-from agent.errors import ExecutionError
-from agent.executors.base import Context, Outcome
+from agent.core.errors import ExecutionError
+from agent.core.model import CommandRequest, CommandResponse, CommandResult, ResultCode, Subtask
 from agent.executors.process import ProcessOutcome, run_process
 from agent.executors.script import TaskExtError, task_ext_env
-from agent.model import CommandRequest, CommandResponse, CommandResult, ResultCode, Subtask
+from agent.pipeline.executor import Context, Outcome
 from agent.profiles.base import JsonRejected, dump_json, strict_loads
 
 
 class CommandExecutor:
-    """Executes :class:`~agent.model.CommandRequest` subtasks."""
+    """Executes :class:`~agent.core.model.CommandRequest` subtasks."""
 
     def __init__(self, settings: CommandSettings, *, rng: random.Random | None = None) -> None:
         self.settings = settings

@@ -1,9 +1,9 @@
 """Desired state: apply it section by section, report what was applied, catch up on connect.
 
 Cloud-neutral: the profiles turn a Huawei property set or shadow read and a Tencent delta or
-shadow read into :class:`~agent.model.DesiredState`; this executor routes each section to its
+shadow read into :class:`~agent.core.model.DesiredState`; this executor routes each section to its
 applier (a handler, or the JSON state file), and answers with one
-:class:`~agent.model.DesiredStateResult`. Rules:
+:class:`~agent.core.model.DesiredStateResult`. Rules:
 
 - A section is applied only as far as its applier says; the result is "applied" only when
   every section was applied completely, "partial" when some of it was, never "applied" then.
@@ -29,16 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import CommandSettings, DesiredStateSettings, ExecHandler
-from agent.docstate import covers, merge
-from agent.executors.appliers import (
-    HandlerApplier,
-    SectionOutcome,
-    SimulatedApplier,
-    StateFileApplier,
-)
-from agent.executors.base import Context, Outcome
-from agent.journal.base import Journal
-from agent.model import (
+from agent.core.merge_patch import covers, merge
+from agent.core.model import (
     DesiredState,
     DesiredStateQuery,
     DesiredStateRefresh,
@@ -47,8 +39,16 @@ from agent.model import (
     StateReport,
     Subtask,
 )
+from agent.executors.appliers import (
+    HandlerApplier,
+    SectionOutcome,
+    SimulatedApplier,
+    StateFileApplier,
+)
+from agent.journal.base import Journal
+from agent.pipeline.executor import Context, Outcome
+from agent.pipeline.uplink import Uplink
 from agent.profiles.base import json_depth
-from agent.uplink import Uplink
 
 # A refused report gets this many fresh reads before the agent waits for the next change.
 MAX_REGETS = 1

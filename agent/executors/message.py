@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import CommandSettings, MessageSettings
-from agent.errors import ExecutionError
-from agent.executors.base import Context, Outcome
+from agent.core.errors import ExecutionError
+from agent.core.model import MessageDelivery, Subtask
 from agent.executors.process import run_process
-from agent.files import write_atomically
-from agent.model import MessageDelivery, Subtask
+from agent.pipeline.executor import Context, Outcome
+from agent.runtime.files import write_atomically
 
 
 def spool_stem(message: MessageDelivery, received_at: float) -> str:
@@ -52,7 +52,7 @@ def spool_message(directory: Path, message: MessageDelivery, received_at: float)
 
 
 class MessageExecutor:
-    """Executes :class:`~agent.model.MessageDelivery` subtasks."""
+    """Executes :class:`~agent.core.model.MessageDelivery` subtasks."""
 
     def __init__(self, settings: MessageSettings, commands: CommandSettings) -> None:
         self.settings = settings

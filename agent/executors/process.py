@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import handler_problem, interpreter_problem, script_problem
-from agent.errors import ExecutionError
-from agent.model import ResultCode
+from agent.core.errors import ExecutionError
+from agent.core.model import ResultCode
 
 # Handlers start from a clean environment: nothing of the agent's (credentials included) leaks.
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}

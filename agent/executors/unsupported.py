@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from agent.executors.base import Context, Outcome
-from agent.model import RequestRejected, Subtask, UnsupportedRequest
+from agent.core.model import RequestRejected, Subtask, UnsupportedRequest
+from agent.pipeline.executor import Context, Outcome
 
 
 class UnsupportedExecutor:
-    """Answers :class:`~agent.model.UnsupportedRequest` subtasks with a failure."""
+    """Answers :class:`~agent.core.model.UnsupportedRequest` subtasks with a failure."""
 
     async def execute(self, subtask: Subtask, ctx: Context) -> Outcome:
         """Reject the request, saying what is not supported."""

@@ -7,6 +7,7 @@ on stdin and reads one JSON object from stdout (the command handlers' contract):
     {"op": "versions", "child": {...}}                 -> {"fw_version": "...", "sw_version": "..."}
     {"op": "command", "child": {...}, "service_id": ..., "command_name": ..., "paras": {...}}
     {"op": "properties_set", "child": {...}, "services": [...]}
+    {"op": "presence"}  (with ``presence = true``)   -> {"children": [{"device_id": ..., ...}]}
 
 Output carries ``result_code`` (0 success; default from the exit status) and, for a failed
 install, ``status`` (an upgrade status name) and ``description``. The simulated adapter keeps
@@ -18,24 +19,61 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.errors import ExecutionError
+from agent.config.upgrades import ExecAdapter, SimulatedAdapter
+from agent.core.errors import ExecutionError, UpgradeFailed
+from agent.core.model import ChildInfo, CommandRequest, CommandResult, ResultCode, UpgradeStatus
 from agent.executors.command import interpret_output
 from agent.executors.process import run_process
 from agent.gateway.registry import Child
-from agent.model import CommandRequest, CommandResult, ResultCode, UpgradeStatus
 from agent.profiles.base import dump_json
-from agent.settings_upgrades import ExecAdapter, SimulatedAdapter
-from agent.upgrade.failures import UpgradeFailed
 
 _STATUSES = {
     value
     for name, value in vars(UpgradeStatus).items()
     if name.isupper() and isinstance(value, str)
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """One child as its adapter sees it: who it is, whether it is online, its properties."""
+
+    info: ChildInfo
+    online: bool = True
+    services: list[dict[str, Any]] | None = None
+
+
+def parse_presence(paras: dict[str, Any], log: Any) -> list[Presence] | None:
+    """The ``children`` list of a presence answer (entries that are not usable are logged)."""
+    entries = paras.get("children")
+    if not isinstance(entries, list):
+        log.warning("child.adapter.presence.bad_answer", reason="'children' is not a list")
+        return None
+    found = []
+    for index, entry in enumerate(entries):
+        try:
+            if not isinstance(entry, dict):
+                raise TypeError("not an object")
+            services = entry.get("services")
+            if services is not None and not (
+                isinstance(services, list) and all(isinstance(x, dict) for x in services)
+            ):
+                raise TypeError("'services' is not a list of objects")
+            online = entry.get("online", True)
+            if not isinstance(online, bool):
+                raise TypeError("'online' is not true or false")
+            fields = {k: entry.get(k) for k in _INFO_FIELDS if entry.get(k) is not None}
+            found.append(Presence(ChildInfo(**fields), online, services))
+        except (TypeError, ValueError) as exc:
+            log.warning("child.adapter.presence.bad_entry", index=index, reason=str(exc)[:200])
+    return found
+
+
+_INFO_FIELDS = ("device_id", "node_id", "product_id", "name", "fw_version", "sw_version")
 
 
 class ChildAdapter(Protocol):
@@ -57,6 +95,9 @@ class ChildAdapter(Protocol):
     async def set_properties(self, child: Child, services: list[dict[str, Any]]) -> tuple[int, str]:
         """Apply a property set on the child; returns (result code, description)."""
 
+    async def presence(self) -> list[Presence] | None:
+        """The children of this type that are there, or None when the adapter cannot tell."""
+
 
 class ExecChildAdapter:
     """A :class:`ChildAdapter` backed by a handler executable."""
@@ -67,10 +108,9 @@ class ExecChildAdapter:
         self._log = log
 
     async def _call(self, request: dict[str, Any]) -> CommandResult:
-        env = {
-            "DEVICE_AGENT_CHILD_ID": request["child"]["device_id"],
-            "DEVICE_AGENT_OP": request["op"],
-        }
+        env = {"DEVICE_AGENT_OP": request["op"]}
+        if "child" in request:
+            env["DEVICE_AGENT_CHILD_ID"] = request["child"]["device_id"]
         try:
             outcome = await run_process(
                 self.settings.argv,
@@ -143,6 +183,21 @@ class ExecChildAdapter:
         description = "success" if result.ok else str(result.paras.get("error", "failed"))
         return result.result_code, description
 
+    async def presence(self) -> list[Presence] | None:
+        """Run the ``presence`` operation (when configured; None when it fails)."""
+        if not self.settings.presence:
+            return None
+        result = await self._call({"op": "presence", "type": self.settings.type})
+        if not result.ok:
+            self._log.warning(
+                "child.adapter.presence.failed",
+                type=self.settings.type,
+                result_code=result.result_code,
+                error=result.paras.get("error"),
+            )
+            return None
+        return parse_presence(result.paras, self._log)
+
 
 class SimulatedChildAdapter:
     """In-process children for the fleet simulator and tests."""
@@ -152,6 +207,8 @@ class SimulatedChildAdapter:
         self._rng = rng or random.Random()  # noqa: S311 - simulated failures, not secrets
         self._versions: dict[str, dict[str, str | None]] = {}
         self.properties: dict[str, list[dict[str, Any]]] = {}
+        # Which children are there: None (cannot tell) until a test or simulation says so.
+        self.present: dict[str, Presence] | None = None
 
     async def install(self, child: Child, image: Path, version: str, target: str) -> None:
         """Take ``duration_s``; fail for listed children or at ``failure_rate``."""
@@ -185,3 +242,18 @@ class SimulatedChildAdapter:
         """Remember the properties."""
         self.properties[child.device_id] = services
         return 0, "success"
+
+    async def presence(self) -> list[Presence] | None:
+        """The children set in :attr:`present` (None until it is set)."""
+        return None if self.present is None else list(self.present.values())
+
+    def attach(self, presence: Presence) -> None:
+        """A child appears (or changes its status or properties)."""
+        if self.present is None:
+            self.present = {}
+        self.present[presence.info.device_id] = presence
+
+    def detach(self, device_id: str) -> None:
+        """A child is gone for good."""
+        if self.present is not None:
+            self.present.pop(device_id, None)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from agent.config.upgrades import GatewaySettings
+from agent.core.model import ChildrenChanged
 from agent.journal.base import Journal
-from agent.model import ChildrenChanged
-from agent.settings_upgrades import GatewaySettings
 
 _CHILDREN = "gateway/children"
 _VERSION = "gateway/children_version"
@@ -89,7 +89,7 @@ class ChildRegistry:
         for info in change.added:
             child = Child(
                 device_id=info.device_id,
-                type=self.type_for(info.product_id),
+                type=info.type or self.type_for(info.product_id),
                 node_id=info.node_id,
                 product_id=info.product_id,
                 fw_version=info.fw_version,

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.executors.base import Context, Executor, Outcome
-from agent.gateway.adapters import ChildAdapter
-from agent.gateway.registry import ChildRegistry
-from agent.model import (
+from agent.core.model import (
     ChildPropertiesSet,
     CommandRequest,
     CommandResponse,
@@ -21,6 +18,9 @@ from agent.model import (
     ResultCode,
     Subtask,
 )
+from agent.gateway.adapters import ChildAdapter
+from agent.gateway.registry import ChildRegistry
+from agent.pipeline.executor import Context, Executor, Outcome
 
 
 class ChildCommandRouter:

@@ -19,9 +19,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agent.core.model import Outbound, UpgradeProgress, UpgradeStatus
 from agent.gateway.registry import ChildRegistry
 from agent.journal.base import Journal
-from agent.model import Outbound, UpgradeProgress, UpgradeStatus
 
 _KEY = "gateway/tasks"
 # Finished groups are remembered this long after their deadline (late events still match).

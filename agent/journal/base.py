@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agent.model import Publish
+from agent.core.model import Publish
 
 
 class AcceptOutcome(enum.Enum):

@@ -10,7 +10,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import JournalError
+from agent.core.errors import JournalError
+from agent.core.model import Publish
 from agent.journal.base import (
     Accepted,
     AcceptOutcome,
@@ -19,7 +20,6 @@ from agent.journal.base import (
     OutboxItem,
     SubtaskState,
 )
-from agent.model import Publish
 
 
 @dataclass

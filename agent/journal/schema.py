@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from agent.errors import JournalError
+from agent.core.errors import JournalError
 
 MIGRATIONS: list[str] = [
     # 1: subtasks, the replies stored with them, the outbox and small per-agent values.

@@ -4,6 +4,8 @@ Every operation is a small function run on the writer thread. The thread takes w
 queued up, runs it in one transaction (each operation in its own savepoint, so one failure does
 not undo its neighbours), commits once and only then reports back. Sixty-four subtasks arriving
 together cost one fsync, not sixty-four, and the event loop never waits on the disk.
+
+Long: one SQL implementation of the journal contract; its statements and writer belong together.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.errors import JournalError
+from agent.core.errors import JournalError
+from agent.core.model import Publish
 from agent.journal.base import (
     Accepted,
     AcceptOutcome,
@@ -29,7 +32,6 @@ from agent.journal.base import (
     SubtaskState,
 )
 from agent.journal.schema import migrate
-from agent.model import Publish
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from agent.errors import JournalError
+from agent.core.errors import JournalError
 from agent.journal.base import OutboxSummary, SubtaskRow
 from agent.journal.sqlite import connect
 

@@ -13,8 +13,8 @@ import re
 from datetime import datetime
 from typing import Any, Protocol
 
-from agent.errors import RemoteProtocolError
-from agent.model import (
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import (
     ConnectIdentity,
     Inbound,
     MessageDelivery,

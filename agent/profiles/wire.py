@@ -1,7 +1,7 @@
 """Base for the profiles' wire models: unknown fields ignored, types strict, errors translated.
 
 Wire models live inside their profile and never leave it; :func:`parse` turns a validation
-failure into a :class:`~agent.errors.RemoteProtocolError` naming the first bad field.
+failure into a :class:`~agent.core.errors.RemoteProtocolError` naming the first bad field.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agent.errors import RemoteProtocolError
+from agent.core.errors import RemoteProtocolError
 
 
 class Wire(BaseModel):

@@ -1,4 +1,4 @@
-"""``device-agent simulate``, ``device-agent emulator`` and the fleet demo."""
+"""``device-agent simulate``, ``device-agent emulator`` and ``device-agent demo``."""
 
 from __future__ import annotations
 
@@ -8,18 +8,36 @@ import json
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.errors import AgentError, ConfigError
+from agent.core.errors import AgentError, ConfigError
 
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
 DEMO_SCENARIO = Path(__file__).parent / "scenarios" / "demo.toml"
 
 
+def main(argv: Sequence[str]) -> int:
+    """Run one simulator command (``argv`` starts with its name)."""
+    parser = argparse.ArgumentParser(prog="device-agent")
+    add_commands(parser.add_subparsers(required=True, metavar="COMMAND"))
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
 def add_commands(commands: Any) -> None:
-    """Add the simulator's subcommands to the CLI."""
+    """Add the simulator's subcommands to a parser."""
+    demo = commands.add_parser(
+        "demo", help="the bundled fleet demo: agents, the task service emulator, a report"
+    )
+    demo.add_argument("--workdir", type=Path, default=None, help="keep the demo's files here")
+    demo.add_argument(
+        "--single-agent", action="store_true", help="one agent driven by sample commands instead"
+    )
+    demo.set_defaults(handler=_demo)
+
     sim = commands.add_parser(
         "simulate", help="run a fleet of real agents and the task service emulator"
     )
@@ -96,7 +114,7 @@ def _scenario(args: argparse.Namespace) -> Any:
 
 def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per exit path
     """Run a scenario (or one shard of a fleet) and print the report."""
-    from agent.logging import configure_logging
+    from agent.runtime.logging import configure_logging
     from agent.sim.fleet.layout import parse_shard
     from agent.sim.fleet.report import render_text
     from agent.sim.fleet.simulate import RunOptions, run_scenario, run_shard
@@ -145,7 +163,7 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
 
 def emulator_command(args: argparse.Namespace) -> int:
     """Run the emulator until SIGTERM/SIGINT; prints its URL as JSON once it listens."""
-    from agent.logging import configure_logging
+    from agent.runtime.logging import configure_logging
     from agent.sim.emulator.service import Emulator
     from agent.sim.emulator.settings import EmulatorSettings
 
@@ -189,6 +207,16 @@ def emulator_command(args: argparse.Namespace) -> int:
     except (AgentError, OSError) as exc:
         print(f"emulator failed: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if not args.single_agent:
+        return demo_command(args.workdir)
+    from agent.runtime.logging import configure_logging
+    from agent.sim.demo import run_demo
+
+    configure_logging("warning", "console", stream=sys.stderr)
+    return asyncio.run(run_demo(args.workdir))
 
 
 def demo_command(workdir: Path | None) -> int:

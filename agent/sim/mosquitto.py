@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from agent.errors import AgentError
+from agent.core.errors import AgentError
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.model import ConnectIdentity, Subscription
+from agent.core.model import ConnectIdentity, Subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,20 +33,62 @@ IdentityProvider = Callable[[], ConnectIdentity]
 SubscriptionProvider = Callable[[], list[Subscription]]
 
 
-class Transport(Protocol):
-    """One device's connection to the broker, kept up until closed."""
+class Link(Protocol):
+    """What a transport serves: who to connect as, what to subscribe, where messages go."""
+
+    def identity(self) -> ConnectIdentity:
+        """The CONNECT identity, asked again before every connection attempt."""
+
+    def subscriptions(self) -> list[Subscription]:
+        """The filters to subscribe after every connect."""
+
+    def on_message(self, message: InboundMessage) -> None:
+        """A publication arrived; acknowledge it later with :meth:`Transport.ack`."""
+
+    async def on_connected(self) -> None:
+        """The connection is up and subscribed."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackLink:
+    """A :class:`Link` made of plain callables, for clients that are not agents."""
+
+    identity: IdentityProvider
+    subscriptions: SubscriptionProvider
+    on_message: MessageCallback
+    connected: ConnectedCallback | None = None
+
+    async def on_connected(self) -> None:
+        """Run the connected callback, if any."""
+        if self.connected is not None:
+            await self.connected()
+
+
+class Publisher(Protocol):
+    """The part of a transport that sends: what the outbox and uplink need."""
 
     ready: asyncio.Event
-
-    async def run(self) -> None:
-        """Connect, subscribe and reconnect for ever (until :meth:`close`)."""
 
     def publish(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None]:
         """Send a publication; the future resolves when the broker acknowledges it.
 
-        The future fails with :class:`~agent.errors.TransportError` if the connection is lost
+        The future fails with :class:`~agent.core.errors.TransportError` if the connection is lost
         first; the caller keeps the publication and sends it again.
         """
+
+
+class Transport(Publisher, Protocol):
+    """One device's connection to the broker, kept up until closed.
+
+    The transport is built first and handed its :class:`Link` with :meth:`attach` by whoever
+    owns it (the agent), so the builder can choose the transport without knowing the agent.
+    """
+
+    def attach(self, link: Link) -> None:
+        """Serve ``link``; called once, before :meth:`run`."""
+
+    async def run(self) -> None:
+        """Connect, subscribe and reconnect for ever (until :meth:`close`)."""
 
     def ack(self, message: InboundMessage) -> None:
         """Acknowledge a received publication (PUBACK) once it is safely journaled."""

@@ -6,6 +6,8 @@ never call into the agent's logic. Only the blocking TCP/TLS connect runs in a w
 A fresh paho client is made for every connection attempt, so each attempt can present new
 credentials and no half-torn state carries over; what must survive a reconnect (unacknowledged
 results) lives in the journal, not in paho's memory.
+
+Long: the only module allowed to import paho, so all of paho's callbacks live here.
 """
 
 from __future__ import annotations
@@ -24,16 +26,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttSettings
-from agent.errors import ConnectRefused, LocalProtocolError, TransportError
-from agent.logging import get_logger, redactor
-from agent.transport.base import (
-    Backoff,
-    ConnectedCallback,
-    IdentityProvider,
-    InboundMessage,
-    MessageCallback,
-    SubscriptionProvider,
-)
+from agent.core.errors import ConnectRefused, LocalProtocolError, TransportError
+from agent.runtime.logging import get_logger, redactor
+from agent.transport.base import Backoff, InboundMessage, Link
 from agent.transport.tls import build_tls_context, describe_tls_error
 
 # CONNACK refusals that mean "these credentials will not do": retry slowly, never hammer.
@@ -112,20 +107,14 @@ class MqttConnection:
         self,
         settings: MqttSettings,
         *,
-        identity: IdentityProvider,
-        subscriptions: SubscriptionProvider,
-        on_message: MessageCallback,
-        on_connected: ConnectedCallback | None = None,
+        link: Link | None = None,
         connect_gate: asyncio.Semaphore | None = None,
         backoff: Backoff | None = None,
         log: Any = None,
     ) -> None:
         self.settings = settings
         self.ready = asyncio.Event()
-        self._identity = identity
-        self._subscriptions = subscriptions
-        self._on_message = on_message
-        self._on_connected = on_connected
+        self._link = link
         self._gate = connect_gate
         self._backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._log = log or get_logger()
@@ -142,6 +131,10 @@ class MqttConnection:
         self._paho_errors = _LastError()
 
     # -- public API -----------------------------------------------------------------------
+
+    def attach(self, link: Link) -> None:
+        """Serve ``link`` (see :class:`~agent.transport.base.Transport`)."""
+        self._link = link
 
     async def run(self) -> None:
         """Keep the connection up until :meth:`close`."""
@@ -223,9 +216,15 @@ class MqttConnection:
 
     # -- one connection -------------------------------------------------------------------
 
+    @property
+    def _attached(self) -> Link:
+        if self._link is None:
+            raise LocalProtocolError("the connection was run before a link was attached")
+        return self._link
+
     async def _serve_once(self) -> str:
         loop = asyncio.get_running_loop()
-        identity = self._identity()
+        identity = self._attached.identity()
         if identity.password:
             redactor.register(identity.password)
         client = self._new_client(identity.client_id)
@@ -260,8 +259,7 @@ class MqttConnection:
             client_id=identity.client_id,
         )
         await self._subscribe_all(client)
-        if self._on_connected is not None:
-            await self._on_connected()
+        await self._attached.on_connected()
         self.ready.set()
         return await self._lost
 
@@ -386,7 +384,7 @@ class MqttConnection:
         """Subscribe one filter per SUBSCRIBE (some platforms allow no more), await SUBACKs."""
         loop = asyncio.get_running_loop()
         waits: dict[str, asyncio.Future[list[ReasonCode]]] = {}
-        for subscription in self._subscriptions():
+        for subscription in self._attached.subscriptions():
             rc, mid = client.subscribe(subscription.topic_filter, subscription.qos)
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                 raise TransportError(f"subscribe failed: {mqtt.error_string(rc)}")
@@ -460,7 +458,7 @@ class MqttConnection:
             self._log.warning("mqtt.message.bad_topic", mid=msg.mid)
             client.ack(msg.mid, msg.qos)
             return
-        self._on_message(
+        self._attached.on_message(
             InboundMessage(
                 topic, bytes(msg.payload), msg.qos, bool(msg.dup), msg.mid, self._session
             )

@@ -15,6 +15,8 @@ Retries are classified by status: 4xx other than 408/429 fail at once (404 is "n
 401/403 "link expired"); 408, 429, 5xx and network errors back off (``Retry-After`` honoured) up
 to ``max_attempts`` failures in a row without progress. A total time budget and a byte budget
 (across restarts, kept in the meta file) bound the whole download.
+
+Long: one download's policy, retries and resume state machine, which share their state.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
-from agent import failpoints
-from agent.model import UpgradeStatus
-from agent.settings_upgrades import UpgradeSettings
-from agent.upgrade.failures import UpgradeFailed
+from agent.config.upgrades import UpgradeSettings
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
+from agent.runtime import failpoints
 from agent.upgrade.streams import (
     ChunkWriter,
     PartHashing,

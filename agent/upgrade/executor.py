@@ -9,6 +9,8 @@ recognised; no phase earlier than one already reported is ever reported again.
 
 Version queries are answered from the version store; an upgrade offer that could not be
 decoded is answered with a failure naming what was wrong.
+
+Long: the steps of the upgrade state machine, one method per state, read as one table.
 """
 
 from __future__ import annotations
@@ -20,15 +22,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent import failpoints
-from agent.errors import IllegalTransition, LocalProtocolError
-from agent.executors.base import Context, Outcome
-from agent.gateway.adapters import ChildAdapter
-from agent.gateway.registry import ChildRegistry
-from agent.gateway.tasks import TaskGroups
-from agent.journal.base import Journal
-from agent.logging import redactor
-from agent.model import (
+from agent.config.upgrades import UpgradeSettings
+from agent.core.errors import IllegalTransition, LocalProtocolError, UpgradeFailed
+from agent.core.model import (
     InvalidUpgrade,
     Outbound,
     Subtask,
@@ -38,10 +34,15 @@ from agent.model import (
     VersionQuery,
     VersionReport,
 )
-from agent.settings_upgrades import UpgradeSettings
+from agent.gateway.adapters import ChildAdapter
+from agent.gateway.registry import ChildRegistry
+from agent.gateway.tasks import TaskGroups
+from agent.journal.base import Journal
+from agent.pipeline.executor import Context, Outcome
+from agent.runtime import failpoints
+from agent.runtime.logging import redactor
 from agent.upgrade import machine
 from agent.upgrade.download import check_url, redact_url
-from agent.upgrade.failures import UpgradeFailed
 from agent.upgrade.installers.base import Installer, InstallJob
 from agent.upgrade.packages import PackageCache, package_id
 from agent.upgrade.progress import ProgressReporter, RateLimiter
@@ -53,6 +54,14 @@ _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+]{0,254}$")
 _NOT_STARTED = frozenset({"running", "accepted"})
 # Download failures that leave a part file worth resuming by a later attempt.
 _RESUMABLE = frozenset({UpgradeStatus.DOWNLOAD_FAILED, UpgradeStatus.LINK_EXPIRED})
+# The phases reported by default: those after the package is completely downloaded and
+# verified (the safe reading of Huawei's FAQ, reference §6.6).
+_AFTER_DOWNLOAD = frozenset(
+    machine.STATES - {machine.RECEIVED, machine.CHECKING, machine.DOWNLOADING, machine.VERIFYING}
+)
+# Reported as the running version when neither the adapter, the configuration nor the platform
+# said one: the platform's version field is mandatory and must not be empty (reference §6.7).
+UNKNOWN_VERSION = "unknown"
 
 
 @dataclass
@@ -89,6 +98,7 @@ class UpgradeExecutor:
         registry: ChildRegistry | None = None,
         adapters: dict[str, ChildAdapter] | None = None,
         tasks: TaskGroups | None = None,
+        early_progress: bool = False,
         log: Any,
         clock: Any = time.time,
     ) -> None:
@@ -102,6 +112,8 @@ class UpgradeExecutor:
         self._registry = registry
         self._adapters = adapters or {}
         self._tasks = tasks
+        # Without early progress the first report follows the verified download (docs/upgrades.md).
+        self._report_phases = None if early_progress else _AFTER_DOWNLOAD
         self._log = log
         self._clock = clock
         self._limiter = RateLimiter(settings.report_interval_s)
@@ -123,6 +135,8 @@ class UpgradeExecutor:
 
     async def execute(self, subtask: Subtask, ctx: Context) -> Outcome:
         """Answer a version query, refuse an invalid offer, or run an upgrade from the start."""
+        if self._registry is not None:
+            await self._registry.load()  # children the platform added before a restart
         if isinstance(subtask, VersionQuery):
             return await self._version_query(subtask, ctx)
         if isinstance(subtask, InvalidUpgrade):
@@ -134,6 +148,8 @@ class UpgradeExecutor:
         """Resume an upgrade from its journaled state (queries are simply answered again)."""
         if not isinstance(subtask, UpgradeRequest):
             return await self.execute(subtask, ctx)
+        if self._registry is not None:
+            await self._registry.load()
         detail: dict[str, Any] = {}
         for row in await self._journal.open_subtasks(ctx.agent_id):
             if row.key == subtask.key:
@@ -154,6 +170,10 @@ class UpgradeExecutor:
                 query.task_id, query.device_id, query.sub_device_count, send=ctx.uplink.send
             )
         report = await self.version_report(query.device_id)
+        if report.fw_version is None and report.sw_version is None:
+            # An empty report would tell the platform nothing true (reference §6.3).
+            ctx.log.warning("upgrade.version_query.versions_unknown", device=query.device_id)
+            return Outcome(ok=False, summary={"error": "versions_unknown"})
         return Outcome(
             ok=True,
             summary={"fw_version": report.fw_version, "sw_version": report.sw_version},
@@ -168,17 +188,30 @@ class UpgradeExecutor:
         )
 
     async def _versions_of(self, device_id: str) -> dict[str, str | None]:
-        if device_id != self.agent_id and self._registry is not None:
-            child = self._registry.get(device_id)
-            adapter = self._adapters.get(child.type) if child else None
-            if child is not None and adapter is not None:
-                found = await adapter.versions(child)
-                if found is not None:
-                    return found
-        return await self.versions.get(device_id)
+        """What a device runs: the child adapter's answer, else recorded or configured values.
+
+        Each field is taken from the first source that knows it, so an adapter that tells only
+        the firmware, or a platform notification without versions, never blanks the other.
+        """
+        stored = await self.versions.get(device_id)
+        if device_id == self.agent_id or self._registry is None:
+            return stored
+        child = self._registry.get(device_id)
+        if child is None:
+            return stored
+        found: dict[str, str | None] = {}
+        adapter = self._adapters.get(child.type)
+        if adapter is not None:
+            found = await adapter.versions(child) or {}
+        # The registry keeps what the platform said about a child across restarts.
+        registered = {"firmware": child.fw_version, "software": child.sw_version}
+        return {
+            name: found.get(name) or stored.get(name) or registered[name] or None
+            for name in ("firmware", "software")
+        }
 
     async def _invalid(self, offer: InvalidUpgrade, ctx: Context) -> Outcome:
-        version = await self._current(offer.device_id, offer.target)
+        version = await self.running_version(offer.device_id, offer.target)
         ctx.log.warning("upgrade.refused", reason=offer.reason, child=offer.device_id)
         report = UpgradeProgress(
             device_id=offer.device_id,
@@ -199,6 +232,14 @@ class UpgradeExecutor:
     async def _current(self, device_id: str, target: str) -> str:
         return (await self._versions_of(device_id)).get(target) or ""
 
+    async def running_version(self, device_id: str, target: str) -> str:
+        """The running version for a report, which the platform requires to be non-empty."""
+        current = await self._current(device_id, target)
+        if current:
+            return current
+        self._log.warning("upgrade.version.unknown", device=device_id, target=target)
+        return UNKNOWN_VERSION
+
     # -- the machine ------------------------------------------------------------------------
 
     async def _upgrade(
@@ -213,7 +254,7 @@ class UpgradeExecutor:
                 device_id=request.device_id,
                 phase="failed",
                 status=UpgradeStatus.UNSUPPORTED,
-                version="",
+                version=UNKNOWN_VERSION,
                 description="this gateway has no such child device",
             )
             return Outcome(ok=False, summary={"error": "unknown_child"}, replies=[report])
@@ -253,15 +294,13 @@ class UpgradeExecutor:
         reporter = ProgressReporter(
             device_id=request.device_id,
             version=request.version,
-            current_version=detail["previous_version"],
+            current_version=detail["previous_version"] or UNKNOWN_VERSION,
             detail=detail,
             step=self.settings.progress_step,
             limiter=self._limiter,
             send=send,
             persist=persist,
-            enabled_phases=None
-            if self.settings.report_download_progress
-            else frozenset(machine.STATES - {machine.DOWNLOADING}),
+            enabled_phases=self._report_phases,
         )
         run = _Run(request, ctx, machine.UpgradeMachine(state), detail, reporter, child)
         if request.task_id and self._tasks is not None and child:
@@ -340,7 +379,7 @@ class UpgradeExecutor:
             failure = run.failure or UpgradeFailed(UpgradeStatus.INTERNAL, "ended without a result")
             ok = False
             summary.update(status=failure.status, error=failure.reason)
-            version = await self._current(request.device_id, request.target)
+            version = await self.running_version(request.device_id, request.target)
             replies.append(
                 run.reporter.final(failure.status, failure.reason[:256], version=version)
             )
@@ -353,7 +392,7 @@ class UpgradeExecutor:
         return Outcome(ok=ok, summary=summary, replies=replies)
 
     def _rolled_back_report(self, run: _Run) -> UpgradeProgress:
-        previous = run.detail.get("previous_version", "")
+        previous = run.detail.get("previous_version") or UNKNOWN_VERSION
         return run.reporter.final(
             UpgradeStatus.ROLLED_BACK,
             f"version {run.request.version} did not confirm; rolled back to {previous}",

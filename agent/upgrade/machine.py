@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.errors import IllegalTransition
+from agent.core.errors import IllegalTransition
 
 RECEIVED = "received"
 CHECKING = "checking"

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent.model import UpgradeRequest, UpgradeStatus
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeRequest, UpgradeStatus
 from agent.upgrade.download import Downloaded, Downloader, PackageSource
-from agent.upgrade.failures import UpgradeFailed
 from agent.upgrade.verify import Expectation, check_download
 
 ProgressFn = Callable[[int], Awaitable[None]]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agent.model import UpgradePhase, UpgradeProgress, UpgradeStatus
+from agent.core.model import UpgradePhase, UpgradeProgress, UpgradeStatus
 from agent.upgrade import machine
 
 # Where each phase sits in the overall 0-100 figure: (start, end).

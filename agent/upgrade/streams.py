@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.model import UpgradeStatus
-from agent.upgrade.failures import UpgradeFailed
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
 
 if TYPE_CHECKING:
     import httpx

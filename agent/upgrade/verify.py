@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import ConfigError
-from agent.model import UpgradeRequest, UpgradeStatus
+from agent.core.errors import ConfigError, UpgradeFailed
+from agent.core.model import UpgradeRequest, UpgradeStatus
 from agent.upgrade.download import Downloaded
-from agent.upgrade.failures import UpgradeFailed
 
 if TYPE_CHECKING:  # cryptography is loaded only when keys are configured
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

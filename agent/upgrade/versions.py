@@ -34,13 +34,25 @@ class VersionStore:
         self._defaults: dict[str, dict[str, str]] = {}
 
     def set_default(self, device_id: str, firmware: str | None, software: str | None) -> None:
-        """What a child runs when nothing was recorded for it (configuration, platform)."""
-        known = {
-            name: value
-            for name, value in (("firmware", firmware), ("software", software))
-            if value is not None
-        }
-        self._defaults[device_id] = known
+        """What a child runs when nothing was recorded for it (from the configuration).
+
+        A ``None`` says nothing and never erases a version already known.
+        """
+        known = self._defaults.setdefault(device_id, {})
+        for name, value in (("firmware", firmware), ("software", software)):
+            if value:
+                known[name] = value
+
+    def learn(self, device_id: str, firmware: str | None, software: str | None) -> None:
+        """What the platform says a child runs: fills only what nothing else told us.
+
+        The platform's add notification often carries ``null`` versions, and its idea of a
+        configured child's versions is older than the configuration's.
+        """
+        known = self._defaults.setdefault(device_id, {})
+        for name, value in (("firmware", firmware), ("software", software)):
+            if value and name not in known:
+                known[name] = value
 
     async def get(self, device_id: str) -> dict[str, str | None]:
         """``{"firmware": ..., "software": ...}`` for a device (None: unknown)."""

@@ -163,3 +163,48 @@ def test_status_json_on_an_empty_journal(tmp_path: Path) -> None:
         "recent": [],
         "outbox": {"count": 0, "oldest": None},
     }
+
+
+@pytest.mark.parametrize("command", ["demo", "simulate", "emulator"])
+def test_a_simulator_command_without_the_sim_extra_names_the_install_and_exits_2(
+    tmp_path: Path, command: str
+) -> None:
+    """Without the simulator's libraries the command prints one line with the pip install."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nsys.modules['aiohttp'] = None\n")  # as if not installed
+
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", command, "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"},
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"device-agent {command} needs the simulator extra (aiohttp missing): "
+        "pip install 'device-agent[sim]'"
+    ]
+
+
+def test_the_help_lists_every_command_and_a_simulator_command_has_its_own_help() -> None:
+    """``--help`` names all eight commands; ``simulate --help`` is the simulator's own."""
+    overview = _cli("--help")
+    simulate = _cli("simulate", "--help")
+
+    for name in (
+        "run",
+        "check-config",
+        "status",
+        "privileged-request",
+        "privileged-serve",
+        "demo",
+        "simulate",
+        "emulator",
+    ):
+        assert name in overview.stdout
+    assert simulate.returncode == 0
+    assert "--scenario" in simulate.stdout

@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
-from agent.dispatcher import RUNNING, Dispatcher
-from agent.errors import JournalError
-from agent.executors.base import Executor
+from agent.core.errors import JournalError
+from agent.core.model import CommandRequest, MessageDelivery
 from agent.executors.unsupported import UnsupportedExecutor
 from agent.journal.base import AcceptOutcome, Finish, Journal, SubtaskState
 from agent.journal.memory import MemoryJournal
 from agent.journal.sqlite import SqliteJournal
-from agent.model import CommandRequest, MessageDelivery
-from agent.outbox import Outbox
+from agent.pipeline.dispatcher import RUNNING, Dispatcher
+from agent.pipeline.executor import Executor
+from agent.pipeline.outbox import Outbox
+from agent.pipeline.uplink import Uplink
 from agent.profiles.huawei_iotda import HuaweiIotdaProfile
-from agent.uplink import Uplink
 from tests.support.fakes import (
     ControlledJournal,
     FakeTransport,

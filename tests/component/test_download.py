@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import structlog
 
-from agent.model import UpgradeStatus
-from agent.settings_upgrades import UpgradeSettings
+from agent.config.upgrades import UpgradeSettings
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
 from agent.sim.packages import Fault, PackageServer
 from agent.upgrade.download import Downloader, PackageSource
-from agent.upgrade.failures import UpgradeFailed
 
 SIZE = 1_000_000
 DATA = os.urandom(SIZE)

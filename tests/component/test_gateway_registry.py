@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from agent.app.build import upgrade_executors
 from agent.config import AgentConfig
-from agent.executors.base import Context, Executor
-from agent.journal.memory import MemoryJournal
-from agent.model import (
+from agent.config.upgrades import GatewaySettings, UpgradeSettings
+from agent.core.model import (
     ChildInfo,
     ChildrenChanged,
     ChildrenSyncRequest,
+    ChildStatus,
+    ChildStatusReport,
     CommandRequest,
     Outbound,
+    UpgradeRequest,
     VersionQuery,
     VersionReport,
 )
-from agent.settings_upgrades import GatewaySettings, UpgradeSettings
-from agent.upgrade.wiring import upgrade_executors
+from agent.journal.memory import MemoryJournal
+from agent.pipeline.executor import Context, Executor
+from agent.profiles.huawei_iotda import HuaweiIotdaProfile
 
 GW = "gw-1"
 REPO = Path(__file__).resolve().parents[2]
@@ -130,9 +135,16 @@ async def test_platform_added_children_are_known_and_deleted_ones_forgotten(tmp_
 async def test_after_a_connect_versions_of_the_device_and_children_are_reported(
     tmp_path: Path,
 ) -> None:
-    """The connect hook reports every version and asks for the child list's changes."""
+    """The connect hook reports the children online, every version, and asks for changes.
+
+    The child goes ONLINE first: the platform takes reports and sends work only for online
+    devices.
+    """
     executors, _, uplink, _ = _setup(tmp_path)
     await executors["children_changed"].connected(uplink)  # type: ignore[attr-defined]
+    status = uplink.sent.pop(0)
+    assert isinstance(status, ChildStatusReport)
+    assert status.statuses == [ChildStatus(device_id="c-1", online=True)]
     assert uplink.sent == [
         VersionReport(device_id=GW, fw_version="7.1", sw_version="app-3"),
         VersionReport(device_id="c-1", fw_version="1.0", sw_version="s1"),
@@ -151,3 +163,61 @@ def test_the_example_configuration_is_valid() -> None:
     assert gateway.enabled
     assert gateway.adapter_types() == {"default", "sim"}
     assert gateway.children[0].device_id == "child-meter-01"
+
+
+async def test_a_sub_device_notification_keeps_the_configured_versions(tmp_path: Path) -> None:
+    """Regression: an add notification with null versions wiped a configured child's versions.
+
+    Captured before the fix: ``version_report`` paras ``{}`` and a progress report with
+    ``"version": ""`` for the child.
+    """
+    executors, journal, uplink, ctx = _setup(tmp_path)
+    notify = ChildrenChanged(
+        key="n", device_id=GW, added=[ChildInfo(device_id="c-1", product_id="p")], version=1
+    )
+    await executors["children_changed"].execute(notify, ctx)
+
+    query = await executors["version_query"].execute(VersionQuery(key="q", device_id="c-1"), ctx)
+    assert query.replies == [VersionReport(device_id="c-1", fw_version="1.0", sw_version="s1")]
+    refused = UpgradeRequest(
+        key="u", device_id="c-1", version="2.0", url="https://127.0.0.1/x", file_name="../x"
+    )
+    await journal.accept(
+        GW, key="u", device_id="c-1", kind="upgrade", request="{}", now=0.0, state="running"
+    )
+    outcome = await executors["upgrade"].execute(refused, ctx)
+    (final,) = outcome.replies
+    (publish,) = HuaweiIotdaProfile(GW).encode(final)
+    paras = json.loads(publish.payload)["services"][0]["paras"]
+    assert paras["version"] == "1.0"
+    await executors["children_changed"].connected(uplink)  # type: ignore[attr-defined]
+    assert VersionReport(device_id="c-1", fw_version="1.0", sw_version="s1") in uplink.sent
+
+
+async def test_a_platform_added_childs_versions_survive_a_restart_and_are_never_empty(
+    tmp_path: Path,
+) -> None:
+    """The registry keeps what the platform said; a child nobody knows a version of is skipped."""
+    journal = MemoryJournal()
+    executors, _, _, ctx = _setup(tmp_path, journal)
+    added = ChildrenChanged(
+        key="a",
+        device_id=GW,
+        added=[
+            ChildInfo(device_id="c-8", product_id="p", sw_version="app-1"),
+            ChildInfo(device_id="c-9", product_id="p"),
+        ],
+        version=2,
+    )
+    await executors["children_changed"].execute(added, ctx)
+
+    again, _, uplink, ctx = _setup(tmp_path, journal)
+    query = await again["version_query"].execute(VersionQuery(key="q", device_id="c-8"), ctx)
+    assert query.replies == [VersionReport(device_id="c-8", sw_version="app-1")]
+    unknown = await again["version_query"].execute(VersionQuery(key="q2", device_id="c-9"), ctx)
+    assert not unknown.ok
+    assert unknown.replies == []
+    await again["children_changed"].connected(uplink)  # type: ignore[attr-defined]
+    reports = [e for e in uplink.sent if isinstance(e, VersionReport)]
+    assert {r.device_id for r in reports} == {GW, "c-1", "c-8"}
+    assert all(r.fw_version or r.sw_version for r in reports)

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 import structlog
 
+from agent.app.build import upgrade_executors
 from agent.config import AgentConfig
-from agent.executors.base import Context
+from agent.config.upgrades import ExecAdapter
+from agent.core.errors import UpgradeFailed
+from agent.core.model import CommandRequest, UpgradeProgress, UpgradeRequest, UpgradeStatus
 from agent.gateway.adapters import ExecChildAdapter
 from agent.gateway.registry import Child
 from agent.journal.memory import MemoryJournal
-from agent.model import CommandRequest, UpgradeProgress, UpgradeRequest, UpgradeStatus
-from agent.settings_upgrades import ExecAdapter
+from agent.pipeline.executor import Context
 from agent.sim.packages import PackageServer
-from agent.upgrade.failures import UpgradeFailed
-from agent.upgrade.wiring import upgrade_executors
 from tests.support.agents import write_handler
 
 DEVICE = "dev-1"

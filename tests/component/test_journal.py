@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import JournalError
+from agent.core.errors import JournalError
+from agent.core.model import Publish
 from agent.journal.base import AcceptOutcome, Finish, Journal, SubtaskState
 from agent.journal.memory import MemoryJournal
 from agent.journal.schema import LATEST, MIGRATIONS, migrate
 from agent.journal.sqlite import SqliteJournal
 from agent.journal.status import read_status
-from agent.model import Publish
 
 AGENT = "gw-1"
 OTHER = "gw-2"

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from agent.config import CommandSettings, ExecHandler, MessageSettings
+from agent.core.model import MessageDelivery
 from agent.executors import message as message_module
 from agent.executors.message import MessageExecutor, spool_message
-from agent.files import write_atomically
-from agent.model import MessageDelivery
+from agent.runtime.files import write_atomically
 from tests.support.agents import write_handler
 from tests.support.fakes import LogRecorder, context
 

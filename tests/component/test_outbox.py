@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import JournalError, LocalProtocolError
+from agent.core.errors import JournalError, LocalProtocolError
+from agent.core.model import Publish
 from agent.journal.base import Journal, OutboxItem
 from agent.journal.memory import MemoryJournal
 from agent.journal.sqlite import SqliteJournal
-from agent.model import Publish
-from agent.outbox import Outbox
+from agent.pipeline.outbox import Outbox
 from tests.support.fakes import FakeTransport, LogRecorder, until
 
 AGENT = "dev-1"

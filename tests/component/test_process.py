@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import ExecutionError
+from agent.core.errors import ExecutionError
+from agent.core.model import ResultCode
 from agent.executors.process import BASE_ENV, ProcessOutcome, run_process
-from agent.model import ResultCode
 from tests.support.agents import process_alive, write_handler
 from tests.support.fakes import until
 

@@ -15,13 +15,13 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.app.build import upgrade_executors
 from agent.config import AgentConfig
-from agent.executors.base import Context, Outcome
+from agent.core.model import Outbound, UpgradeProgress, UpgradeRequest
 from agent.journal.memory import MemoryJournal
-from agent.model import Outbound, UpgradeProgress, UpgradeRequest
+from agent.pipeline.executor import Context, Outcome
 from agent.profiles.huawei_iotda import HuaweiIotdaProfile
 from agent.sim.packages import PackageServer
-from agent.upgrade.wiring import upgrade_executors
 
 DEVICE = "dev-1"
 OLD = b"old image " * 1000

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support.agents import REPO
 
 ANSWER_TOPIC = "$oc/devices/demo-device-0001/sys/commands/response/request_id=demo-req-1"
@@ -47,11 +45,6 @@ def test_single_agent_demo_runs_to_completion_with_a_successful_command(tmp_path
     _check(result, tmp_path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the agent reports a failed child install with an empty version (issue 10, item 2): "
-    "the strict emulator fails it with INVALID_REPORT instead of result_code 10",
-)
 def test_scripts_demo_runs_the_fleet_demo_and_prints_the_report(tmp_path: Path) -> None:
     """``scripts/demo`` (the README's first command) runs the fleet demo to a report and plot."""
     script = (REPO / "scripts" / "demo").read_text()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.model import Publish
+from agent.core.model import Publish
 from agent.profiles.huawei_iotda.platform import PropertiesSetAnswer
 from agent.profiles.tencent_iothub import TencentShadow
 from agent.profiles.tencent_iothub.platform import ShadowRequest

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent.embedded_broker import start_embedded_broker
+from agent.sim.embedded_broker import start_embedded_broker
 from agent.sim.emulator.service import Emulator
 from agent.sim.mosquitto import Mosquitto, free_port
 from tests.support.raw_device import RawDevice

@@ -117,12 +117,6 @@ async def _subtasks(emu: Emulator, task_id: str) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.broker
-@pytest.mark.xfail(
-    strict=True,
-    reason="the agent's gateway reports its children's versions empty after an "
-    "add_sub_device_notify (issue 10, item 2): the strict emulator fails every child with "
-    "'version_report: neither fw_version nor sw_version is reported'",
-)
 async def test_a_gateway_mode_upgrade_reports_per_child_with_one_download_per_gateway(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
@@ -133,9 +127,7 @@ async def test_a_gateway_mode_upgrade_reports_per_child_with_one_download_per_ga
     image = os.urandom(300_000)
     with tap(broker.port) as listener:
         async with (
-            # The agent's gateway does not report its children's status yet: they count as
-            # online with their gateway (the documented, weaker switch).
-            emulator(tmp_path, broker_url=broker.url, children_follow_gateway=True) as emu,
+            emulator(tmp_path, broker_url=broker.url) as emu,
             fleet(
                 emu, broker.port, tmp_path, count=0, handlers=[], gateways=2, children=5,
                 upgrades=upgrades, prefix=prefix,

@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.errors import RemoteProtocolError, RequestInvalid
+from agent.core.errors import RemoteProtocolError
 from agent.sim.cli import DEMO_SCENARIO
 from agent.sim.emulator import records as r
 from agent.sim.emulator.auth import sign_headers, verify
 from agent.sim.emulator.dispatch_huawei import HuaweiReader
 from agent.sim.emulator.namefilter import NameFilter
+from agent.sim.errors import RequestInvalid
 from agent.sim.fleet.layout import build_layout, parse_shard, shard
 from agent.sim.fleet.spec import CohortSpec, FleetSpec, load_scenario
 from tests.support.agents import REPO

@@ -13,10 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import JournalError, TransportError
-from agent.executors.base import Context, Outcome
-from agent.journal.base import Accepted, Finish, Journal, OpenSubtask, OutboxItem, SubtaskState
-from agent.model import (
+from agent.core.errors import JournalError, TransportError
+from agent.core.model import (
     CommandRequest,
     CommandResponse,
     CommandResult,
@@ -24,6 +22,8 @@ from agent.model import (
     ResultCode,
     Subtask,
 )
+from agent.journal.base import Accepted, Finish, Journal, OpenSubtask, OutboxItem, SubtaskState
+from agent.pipeline.executor import Context, Outcome
 from agent.transport.base import InboundMessage
 
 
@@ -132,7 +132,7 @@ class ControlledJournal:
     """Wraps a journal so a test can hold back or fail individual ``accept`` calls by key.
 
     ``hold(key)`` makes the accept of ``key`` wait until ``release(key)``; ``fail(key)`` makes it
-    raise :class:`~agent.errors.JournalError`. Everything else passes straight through.
+    raise :class:`~agent.core.errors.JournalError`. Everything else passes straight through.
     """
 
     def __init__(self, inner: Journal) -> None:
@@ -362,9 +362,9 @@ class LogRecorder:
 def context(received_at: float = 1_700_000_000.0, log: LogRecorder | None = None) -> Context:
     """An executor context wired to in-memory parts (journal, outbox, fake transport)."""
     from agent.journal.memory import MemoryJournal
-    from agent.outbox import Outbox
+    from agent.pipeline.outbox import Outbox
+    from agent.pipeline.uplink import Uplink
     from agent.profiles.huawei_iotda import HuaweiIotdaProfile
-    from agent.uplink import Uplink
 
     log = log or LogRecorder()
     journal = MemoryJournal()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.model import Publish
+from agent.core.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
 from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAnswer, Uplink
 

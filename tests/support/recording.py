@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.model import Outbound
+from agent.core.model import Outbound
 
 
 class RecordingLog:

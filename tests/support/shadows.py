@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import RemoteProtocolError
-from agent.model import Publish
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
 from agent.profiles.huawei_iotda.platform import HuaweiShadow, PropertiesReport, ShadowGetRequest
 from agent.profiles.tencent_iothub import TencentIothubPlatform, TencentShadow

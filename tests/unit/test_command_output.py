@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from agent.core.model import CommandResult, ResultCode
 from agent.executors.command import interpret_output
 from agent.executors.process import ProcessOutcome
-from agent.model import CommandResult, ResultCode
 from agent.profiles.base import dump_json
 
 

@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from agent.app.checks import check_environment
 from agent.config import (
     AgentConfig,
     HuaweiIotdaDevice,
-    check_environment,
     handler_problem,
     load_config,
 )
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from tests.support import toml
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "agent.example.toml"

@@ -9,10 +9,7 @@ from typing import Any
 import pytest
 
 from agent.config import CommandSettings, DesiredStateSettings
-from agent.executors.base import Context, Outcome
-from agent.executors.desired import DesiredStateExecutor
-from agent.journal.memory import MemoryJournal
-from agent.model import (
+from agent.core.model import (
     DesiredState,
     DesiredStateQuery,
     DesiredStateRefresh,
@@ -20,6 +17,9 @@ from agent.model import (
     StateQuery,
     StateReport,
 )
+from agent.executors.desired import DesiredStateExecutor
+from agent.journal.memory import MemoryJournal
+from agent.pipeline.executor import Context, Outcome
 from tests.support.agents import write_handler
 from tests.support.recording import RecordingLog, RecordingUplink
 

@@ -11,9 +11,10 @@ import pytest
 from pydantic import BaseModel
 
 from agent import config as cfg
-from agent.config import AgentConfig, check_environment, load_config
-from agent.errors import ConfigError
-from agent.profiles import build_profile
+from agent.app.build import build_profile
+from agent.app.checks import check_environment
+from agent.config import AgentConfig, load_config
+from agent.core.errors import ConfigError
 from agent.profiles.huawei_iotda import HuaweiIotdaProfile
 from agent.profiles.huawei_oceanconnect import OceanConnectProfile
 from agent.profiles.tencent_iothub import TencentIothubProfile

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
     ChildPropertiesSet,
     CommandRequest,
     CommandResponse,

@@ -1,7 +1,7 @@
 """Property tests: whatever arrives on a subscribed topic, the codec answers predictably.
 
 Decoding either yields an event the rest of the agent can journal and hand to a handler, or
-raises :class:`~agent.errors.RemoteProtocolError` with a reply exactly when the topic carries a
+raises :class:`~agent.core.errors.RemoteProtocolError` with a reply exactly when the topic carries a
 request id the answer can be sent back under.
 """
 
@@ -14,9 +14,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.dispatcher import SUBTASK
-from agent.errors import RemoteProtocolError
-from agent.model import (
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import (
     Batch,
     CommandRequest,
     CommandResponse,
@@ -25,6 +24,7 @@ from agent.model import (
     RequestRejected,
     Subtask,
 )
+from agent.pipeline.dispatcher import SUBTASK
 from agent.profiles.base import dump_json
 from agent.profiles.huawei_iotda import HuaweiIotdaProfile
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import RemoteProtocolError
-from agent.model import (
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import (
     ChildPropertiesSet,
     DesiredState,
     DesiredStateQuery,

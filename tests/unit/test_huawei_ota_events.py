@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import RemoteProtocolError
-from agent.model import (
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import (
     Batch,
     ChildrenChanged,
     ChildrenSyncRequest,
@@ -213,14 +213,41 @@ def test_software_and_v2_events_name_their_target(event_type: str, target: str) 
     assert event.access_token is None
 
 
-def test_the_same_event_redelivered_has_the_same_key_and_a_fresh_push_a_new_one() -> None:
-    """A broker redelivery is recognised; a new push (new event_time) is new work."""
+def test_an_event_without_event_id_pushed_again_is_recognised_by_what_names_the_work() -> None:
+    """Without event_id: a re-push (new event_time, fresh token and URL) has the same key.
+
+    Before, the key was a digest of the whole entry, so a re-push after a reconnect was new
+    work. A different version, package, task or device is different work.
+    """
     first = _decode(FIRMWARE_UPGRADE)
-    again = _decode(FIRMWARE_UPGRADE)
+    assert _decode(FIRMWARE_UPGRADE).key == first.key
     pushed = json.loads(json.dumps(FIRMWARE_UPGRADE))
     pushed["services"][0]["event_time"] = "20151213T000000Z"
-    assert first.key == again.key
-    assert _decode(pushed).key != first.key
+    fresh = {"access_token": "fresh", "expires": 3600, "url": "https://h/p2"}
+    pushed["services"][0]["paras"].update(fresh)
+    assert _decode(pushed).key == first.key
+    for field, value in [
+        ("version", "v1.3"),
+        ("sign", "0" * 64),
+        ("task_id", "another-task"),
+        ("sub_device_count", 3),
+        ("task_ext_info", {"device_type": "XYZ"}),
+    ]:
+        other = json.loads(json.dumps(FIRMWARE_UPGRADE))
+        other["services"][0]["paras"][field] = value
+        assert _decode(other).key != first.key, field
+    elsewhere = json.loads(json.dumps(FIRMWARE_UPGRADE))
+    elsewhere["object_device_id"] = "child-2"
+    software = json.loads(json.dumps(FIRMWARE_UPGRADE))
+    software["services"][0]["event_type"] = "software_upgrade"
+    assert len({first.key, _decode(elsewhere).key, _decode(software).key}) == 3
+
+
+def test_an_event_id_when_sent_is_the_key() -> None:
+    """The platform's event_id, when an event has one, identifies the event."""
+    body = json.loads(json.dumps(FIRMWARE_UPGRADE))
+    body["services"][0]["event_id"] = "evt-1"
+    assert _decode(body).key.endswith("/evt-1")
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.errors import RemoteProtocolError
-from agent.model import UpgradeProgress, VersionReport
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import UpgradeProgress, VersionReport
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform, HuaweiIotdaProfile
 from agent.profiles.huawei_iotda.ota_platform import (
     ProgressReported,

@@ -8,8 +8,8 @@ import secrets
 
 import pytest
 
-from agent.logging import REDACTED, SecretRedactor, configure_logging, get_logger, redactor
-from agent.model import ConnectIdentity
+from agent.core.model import ConnectIdentity
+from agent.runtime.logging import REDACTED, SecretRedactor, configure_logging, get_logger, redactor
 
 SECRET = "device-secret-0123456789"  # noqa: S105 - a test value
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.privileged import (
+from agent.runtime.privileged import (
     NO_ANSWER,
     REFUSED,
     REQUESTS,

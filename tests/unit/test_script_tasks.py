@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from agent.config import CommandSettings
-from agent.executors.base import Context
+from agent.core.model import CommandRequest, CommandResponse, ResultCode
 from agent.executors.command import CommandExecutor
 from agent.executors.script import TASK_EXT_PREFIX, TaskExtError, task_ext_env
-from agent.model import CommandRequest, CommandResponse, ResultCode
+from agent.pipeline.executor import Context
 from tests.support.recording import RecordingLog
 
 SHELL_SCRIPT = """\

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import Notifier, watchdog_interval
+from agent.runtime.sdnotify import Notifier, watchdog_interval
 
 
 @pytest.fixture(name="listener")

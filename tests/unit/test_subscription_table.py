@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.embedded_broker import SubscriptionTable
-from agent.topics import matches
+from agent.core.topics import matches
+from agent.sim.embedded_broker import SubscriptionTable
 
 FILTERS = [
     "$oc/devices/dev-1/sys/commands/+",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.topics import is_filter_valid, matches
+from agent.core.topics import is_filter_valid, matches
 
 
 @pytest.mark.parametrize(

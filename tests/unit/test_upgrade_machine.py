@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import IllegalTransition
+from agent.core.errors import IllegalTransition
 from agent.upgrade import machine
 
 

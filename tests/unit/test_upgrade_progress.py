@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.model import UpgradeProgress, UpgradeStatus
+from agent.core.model import UpgradeProgress, UpgradeStatus
 from agent.upgrade import machine
 from agent.upgrade.progress import ProgressReporter, RateLimiter
 

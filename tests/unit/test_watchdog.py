@@ -8,8 +8,8 @@ from typing import Any, cast
 
 import pytest
 
-from agent.daemon import _watchdog
-from agent.sdnotify import watchdog_interval
+from agent.app.daemon import _watchdog
+from agent.runtime.sdnotify import watchdog_interval
 
 EVERY = 0.02
 

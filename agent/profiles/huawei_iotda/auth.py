@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from datetime import UTC, datetime
 
-from agent.model import ConnectIdentity
+from agent.core.model import ConnectIdentity
 
 
 def timestamp(now: datetime) -> str:

@@ -11,10 +11,14 @@ import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
+    ChildPropertiesReport,
     ChildPropertiesSet,
+    ChildrenAddRequest,
+    ChildrenDeleteRequest,
     ChildrenSyncRequest,
+    ChildStatusReport,
     CommandRequest,
     CommandResponse,
     CommandResult,
@@ -35,10 +39,10 @@ from agent.model import (
     UpgradeProgress,
     VersionReport,
 )
+from agent.core.topics import matches
 from agent.profiles.base import content_digest, dump_json, parse_json, raw_message
-from agent.profiles.huawei_iotda import auth, shadow, wire
+from agent.profiles.huawei_iotda import auth, children, shadow, wire
 from agent.profiles.huawei_iotda.events import EventCodec
-from agent.topics import matches
 
 NAME = "huawei-iotda"
 
@@ -306,8 +310,9 @@ class HuaweiIotdaProfile:
                 body["response_name"] = result.response_name
             topic = f"{self._prefix}commands/response/request_id={event.correlation}"
             return [Publish(topic=topic, payload=dump_json(body))]
-        if isinstance(event, UpgradeProgress | VersionReport | ChildrenSyncRequest):
-            return [Publish(topic=f"{self._prefix}events/up", payload=self._events.encode(event))]
+        reports = self._encode_reports(event)
+        if reports is not None:
+            return reports
         if isinstance(event, PropertiesSetAnswer) or (
             isinstance(event, RequestRejected) and event.request_kind == "properties_set"
         ):
@@ -321,6 +326,18 @@ class HuaweiIotdaProfile:
         if isinstance(event, StateReport):
             return [shadow.encode_state_report(self._prefix, event)]
         raise LocalProtocolError(f"{NAME} cannot encode {event.kind}")
+
+    def _encode_reports(self, event: Outbound) -> list[Publish] | None:
+        """Events (``events/up``) and the child property report; None for anything else."""
+        events = f"{self._prefix}events/up"
+        if isinstance(event, UpgradeProgress | VersionReport | ChildrenSyncRequest):
+            return [Publish(topic=events, payload=self._events.encode(event))]
+        if isinstance(event, ChildStatusReport | ChildrenAddRequest | ChildrenDeleteRequest):
+            return [Publish(topic=events, payload=p) for p in self._events.encode_children(event)]
+        if isinstance(event, ChildPropertiesReport):
+            topic = f"{self._prefix}gateway/sub_devices/properties/report"
+            return [Publish(topic=topic, payload=p) for p in children.encode_properties(event)]
+        return None
 
 
 def _standard_message(payload: bytes) -> wire.MessageDown | None:

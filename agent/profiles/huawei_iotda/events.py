@@ -1,10 +1,11 @@
 """Huawei IoTDA events (``$ota`` upgrades, ``$sub_device_manager`` children) to and from the model.
 
 Every ``events/down`` message holds a ``services`` list; each entry becomes a subtask (several
-entries become a :class:`~agent.model.Batch`). Entries have no request id, so keys come from
-``event_id`` when the platform sends one and from a digest of the entry otherwise: a broker
-redelivery maps to the same key, while a fresh push (a new ``event_time``) is new work that the
-upgrade executor recognises as a repeat of what it is already doing.
+entries become a :class:`~agent.core.model.Batch`). Entries have no request id, so keys come
+from ``event_id`` when the platform sends one. Otherwise an upgrade event is keyed by what names
+the work (device, event type, version, digest, task fields), so a push repeated after a
+reconnect (new ``event_time``, fresh token) is recognised and not executed twice; other events
+by a digest of the entry.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import json
 import re
 from typing import Any
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
     Batch,
     ChildInfo,
+    ChildrenAddRequest,
     ChildrenChanged,
+    ChildrenDeleteRequest,
     ChildrenSyncRequest,
+    ChildStatusReport,
     Ignored,
     Inbound,
     InvalidUpgrade,
@@ -33,7 +37,7 @@ from agent.model import (
     VersionReport,
 )
 from agent.profiles.base import dump_json, parse_json
-from agent.profiles.huawei_iotda import wire
+from agent.profiles.huawei_iotda import children, wire
 
 OTA = "$ota"
 SUB_DEVICE_MANAGER = "$sub_device_manager"
@@ -93,13 +97,16 @@ class EventCodec:
             item = self._decode_service(service, target)
             if item is None:
                 skipped.append(f"{service.service_id}/{service.event_type}")
+            elif isinstance(item, str):
+                skipped.append(f"{service.service_id}/{service.event_type}: {item}")
             else:
                 items.append(item)
         if not items:
             return Ignored(reason=f"events not handled by this agent: {', '.join(skipped)}")
         return items[0] if len(items) == 1 else Batch(items=items)
 
-    def _decode_service(self, service: wire.EventService, target: str) -> Subtask | None:
+    def _decode_service(self, service: wire.EventService, target: str) -> Subtask | str | None:
+        """The subtask an entry asks for; a note for one that needs none; None if unhandled."""
         ident = self._ident(service, target)
         if service.service_id == OTA:
             if service.event_type == "version_query":
@@ -108,11 +115,18 @@ class EventCodec:
             if upgrade_target is not None:
                 return self._upgrade(service, target, ident, upgrade_target)
             return None
-        if service.service_id == SUB_DEVICE_MANAGER and service.event_type in (
-            "add_sub_device_notify",
-            "delete_sub_device_notify",
-        ):
+        if service.service_id == SUB_DEVICE_MANAGER:
+            return self._sub_device_manager(service, ident)
+        return None
+
+    def _sub_device_manager(self, service: wire.EventService, ident: str) -> Subtask | str | None:
+        if service.event_type in ("add_sub_device_notify", "delete_sub_device_notify"):
             return self._children(service, ident)
+        if service.event_type in children.MANAGE_ANSWERS:
+            key = self._key("children", self.device_id, ident)
+            return children.manage_answer(service, self.device_id, key)
+        if service.event_type in children.STATUS_ANSWERS:
+            return children.status_answer(service)
         return None
 
     def _version_query(
@@ -185,6 +199,8 @@ class EventCodec:
     def _ident(self, service: wire.EventService, target: str) -> str:
         if service.event_id and _EVENT_ID.fullmatch(service.event_id):
             return service.event_id
+        if service.service_id == OTA and service.event_type in _UPGRADE_EVENTS:
+            return _upgrade_ident(service, target)
         canonical = json.dumps(
             [target, service.model_dump(mode="json")], sort_keys=True, separators=(",", ":")
         )
@@ -198,6 +214,16 @@ class EventCodec:
         return f"{self._key_prefix}/{kind}/{target}/{ident}"
 
     # -- encoding -------------------------------------------------------------------------
+
+    def encode_children(self, event: Outbound) -> list[bytes]:
+        """The ``events/up`` payloads of a child status report or add/delete request."""
+        if isinstance(event, ChildStatusReport):
+            return children.encode_status(event)
+        if isinstance(event, ChildrenAddRequest):
+            return children.encode_add(event)
+        if isinstance(event, ChildrenDeleteRequest):
+            return children.encode_delete(event)
+        raise LocalProtocolError(f"huawei-iotda child management cannot carry {event.kind}")
 
     def encode(self, event: Outbound) -> bytes:
         """The ``events/up`` payload carrying ``event``."""
@@ -232,6 +258,28 @@ def _event(object_device_id: str, service_id: str, event_type: str, paras: dict[
             "services": [{"service_id": service_id, "event_type": event_type, "paras": paras}],
         }
     )
+
+
+def _upgrade_ident(service: wire.EventService, target: str) -> str:
+    """The identity of an upgrade event without ``event_id``: what stays the same on a re-push.
+
+    The platform's events carry no id (reference §6.4); a push repeated after a reconnect has a
+    new ``event_time`` and may carry a fresh ``url``/``access_token``/``expires``, so those are
+    left out. What names the work is kept: the device, the event type, the package (version and
+    digest) and the task fields.
+    """
+    paras = service.paras or {}
+    canonical = json.dumps(
+        [
+            target,
+            service.event_type,
+            *(paras.get(name) for name in ("version", "sign", "task_id", "sub_device_count")),
+            paras.get("task_ext_info"),
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "p-" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _package_problem(paras: wire.OtaPackageParas) -> str | None:

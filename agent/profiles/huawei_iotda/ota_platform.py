@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from agent.errors import RemoteProtocolError
+from agent.core.errors import RemoteProtocolError
 from agent.profiles.base import parse_json
 from agent.profiles.huawei_iotda import wire
 

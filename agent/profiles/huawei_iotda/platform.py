@@ -2,6 +2,8 @@
 
 Used by the task service emulator and by tests playing the platform; it shares topic layout and
 wire models with the device side, while the golden wire samples in the tests keep the two honest.
+
+Long: the platform's every downlink and uplink reader, mirroring the device codec's coverage.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.docstate import merge, pending
-from agent.errors import RemoteProtocolError
-from agent.model import Model, Publish
+from agent.core.errors import RemoteProtocolError
+from agent.core.merge_patch import merge, pending
+from agent.core.model import Model, Publish
 from agent.profiles.base import dump_json, parse_json
 from agent.profiles.huawei_iotda import wire
 from agent.profiles.huawei_iotda.ota_platform import OtaReport, decode_ota

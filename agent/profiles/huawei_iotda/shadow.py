@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.docstate import pending
-from agent.errors import RemoteProtocolError
-from agent.model import (
+from agent.core.errors import RemoteProtocolError
+from agent.core.merge_patch import pending
+from agent.core.model import (
     DesiredState,
     DesiredStateQuery,
     DesiredStateResult,

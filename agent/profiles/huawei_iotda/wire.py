@@ -11,9 +11,12 @@ from typing import Any
 from agent.profiles.wire import Wire, parse
 
 __all__ = [
+    "AddResponseParas",
     "CommandDown",
     "CommandUp",
+    "DeleteResponseParas",
     "EventService",
+    "FailedDevice",
     "MessageDown",
     "OtaPackageParas",
     "OtaQueryParas",
@@ -26,6 +29,8 @@ __all__ = [
     "ShadowGetUp",
     "ShadowService",
     "ShadowSide",
+    "StatusDevice",
+    "StatusResponseParas",
     "SubDevice",
     "SubDeviceNotifyParas",
     "UpgradeProgressParas",
@@ -197,3 +202,44 @@ class VersionReportParas(Wire):
 
     sw_version: str | None = None
     fw_version: str | None = None
+
+
+# -- gateway-initiated child management and child status (reference §7.4, §7.5) --------------
+
+
+class FailedDevice(Wire):
+    """A child the platform could not add, delete or update, with its error."""
+
+    device_id: str | None = None
+    node_id: str | None = None
+    product_id: str | None = None
+    error_code: str | int | None = None
+    error_msg: str | None = None
+
+
+class StatusDevice(Wire):
+    """A child whose status the platform accepted."""
+
+    device_id: str
+    status: str | None = None
+
+
+class StatusResponseParas(Wire):
+    """Paras of the answer to ``sub_device_update_status``."""
+
+    successful_devices: list[StatusDevice] = []
+    failed_devices: list[FailedDevice] = []
+
+
+class AddResponseParas(Wire):
+    """Paras of ``add_sub_device_response``."""
+
+    successful_devices: list[SubDevice] = []
+    failed_devices: list[FailedDevice] = []
+
+
+class DeleteResponseParas(Wire):
+    """Paras of ``delete_sub_device_response``: the deleted ids, and those that were not."""
+
+    successful_devices: list[str] = []
+    failed_devices: list[FailedDevice] = []

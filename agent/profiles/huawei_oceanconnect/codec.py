@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
     CommandRequest,
     CommandResponse,
     CommandResult,
@@ -26,10 +26,10 @@ from agent.model import (
     ResultCode,
     Subscription,
 )
+from agent.core.topics import matches
 from agent.profiles.base import dump_json, parse_json, raw_message
 from agent.profiles.huawei_iotda import auth
 from agent.profiles.huawei_oceanconnect import wire
-from agent.topics import matches
 
 NAME = "huawei-oceanconnect"
 # deviceRsp errcode: 0 success, 1 failure; the agent's own result code goes in the body.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors import RemoteProtocolError
-from agent.model import Model, Publish
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import Model, Publish
 from agent.profiles.base import dump_json, parse_json
 from agent.profiles.huawei_oceanconnect import wire
 

@@ -19,7 +19,7 @@ import hmac
 from datetime import datetime
 from typing import Literal
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 SDKAPPID = "12010126"
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -3,12 +3,12 @@
 Shadow (设备影子数据流.md): the device publishes ``get``/``update`` on
 ``$shadow/operation/{pid}/{dn}`` and receives replies and ``delta`` pushes on
 ``$shadow/operation/result/{pid}/{dn}``. A delta (and a get reply that still holds desired
-values) becomes a :class:`~agent.model.DesiredState` keyed by the shadow version, so the same
+values) becomes a :class:`~agent.core.model.DesiredState` keyed by the shadow version, so the same
 version twice is executed once. The outcome goes back as one ``update``: ``reported`` with
 what was applied, ``desired`` cleared (``null``) when everything was applied, or key by key
 when only some of it was. That update carries the version it answers, so a desired state
 changed meanwhile is not wiped: the platform refuses it with 5005 instead, which becomes a
-:class:`~agent.model.DesiredStateRefresh` (read the shadow again).
+:class:`~agent.core.model.DesiredStateRefresh` (read the shadow again).
 
 Custom topics ``{pid}/{dn}/{suffix}`` (``PublishMessage`` tasks) are delivered to the message
 sink as raw bytes: their payload is an opaque string, not necessarily JSON.
@@ -24,10 +24,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from agent.docstate import pending
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.merge_patch import pending
+from agent.core.model import (
     ChildrenSyncRequest,
+    ChildStatusReport,
     ConnectIdentity,
     DesiredState,
     DesiredStateQuery,
@@ -42,9 +43,9 @@ from agent.model import (
     UpgradeProgress,
     VersionReport,
 )
+from agent.core.topics import matches
 from agent.profiles.base import dump_json, parse_json, raw_message
 from agent.profiles.tencent_iothub import auth, ota, wire
-from agent.topics import matches
 
 NAME = "tencent-iothub"
 # 产品限制: "最大发布消息大小 16KB"; larger publications are refused by the broker.
@@ -273,7 +274,9 @@ class TencentIothubProfile:
         if isinstance(event, DesiredStateQuery):
             body = {"type": "get", "clientToken": event.correlation}
             return [Publish(topic=self.shadow_up, payload=dump_json(body))]
-        if isinstance(event, VersionReport | UpgradeProgress | ChildrenSyncRequest):
+        if isinstance(
+            event, VersionReport | UpgradeProgress | ChildrenSyncRequest | ChildStatusReport
+        ):
             return ota.encode(
                 event,
                 product_id=self.product_id,

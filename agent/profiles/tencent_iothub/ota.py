@@ -5,8 +5,10 @@ For the Tencent profile to call (it owns the connection and the topic dispatch):
 * :func:`ota_subscriptions` (device and each child) and :func:`gateway_subscriptions`;
 * :func:`decode_ota` for ``$ota/update/{pid}/{dn}`` and :func:`decode_gateway` for
   ``$gateway/operation/result/{pid}/{dn}``;
-* :func:`encode` for :class:`~agent.model.VersionReport`, :class:`~agent.model.UpgradeProgress`
-  and :class:`~agent.model.ChildrenSyncRequest` (the ``describe_sub_devices`` request).
+* :func:`encode` for :class:`~agent.core.model.VersionReport`,
+  :class:`~agent.core.model.UpgradeProgress`, :class:`~agent.core.model.ChildrenSyncRequest`
+  (the ``describe_sub_devices`` request) and :class:`~agent.core.model.ChildStatusReport`
+  (``online``/``offline``).
 
 Children are named ``{product_id}/{device_name}`` in the neutral model (the gateway itself by
 its own device id), which :func:`split_child` turns back into topic levels. Sub-device OTA runs
@@ -21,11 +23,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agent.errors import LocalProtocolError, RemoteProtocolError
-from agent.model import (
+from agent.core.errors import LocalProtocolError, RemoteProtocolError
+from agent.core.model import (
     ChildInfo,
     ChildrenChanged,
     ChildrenSyncRequest,
+    ChildStatusReport,
     Ignored,
     Inbound,
     InvalidUpgrade,
@@ -42,6 +45,8 @@ from agent.profiles.base import dump_json, parse_json
 NAME = "tencent-iothub"
 _LEVEL = re.compile(r"^[A-Za-z0-9_\-.:@]{1,64}$")
 _MD5 = re.compile(r"^[0-9A-Fa-f]{32}$")
+# Children per online/offline message: about 60 bytes each, far below the 16 KB limit.
+MAX_STATUS_DEVICES = 100
 
 # The report_progress failure codes of the OTA document: -1 download timeout, -2 file does
 # not exist, -3 signature expired, -4 MD5 mismatch, -5 firmware update failed.
@@ -217,7 +222,41 @@ def decode_gateway(topic: str, payload: bytes, *, key_prefix: str, device_id: st
     if result.type == "describe_sub_devices":
         listed = [ChildInfo(device_id=c, product_id=c.split("/", 1)[0]) for c in ok]
         return ChildrenChanged(key=key, device_id=device_id, added=listed, full=True)
+    if result.type in ("online", "offline"):
+        refused = [
+            f"{child_id(d.product_id, d.device_name)} ({d.result})"
+            for d in devices
+            if d.result not in (None, 0)
+        ]
+        note = f"; refused for {', '.join(refused)}" if refused else ""
+        return Ignored(reason=f"child {result.type} accepted for {len(ok)}{note}")
     return Ignored(reason=f"gateway operation {result.type!r} needs no work")
+
+
+def encode_status(event: ChildStatusReport, *, product_id: str, device_name: str) -> list[Publish]:
+    """``online``/``offline`` on ``$gateway/operation/{pid}/{dn}`` (reference §6.1).
+
+    One message per status and per :data:`MAX_STATUS_DEVICES` children, well inside the
+    broker's 16 KB publication limit.
+
+    Raises:
+        LocalProtocolError: a child id is not ``{product_id}/{device_name}``.
+    """
+    topic = f"$gateway/operation/{product_id}/{device_name}"
+    publishes = []
+    for kind, online in (("online", True), ("offline", False)):
+        devices = [
+            dict(zip(("product_id", "device_name"), split_child(s.device_id), strict=True))
+            for s in event.statuses
+            if s.online is online
+        ]
+        for start in range(0, len(devices), MAX_STATUS_DEVICES):
+            body = {
+                "type": kind,
+                "payload": {"devices": devices[start : start + MAX_STATUS_DEVICES]},
+            }
+            publishes.append(Publish(topic=topic, payload=dump_json(body)))
+    return publishes
 
 
 def encode(event: Outbound, *, product_id: str, device_name: str, device_id: str) -> list[Publish]:
@@ -233,6 +272,8 @@ def encode(event: Outbound, *, product_id: str, device_name: str, device_id: str
         return [
             Publish(topic=f"$gateway/operation/{product_id}/{device_name}", payload=dump_json(body))
         ]
+    if isinstance(event, ChildStatusReport):
+        return encode_status(event, product_id=product_id, device_name=device_name)
     if not isinstance(event, VersionReport | UpgradeProgress):
         raise LocalProtocolError(f"{NAME} OTA cannot carry {event.kind}")
     pid, dn = (

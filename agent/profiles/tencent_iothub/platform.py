@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from agent.docstate import merge, pending
-from agent.errors import RemoteProtocolError
-from agent.model import Model, Publish
+from agent.core.errors import RemoteProtocolError
+from agent.core.merge_patch import merge, pending
+from agent.core.model import Model, Publish
 from agent.profiles.base import dump_json, parse_json
 from agent.profiles.tencent_iothub import wire
 

@@ -17,13 +17,13 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ApiRejected, RequestInvalid
 from agent.sim.emulator import huawei_checks as checks
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.huawei_checks import ID, TASK_TYPES, TIME_FORMAT, UPGRADES
 from agent.sim.emulator.service import MAX_BODY, Emulator
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 NAME = r"[A-Za-z0-9_]+"
 SUBTASK_STATUS = {

@@ -15,7 +15,6 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ApiRejected, RequestInvalid
 from agent.profiles.huawei_iotda.platform import sub_device_notify
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
@@ -24,6 +23,7 @@ from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.huawei_checks import ID
 from agent.sim.emulator.registry import Group
 from agent.sim.emulator.service import Emulator
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 ID_WHAT = "letters, digits, _ and -"
 

@@ -19,12 +19,13 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
-from agent.errors import ApiRejected, JournalError, RequestInvalid
+from agent.core.errors import JournalError
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.api_huawei import fmt_time
 from agent.sim.emulator.http import EMULATOR, emulator_of
 from agent.sim.emulator.service import MAX_BODY, Emulator
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 BASE = "/iocm/app/batchtask/v1.1.0"
 PARAM_TYPES = ("DeviceList", "DeviceType", "DeviceArea", "GroupList", "Broadcast", "GroupIdList")

@@ -11,12 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ApiRejected, RequestInvalid
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.registry import Group, Workflow
 from agent.sim.emulator.service import MAX_BODY, Emulator
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 PLATFORMS = (r.HUAWEI_IOTDA, r.TENCENT_IOTHUB, r.OCEANCONNECT)
 

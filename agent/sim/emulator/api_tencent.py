@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ApiRejected, JournalError, RemoteProtocolError, RequestInvalid
+from agent.core.errors import JournalError, RemoteProtocolError
 from agent.profiles.base import parse_json
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
@@ -24,6 +24,7 @@ from agent.sim.emulator.auth import verify
 from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.namefilter import NameFilter
 from agent.sim.emulator.service import MAX_BODY, Emulator
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 IOTHUB_VERSION = "2018-06-14"
 WEDATA_VERSION = "2021-08-20"

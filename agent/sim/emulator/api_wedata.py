@@ -14,12 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import ApiRejected, RequestInvalid
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.api_tencent import describe, v3_response
 from agent.sim.emulator.registry import Workflow
 from agent.sim.emulator.service import Emulator
+from agent.sim.errors import ApiRejected, RequestInvalid
 
 TASK_TYPES = {
     26: "Offline Synchronization",

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from agent.model import Publish
+from agent.core.model import Publish
 from agent.sim.emulator.records import Device, Subtask, Task
 from agent.sim.emulator.registry import Registry
 

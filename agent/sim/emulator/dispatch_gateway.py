@@ -21,8 +21,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.errors import RemoteProtocolError
-from agent.model import Publish
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import Publish
 from agent.profiles.huawei_iotda.platform import (
     SUB_DEVICE_MANAGER,
     EventReport,

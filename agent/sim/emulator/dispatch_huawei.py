@@ -11,7 +11,7 @@ import base64
 import json
 from typing import Any
 
-from agent.model import Publish
+from agent.core.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
 from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAnswer, user_topic
 from agent.sim.emulator.dispatch import Answer, Report, UplinkReader, Verdict

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from agent.model import Publish
+from agent.core.model import Publish
 from agent.profiles.huawei_iotda.ota_platform import (
     VERSION_FIELDS,
     ProgressReported,

@@ -21,8 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.docstate import pending
-from agent.model import Publish
+from agent.core.merge_patch import pending
+from agent.core.model import Publish
 from agent.profiles.huawei_oceanconnect.platform import OceanConnectPlatform
 from agent.profiles.tencent_iothub.platform import TencentIothubPlatform, TencentShadow
 from agent.sim.emulator.dispatch import Answer, UplinkReader, Verdict

@@ -4,6 +4,8 @@ Every state change goes through :meth:`TaskEngine._move`, which keeps each task'
 step with its subtasks, so ``task_progress`` adds up at every moment. One pump task does the
 timed work (schedule times, retry waits, deadlines) and dispatches at most ``max_in_flight``
 attempts at a time; answers from the MQTT link end attempts as they arrive.
+
+Long: every subtask state change goes through one method here, so the counters stay exact.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import LocalProtocolError
-from agent.model import Publish
+from agent.core.errors import LocalProtocolError
+from agent.core.model import Publish
 from agent.sim.emulator import records as r
 from agent.sim.emulator.dispatch import (
     Answer,

@@ -1,6 +1,6 @@
 """Validation of IoTDA ``CreateBatchTask`` bodies: documents, policy and targets (seed 002).
 
-Each failure is a :class:`~agent.errors.RequestInvalid` naming the field, which the API turns
+Each failure is a :class:`~agent.sim.errors.RequestInvalid` naming the field, which the API turns
 into ``IOTDA.000006``.
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.errors import RequestInvalid
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.service import Emulator
+from agent.sim.errors import RequestInvalid
 
 TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 ID = r"[A-Za-z0-9_\-]+"

@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.config import MqttSettings
-from agent.errors import RemoteProtocolError
-from agent.model import ConnectIdentity, Publish, Subscription
+from agent.core.errors import RemoteProtocolError
+from agent.core.model import ConnectIdentity, Publish, Subscription
+from agent.core.topics import matches
 from agent.sim.emulator.dispatch import Answer, Report, UplinkReader
-from agent.topics import matches
-from agent.transport.base import InboundMessage
+from agent.transport.base import CallbackLink, InboundMessage
 from agent.transport.paho_bridge import MqttConnection
 
 # Filters are indexed by at most this many literal levels before their first wildcard.
@@ -88,14 +88,13 @@ class PlatformLink:
             max_inflight=1000,
         )
         filters = self._router.filters()
-        self.connection = MqttConnection(
-            settings,
+        link = CallbackLink(
             identity=lambda: ConnectIdentity(client_id=client_id, username=None, password=None),
             subscriptions=lambda: [Subscription(topic_filter=f) for f in filters],
             on_message=self._received,
-            on_connected=on_connected,
-            log=log,
+            connected=on_connected,
         )
+        self.connection = MqttConnection(settings, link=link, log=log)
 
     @property
     def ready(self) -> asyncio.Event:

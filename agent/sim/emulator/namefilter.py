@@ -12,7 +12,7 @@ from typing import Any
 
 import re2
 
-from agent.errors import RequestInvalid
+from agent.sim.errors import RequestInvalid
 
 MAX_PATTERN = 512
 _MAX_MEM = 8 << 20  # bytes RE2 may spend on one compiled pattern

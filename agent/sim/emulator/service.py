@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.logging import get_logger
+from agent.runtime.logging import get_logger
 from agent.sim.emulator.dispatchers import DispatcherTable, build_table
 from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 
 class EmulatorSettings(BaseModel):

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agent.errors import JournalError
+from agent.core.errors import JournalError
 from agent.sim.emulator.records import Subtask, Task
 
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """Field checks shared by the emulated APIs: each failure names the field and what was wrong.
 
 JSON types are checked strictly (``true`` is not a number, ``"5"`` is not an integer unless the
-API says so); the caller's API turns a :class:`~agent.errors.RequestInvalid` into its own error
+API says so); the caller's API turns a :class:`~agent.sim.errors.RequestInvalid` into its own error
 code.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, overload
 
-from agent.errors import RemoteProtocolError, RequestInvalid
+from agent.core.errors import RemoteProtocolError
 from agent.profiles.base import parse_json
+from agent.sim.errors import RequestInvalid
 
 
 def parse_body(raw: bytes, *, limit: int) -> dict[str, Any]:

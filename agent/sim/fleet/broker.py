@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 from agent.sim.emulator.settings import broker_address
 from agent.sim.mosquitto import Mosquitto, free_port
 
@@ -51,7 +51,7 @@ class EmbeddedHandle(BrokerHandle):
 
     async def start(self) -> None:
         """Start listening."""
-        from agent.embedded_broker import start_embedded_broker
+        from agent.sim.embedded_broker import start_embedded_broker
 
         self._broker = await start_embedded_broker(self.port)
 

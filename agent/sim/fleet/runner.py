@@ -1,4 +1,4 @@
-"""Runs the fleet's agents: real :class:`~agent.agent.Agent` instances on one event loop.
+"""Runs the fleet's agents: real :class:`~agent.app.agent.Agent` instances on one event loop.
 
 Every agent has its own MQTT session; they share one journal (partitioned by agent id), one
 connect gate (so thousands do not open sockets at once) and their configuration sections.
@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from agent.agent import Agent
+from agent.app.agent import Agent
+from agent.app.build import build_agent
 from agent.config import (
     AgentConfig,
     CommandRoute,
@@ -24,13 +25,13 @@ from agent.config import (
     DeviceIdentity,
     SimulatedHandler,
 )
-from agent.executors.base import Context, Executor, Outcome
+from agent.config.upgrades import GatewaySettings
+from agent.core.model import Subtask
 from agent.journal.base import Journal
 from agent.journal.memory import MemoryJournal
 from agent.journal.sqlite import SqliteJournal
-from agent.logging import get_logger
-from agent.model import Subtask
-from agent.settings_upgrades import GatewaySettings
+from agent.pipeline.executor import Context, Executor, Outcome
+from agent.runtime.logging import get_logger
 from agent.sim.fleet.layout import Slot, secret_of
 from agent.sim.fleet.spec import FleetSpec
 
@@ -243,16 +244,14 @@ class FleetRunner:
 
     async def _start(self, device_id: str) -> Agent:
         assert self.journal is not None  # noqa: S101 - opened in start()
-        agent = Agent(
+        agent = build_agent(
             self._config(device_id),
             journal=self.journal,
             secret=secret_of(device_id),
             connect_gate=self.gate,
+            wrap_executor=lambda _kind, executor: _Counting(executor, self.executions),
             log=self._log.bind(device_id=device_id),
         )
-        # The dispatcher holds this same dict: wrapping in place counts every execution.
-        for kind, executor in list(agent.executors.items()):
-            agent.executors[kind] = _Counting(executor, self.executions)
         self.agents[device_id] = agent
         await agent.start()
         return agent

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.logging import get_logger
+from agent.runtime.logging import get_logger
 from agent.sim.emulator.api_sim import register_fleet
 from agent.sim.emulator.records import TERMINAL
 from agent.sim.emulator.service import Emulator

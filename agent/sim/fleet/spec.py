@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.errors import ConfigError
+from agent.core.errors import ConfigError
 
 Api = Literal[
     "huawei-iotda", "tencent-iothub", "tencent-iothub-v2", "oceanconnect", "tencent-wedata"

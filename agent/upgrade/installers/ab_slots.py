@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.files import write_atomically
-from agent.model import UpgradeStatus
-from agent.settings_upgrades import AbSlotsInstaller
-from agent.upgrade.failures import UpgradeFailed
+from agent.config.upgrades import AbSlotsInstaller
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
+from agent.runtime.files import write_atomically
 from agent.upgrade.installers.base import InstallJob, ProgressFn, read_boot_id, run_program
 
 _CHUNK = 1024 * 1024

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.errors import ExecutionError
+from agent.config.upgrades import Program
+from agent.core.errors import ExecutionError, UpgradeFailed
+from agent.core.model import UpgradeStatus
 from agent.executors.process import run_process
-from agent.model import UpgradeStatus
-from agent.settings_upgrades import Program
-from agent.upgrade.failures import UpgradeFailed
 
 ProgressFn = Callable[[int], Awaitable[None]]
 

@@ -14,11 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ExecutionError
+from agent.config.upgrades import ScriptInstaller
+from agent.core.errors import ExecutionError, UpgradeFailed
+from agent.core.model import UpgradeStatus
 from agent.executors.process import run_process
-from agent.model import UpgradeStatus
-from agent.settings_upgrades import ScriptInstaller
-from agent.upgrade.failures import UpgradeFailed
 from agent.upgrade.installers.base import InstallJob, ProgressFn, read_boot_id, run_program
 
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")

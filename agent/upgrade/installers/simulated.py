@@ -10,9 +10,9 @@ import asyncio
 import random
 from typing import Any
 
-from agent.model import UpgradeStatus
-from agent.settings_upgrades import SimulatedInstaller
-from agent.upgrade.failures import UpgradeFailed
+from agent.config.upgrades import SimulatedInstaller
+from agent.core.errors import UpgradeFailed
+from agent.core.model import UpgradeStatus
 from agent.upgrade.installers.base import InstallJob, ProgressFn
 
 _STEPS = 10

@@ -11,9 +11,10 @@
     |   +-- ConnectRefused       the broker answered CONNACK with a refusal (rc attached)
     +-- JournalError             the durable journal could not be read or written
     +-- ExecutionError           a handler, applier or installer could not do its work
+    |   +-- UpgradeFailed        an upgrade step failed, with its neutral upgrade status
     +-- IllegalTransition        a state machine was asked for a transition its table forbids
-    +-- RequestInvalid           (simulator) a task-service API request is malformed or out of range
-    +-- ApiRejected              (simulator) a valid request the task service refuses (limits, auth)
+
+The simulator's own errors live in :mod:`agent.sim.errors`.
 
 Errors carry structured fields (``reason``, ``rc``, ``correlation``) rather than codes in strings,
 so callers can answer the platform precisely and logs stay machine-readable.
@@ -96,6 +97,14 @@ class ExecutionError(AgentError):
         super().__init__(reason)
 
 
+class UpgradeFailed(ExecutionError):
+    """An upgrade step failed; ``status`` is an :class:`~agent.core.model.UpgradeStatus` value."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason, code=0)
+        self.status = status
+
+
 class IllegalTransition(AgentError):
     """A state machine was asked to move along an edge its table does not have."""
 
@@ -103,27 +112,3 @@ class IllegalTransition(AgentError):
         self.state = state
         self.event = event
         super().__init__(f"no transition from {state!r} on {event!r}")
-
-
-class RequestInvalid(AgentError):
-    """A request to the simulated task service is malformed, mistyped or out of range.
-
-    ``problem`` is ``malformed``, ``missing``, ``type`` or ``value``; each API renders it as its
-    platform's error code.
-    """
-
-    def __init__(self, field: str, problem: str, message: str) -> None:
-        self.field = field
-        self.problem = problem
-        self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
-
-
-class ApiRejected(AgentError):
-    """The simulated task service refuses a well-formed request, in the API's own terms."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        self.status = status
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")

@@ -154,7 +154,11 @@ class UpgradeSettings(_Section):
     # ``report_interval_s`` per device (the final result is never held back).
     progress_step: int = Field(default=10, ge=1, le=100)
     report_interval_s: float = Field(default=1.0, ge=0, le=3600)
-    report_download_progress: bool = True
+    # Progress before the package is downloaded and verified (``checking``, ``downloading``,
+    # ``verifying``). Unset: the platform's default, off for Huawei (its FAQ: once a result is
+    # reported the upgrade counts as finished and a new download fails), on for Tencent (whose
+    # OTA document defines the ``downloading`` state with a percentage). See docs/upgrades.md.
+    report_download_progress: bool | None = None
     # Ed25519 public keys (PEM files). With any configured, every package needs a manifest
     # signed by one of them (see docs/upgrades.md).
     public_keys: list[Path] = []
@@ -194,6 +198,8 @@ class ExecAdapter(_Section):
     kind: Literal["exec"] = "exec"
     argv: list[str] = Field(min_length=1)
     timeout_s: float = Field(default=600.0, gt=0, le=86400)
+    # The handler answers the ``presence`` operation (which children are there and online).
+    presence: bool = False
 
     _argv = field_validator("argv")(_absolute_argv)
 
@@ -254,6 +260,12 @@ class GatewaySettings(_Section):
     task_deadline_s: float = Field(default=1800.0, gt=0, le=7 * 86400)
     # Report the versions of every child after each (re)connect (Tencent needs it; harmless).
     report_child_versions: bool = True
+    # How often adapters that can tell are asked which children are present and online
+    # (always after a connect; 0: only then).
+    presence_interval_s: float = Field(default=60.0, ge=0, le=86400)
+    # Ask the platform to add children an adapter discovers and to delete those it no longer
+    # lists (Huawei IoTDA; never children from the configuration).
+    manage_children: bool = False
 
     @field_validator("adapters")
     @classmethod

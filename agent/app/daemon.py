@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.agent import Agent
+from agent.app.agent import Agent
+from agent.app.build import build_agent
 from agent.config import AgentConfig
-from agent.errors import AgentError, ConfigError
+from agent.core.errors import AgentError, ConfigError
 from agent.journal.sqlite import SqliteJournal
-from agent.logging import get_logger, redactor
-from agent.sdnotify import Notifier, watchdog_interval
+from agent.runtime.logging import get_logger, redactor
+from agent.runtime.sdnotify import Notifier, watchdog_interval
 
 _PRUNE_EVERY_S = 3600.0
 _STATUS_EVERY_S = 30.0
@@ -55,7 +56,7 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
     background: list[asyncio.Task[None]] = []
     try:
         # Inside the try: a secret the profile cannot use fails here, and the journal closes.
-        agent = Agent(config, journal=journal, secret=secret, log=log)
+        agent = build_agent(config, journal=journal, secret=secret, log=log)
         await agent.start()
         log.info("agent.started", journal=str(config.journal.path))
         background = [

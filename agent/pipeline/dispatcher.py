@@ -22,15 +22,15 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from agent import failpoints
-from agent.errors import JournalError, RemoteProtocolError
-from agent.executors.base import Context, Executor, Outcome
+from agent.core.errors import JournalError, RemoteProtocolError
+from agent.core.model import Batch, Ignored, Outbound, Subtask
 from agent.journal.base import Accepted, AcceptOutcome, Finish, Journal, SubtaskState
-from agent.model import Batch, Ignored, Outbound, Subtask
-from agent.outbox import Outbox
+from agent.pipeline.executor import Context, Executor, Outcome
+from agent.pipeline.outbox import Outbox
+from agent.pipeline.uplink import Uplink
 from agent.profiles.base import Profile
+from agent.runtime import failpoints
 from agent.transport.base import InboundMessage
-from agent.uplink import Uplink
 
 SUBTASK: TypeAdapter[Subtask] = TypeAdapter(Subtask)
 # A subtask that got a slot at once is journaled as running: after a crash it is not re-run.

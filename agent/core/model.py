@@ -3,6 +3,8 @@
 Executors and the journal only ever see these types; every platform difference stays inside its
 profile. Models are frozen and reject unknown fields; bytes travel as base64 in their JSON form
 (the journal stores subtasks as JSON, and message payloads need not be text).
+
+Long: the whole neutral vocabulary stays in one file, the one every codec and executor reads.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ class InvalidUpgrade(Model):
 
 
 class ChildInfo(Model):
-    """A child device as the platform (or the configuration) describes it."""
+    """A child device as the platform (or the configuration, or a child adapter) describes it."""
 
     device_id: str
     node_id: str | None = None
@@ -177,6 +179,8 @@ class ChildInfo(Model):
     name: str | None = None
     fw_version: str | None = None
     sw_version: str | None = None
+    # The adapter type, when the gateway knows it (a child its adapter discovered).
+    type: str | None = None
 
 
 class ChildrenChanged(Model):
@@ -189,6 +193,8 @@ class ChildrenChanged(Model):
     removed: list[str] = []
     version: int | None = None
     full: bool = False
+    # Children the platform refused to add or delete at the gateway's request: id -> reason.
+    refused: dict[str, str] = {}
     dedupe: Literal["id", "content"] = "content"
 
 
@@ -355,6 +361,48 @@ class ChildrenSyncRequest(Model):
     version: int | None = None
 
 
+class ChildStatus(Model):
+    """Whether one child is online."""
+
+    device_id: str
+    online: bool
+
+
+class ChildStatusReport(Model):
+    """A gateway tells the platform which of its children are online or offline."""
+
+    kind: Literal["child_status_report"] = "child_status_report"
+    device_id: str
+    report_id: str  # unique per report, for platforms that echo an id back (Huawei event_id)
+    statuses: list[ChildStatus]
+
+
+class ChildrenAddRequest(Model):
+    """A gateway asks the platform to add children its adapter discovered."""
+
+    kind: Literal["children_add_request"] = "children_add_request"
+    device_id: str
+    report_id: str
+    children: list[ChildInfo]
+
+
+class ChildrenDeleteRequest(Model):
+    """A gateway asks the platform to delete children its adapter lost."""
+
+    kind: Literal["children_delete_request"] = "children_delete_request"
+    device_id: str
+    report_id: str
+    children: list[str]
+
+
+class ChildPropertiesReport(Model):
+    """Children's current properties, reported by their gateway: child id -> services."""
+
+    kind: Literal["child_properties_report"] = "child_properties_report"
+    device_id: str
+    children: dict[str, list[dict[str, Any]]]
+
+
 class PropertiesSetAnswer(Model):
     """Answer to a property-set request (for a child, routed through its adapter)."""
 
@@ -417,6 +465,10 @@ Outbound = Annotated[
     | UpgradeProgress
     | VersionReport
     | ChildrenSyncRequest
+    | ChildStatusReport
+    | ChildrenAddRequest
+    | ChildrenDeleteRequest
+    | ChildPropertiesReport
     | PropertiesSetAnswer,
     Field(discriminator="kind"),
 ]

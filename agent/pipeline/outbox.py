@@ -13,9 +13,9 @@ import collections
 import contextlib
 from typing import Any
 
-from agent.errors import JournalError, LocalProtocolError, TransportError
+from agent.core.errors import JournalError, LocalProtocolError, TransportError
 from agent.journal.base import Journal, OutboxItem
-from agent.transport.base import Transport
+from agent.transport.base import Publisher
 
 # After a failed journal scan, try again this much later.
 _RESCAN_AFTER_S = 1.0
@@ -28,7 +28,7 @@ class Outbox:
         self,
         agent_id: str,
         journal: Journal,
-        transport: Transport,
+        transport: Publisher,
         *,
         window: int = 64,
         log: Any,

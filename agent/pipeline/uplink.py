@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from agent.errors import AgentError
+from agent.core.errors import AgentError
+from agent.core.model import Outbound
 from agent.journal.base import Journal
-from agent.model import Outbound
-from agent.outbox import Outbox
+from agent.pipeline.outbox import Outbox
 from agent.profiles.base import Profile
-from agent.transport.base import Transport
+from agent.transport.base import Publisher
 
 
 class Uplink:
@@ -28,7 +28,7 @@ class Uplink:
         profile: Profile,
         journal: Journal,
         outbox: Outbox,
-        transport: Transport,
+        transport: Publisher,
         log: Any,
         clock: Callable[[], float] = time.time,
     ) -> None:

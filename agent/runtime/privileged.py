@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.files import write_atomically
+from agent.runtime.files import write_atomically
 
 REQUESTS = "install-requests"
 RESULTS = "install-results"

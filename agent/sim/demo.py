@@ -16,15 +16,15 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from agent.agent import Agent
+from agent.app.build import build_agent
+from agent.app.daemon import read_secret
 from agent.config import AgentConfig, MqttSettings, load_config
-from agent.daemon import read_secret
-from agent.embedded_broker import start_embedded_broker
+from agent.core.model import ConnectIdentity, Publish, Subscription
 from agent.journal.sqlite import SqliteJournal
 from agent.journal.status import read_status
-from agent.model import ConnectIdentity, Publish, Subscription
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
-from agent.transport.base import InboundMessage
+from agent.sim.embedded_broker import start_embedded_broker
+from agent.transport.base import CallbackLink, InboundMessage
 from agent.transport.paho_bridge import MqttConnection
 
 DEVICE = "demo-device-0001"
@@ -89,8 +89,7 @@ class PlatformStandIn:
         self.platform = HuaweiIotdaPlatform(DEVICE)
         self.answers: asyncio.Queue[InboundMessage] = asyncio.Queue()
         settings = MqttSettings(host=config.mqtt.host, port=config.mqtt.port, clean_session=True)
-        self.connection = MqttConnection(
-            settings,
+        link = CallbackLink(
             identity=lambda: ConnectIdentity(
                 client_id="demo-platform", username=None, password=None
             ),
@@ -99,6 +98,7 @@ class PlatformStandIn:
             ],
             on_message=self._received,
         )
+        self.connection = MqttConnection(settings, link=link)
 
     def _received(self, message: InboundMessage) -> None:
         self.connection.ack(message)
@@ -144,7 +144,7 @@ async def run_demo(workdir: Path | None) -> int:
     broker = await start_embedded_broker(port)
     config = load_config(write_demo_files(base, port))
     journal = await SqliteJournal.open(config.journal.path)
-    agent = Agent(config, journal=journal, secret=read_secret(base / "secret"))
+    agent = build_agent(config, journal=journal, secret=read_secret(base / "secret"))
     stand_in = PlatformStandIn(config)
     problems: list[str] = []
     platform_task = asyncio.create_task(stand_in.connection.run())

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from agent.core.model import Outbound, Subtask
 from agent.journal.base import SubtaskState
-from agent.model import Outbound, Subtask
 
 if TYPE_CHECKING:
-    from agent.uplink import Uplink
+    from agent.pipeline.uplink import Uplink
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,22 +1,23 @@
-"""Checks of the upgrade and gateway configuration that the schema cannot make (files, programs)."""
+"""Checks of a configuration against the machine it will run on, which the schema cannot make."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from agent.errors import ConfigError, LocalProtocolError
-from agent.settings_upgrades import ExecAdapter
+from agent.config import AgentConfig, environment_problems, handler_problem
+from agent.config.upgrades import ExecAdapter
+from agent.core.errors import ConfigError, LocalProtocolError
+from agent.profiles.tencent_iothub.ota import split_child
+from agent.upgrade.verify import load_public_keys
 
-if TYPE_CHECKING:
-    from agent.config import AgentConfig
+
+def check_environment(config: AgentConfig) -> list[tuple[str, object, str]]:
+    """Every problem the service would meet: files, handlers, installers, adapters, keys."""
+    return [*environment_problems(config), *upgrade_problems(config)]
 
 
 def upgrade_problems(config: AgentConfig) -> list[tuple[str, object, str]]:
     """Installer, helper and adapter programs must be allow-listed; keys must load."""
-    from agent.config import handler_problem
-    from agent.upgrade.verify import load_public_keys
-
     problems: list[tuple[str, object, str]] = []
     for key, program in _programs(config):
         reason = handler_problem(program, config.commands.allowed_dirs)
@@ -51,8 +52,6 @@ def _tencent_children(config: AgentConfig) -> Iterator[tuple[str, object, str]]:
     """Tencent children are named ``{product_id}/{device_name}`` (their topics need both)."""
     if config.device.profile != "tencent-iothub" or not config.gateway.enabled:
         return
-    from agent.profiles.tencent_iothub.ota import split_child
-
     for index, child in enumerate(config.gateway.children):
         try:
             split_child(child.device_id)

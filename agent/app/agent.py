@@ -1,6 +1,9 @@
-"""One agent: a device's connection, its dispatcher, executors and outbox, wired together.
+"""One agent: a device's connection, its dispatcher, executors and outbox, running together.
 
-The daemon runs one; the fleet simulator runs thousands on one event loop, sharing a journal.
+The agent builds nothing it could be given: its profile, transport, journal, executors, clock
+and log come from :func:`agent.app.build.build_agent` (the daemon, the simulator) or from a
+test. It owns only its pipeline (outbox, uplink, dispatcher), which is the same for every
+agent. The daemon runs one; the fleet simulator runs thousands on one event loop.
 """
 
 from __future__ import annotations
@@ -8,26 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.config import AgentConfig
-from agent.dispatcher import Dispatcher
-from agent.executors.base import ConnectAware, Executor
-from agent.executors.command import CommandExecutor
-from agent.executors.desired import DesiredStateExecutor
-from agent.executors.message import MessageExecutor
-from agent.executors.unsupported import UnsupportedExecutor
+from agent.core.model import ConnectIdentity, Subscription
 from agent.journal.base import Journal
-from agent.logging import get_logger
-from agent.model import ConnectIdentity
-from agent.outbox import Outbox
-from agent.profiles import build_profile
+from agent.pipeline.dispatcher import Dispatcher
+from agent.pipeline.executor import ConnectAware, Executor
+from agent.pipeline.outbox import Outbox
+from agent.pipeline.uplink import Uplink
 from agent.profiles.base import Profile
-from agent.transport.paho_bridge import MqttConnection
-from agent.upgrade.wiring import LONG_RUNNING_KINDS, upgrade_executors
-from agent.uplink import Uplink
+from agent.runtime.logging import get_logger
+from agent.transport.base import InboundMessage, Transport
 
 # Kept in the journal: when this device's broker session began (see Profile.connect_identity).
 SESSION_ANCHOR = "session_anchor"
@@ -40,84 +37,52 @@ class Agent:
         self,
         config: AgentConfig,
         *,
+        profile: Profile,
+        transport: Transport,
         journal: Journal,
+        executors: Mapping[str, Executor],
         secret: str,
-        profile: Profile | None = None,
-        connect_gate: asyncio.Semaphore | None = None,
+        kind_limits: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.time,
         log: Any = None,
     ) -> None:
         self.config = config
-        self.profile = profile or build_profile(config)
-        self.agent_id = self.profile.device_id
-        self.log = log or get_logger(device_id=self.agent_id, profile=self.profile.name)
+        self.profile = profile
+        self.agent_id = profile.device_id
+        self.log = log or get_logger(device_id=self.agent_id, profile=profile.name)
         self.journal = journal
         self._secret = secret
         self._clock = clock
         self._anchor: datetime | None = None
         # A secret the profile cannot sign with fails here, at start, not in the reconnect loop.
-        self.profile.connect_identity(secret, datetime.fromtimestamp(clock(), UTC))
-        self.transport = MqttConnection(
-            config.mqtt,
-            identity=self._identity,
-            subscriptions=self.profile.subscriptions,
-            on_message=self._on_message,
-            on_connected=self._on_connected,
-            connect_gate=connect_gate,
-            log=self.log,
-        )
-        self.outbox = Outbox(self.agent_id, journal, self.transport, log=self.log)
+        profile.connect_identity(secret, datetime.fromtimestamp(clock(), UTC))
+        self.transport = transport
+        self.outbox = Outbox(self.agent_id, journal, transport, log=self.log)
         self.uplink = Uplink(
             agent_id=self.agent_id,
-            profile=self.profile,
+            profile=profile,
             journal=journal,
             outbox=self.outbox,
-            transport=self.transport,
+            transport=transport,
             log=self.log,
             clock=clock,
         )
-        self.executors = self._executors(config, journal, self.agent_id)
+        self.executors = dict(executors)
         self.dispatcher = Dispatcher(
             agent_id=self.agent_id,
-            profile=self.profile,
+            profile=profile,
             journal=journal,
             outbox=self.outbox,
             executors=self.executors,
             uplink=self.uplink,
-            ack=self.transport.ack,
+            ack=transport.ack,
             max_concurrent=config.limits.max_concurrent_subtasks,
             log=self.log,
             clock=clock,
-            kind_limits=LONG_RUNNING_KINDS,
+            kind_limits=dict(kind_limits or {}),
         )
         self._tasks: list[asyncio.Task[None]] = []
-
-    def _executors(
-        self, config: AgentConfig, journal: Journal, agent_id: str
-    ) -> dict[str, Executor]:
-        command = CommandExecutor(config.commands)
-        executors: dict[str, Executor] = {
-            "command": command,
-            "message": MessageExecutor(config.messages, config.commands),
-            "unsupported": UnsupportedExecutor(),
-        }
-        if config.desired.enabled:
-            desired = DesiredStateExecutor(
-                config.desired, config.commands, journal, agent_id=agent_id
-            )
-            for kind in ("desired_state", "desired_refresh", "state_query"):
-                executors[kind] = desired
-        executors.update(
-            upgrade_executors(
-                config,
-                journal=journal,
-                agent_id=agent_id,
-                command=command,
-                log=self.log,
-                clock=self._clock,
-            )
-        )
-        return executors
+        transport.attach(self)
 
     async def start(self) -> None:
         """Resume what a previous run left open, then connect and serve in the background."""
@@ -147,6 +112,10 @@ class Agent:
         broker. Returns whether the outbox emptied.
         """
         self.dispatcher.stop_intake()
+        for executor in {id(e): e for e in self.executors.values()}.values():
+            stop_background = getattr(executor, "stop_background", None)
+            if callable(stop_background):
+                stop_background()  # periodic rounds (child presence) end with the agent
         await self.dispatcher.drain(grace)
         flushed = await self.outbox.drain(flush_timeout) if self.transport.ready.is_set() else False
         await self.transport.close()
@@ -163,15 +132,24 @@ class Agent:
         """Whether every part of the agent is still running."""
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
-    def _identity(self) -> ConnectIdentity:
+    # -- the transport's link (see agent.transport.base.Link) ---------------------------------
+
+    def identity(self) -> ConnectIdentity:
+        """The CONNECT identity, signed afresh for every attempt."""
         return self.profile.connect_identity(
             self._secret, datetime.fromtimestamp(self._clock(), UTC), self._anchor
         )
 
-    def _on_message(self, message: Any) -> None:
+    def subscriptions(self) -> list[Subscription]:
+        """The profile's filters."""
+        return self.profile.subscriptions()
+
+    def on_message(self, message: InboundMessage) -> None:
+        """Hand a received publication to the dispatcher."""
         self.dispatcher.receive(message)
 
-    async def _on_connected(self) -> None:
+    async def on_connected(self) -> None:
+        """Resume the outbox and let connect-aware executors speak."""
         self.outbox.resume()
         # One executor may serve several kinds: each hears about the connection once.
         for executor in {id(e): e for e in self.executors.values()}.values():

@@ -1,0 +1,1 @@
+"""The application: the composition root, the agent, the daemon and its checks."""

@@ -1,0 +1,1 @@
+"""The core vocabulary: models, errors, topics and merge-patch; imports nothing else of ours."""

@@ -1,0 +1,1 @@
+"""Runtime services: logging, systemd notifications, failpoints, atomic files, privileged seam."""
