@@ -32,6 +32,7 @@ from typing import Any
 
 from agent.runtime.logging import configure_logging
 from agent.sim.emulator.api_sim import register_fleet
+from agent.sim.emulator.server import build_emulator
 from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings
 from agent.sim.fleet.broker import BrokerHandle, EmbeddedHandle
@@ -65,7 +66,7 @@ def raise_fd_limit() -> int:
 
 async def run_fleet(broker: BrokerHandle, devices: int, workdir: Path) -> dict[str, Any]:
     """One fleet, one createCommands task over every device."""
-    emulator = Emulator(
+    emulator = build_emulator(
         EmulatorSettings(
             data_dir=workdir / "emulator",
             broker_url=broker.url,
@@ -186,7 +187,7 @@ async def run_upgrade(
     package_kb: int,
 ) -> dict[str, Any]:
     """One fleet: a createCommands task (baseline), then a firmwareUpgrade, over every target."""
-    emulator = Emulator(
+    emulator = build_emulator(
         EmulatorSettings(
             data_dir=workdir / "emulator",
             broker_url=broker.url,

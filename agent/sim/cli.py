@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -91,12 +92,45 @@ def add_commands(commands: Any) -> None:
         action="store_true",
         help="upgrades: a result reported before the download completed ends the upgrade",
     )
-    emu.add_argument("--huawei-token", help="require this X-Auth-Token")
-    emu.add_argument("--tencent-secret-id", help="require TC3 signatures with this key pair")
-    emu.add_argument("--tencent-secret-key")
-    emu.add_argument("--oceanconnect-app-id", help="require OceanConnect access tokens")
-    emu.add_argument("--oceanconnect-secret")
+    emu.add_argument(
+        "--obs-dir", type=Path, help="CreateOtaPackage: bucket B is the directory OBS_DIR/B"
+    )
+    # Credentials: each also from DEVICE_AGENT_EMULATOR_<NAME> or a file (--<name>-file), so
+    # secrets need not appear on a command line that every local user can read.
+    for name, what in CREDENTIALS.items():
+        emu.add_argument(f"--{name}", help=what)
+        emu.add_argument(f"--{name}-file", type=Path, help=f"read --{name} from this file")
     emu.set_defaults(handler=emulator_command)
+
+
+CREDENTIALS = {
+    "huawei-token": "require this X-Auth-Token (IoTDA)",
+    "huawei-ak": "accept IoTDA requests signed (SDK-HMAC-SHA256) with this access key",
+    "huawei-sk": "the secret key that goes with --huawei-ak",
+    "tencent-secret-id": "require Tencent signatures (TC3 or HmacSHA256) with this key pair",
+    "tencent-secret-key": "the secret key that goes with --tencent-secret-id",
+    "oceanconnect-app-id": "require OceanConnect access tokens",
+    "oceanconnect-secret": "the OceanConnect application secret",
+}
+
+
+def credential(args: argparse.Namespace, name: str) -> str | None:
+    """A credential from its flag, its file or ``DEVICE_AGENT_EMULATOR_<NAME>``, in that order.
+
+    Raises:
+        ConfigError: the file cannot be read.
+    """
+    attr = name.replace("-", "_")
+    value: str | None = getattr(args, attr, None)
+    path: Path | None = getattr(args, f"{attr}_file", None)
+    if value is None and path is not None:
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([(f"--{name}-file", str(path), f"cannot be read: {exc}")]) from exc
+    if value is None:
+        value = os.environ.get(f"DEVICE_AGENT_EMULATOR_{attr.upper()}")
+    return value or None
 
 
 def _scenario(args: argparse.Namespace) -> Any:
@@ -164,32 +198,37 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
 def emulator_command(args: argparse.Namespace) -> int:
     """Run the emulator until SIGTERM/SIGINT; prints its URL as JSON once it listens."""
     from agent.runtime.logging import configure_logging
-    from agent.sim.emulator.service import Emulator
+    from agent.sim.emulator.server import build_emulator
     from agent.sim.emulator.settings import EmulatorSettings
 
     configure_logging("info", "auto", stream=sys.stderr)
-    settings = EmulatorSettings(
-        data_dir=args.data_dir,
-        http_port=args.port,
-        broker_url=args.broker,
-        minute_s=args.minute_s,
-        command_timeout_s=args.command_timeout_s,
-        version_timeout_s=args.version_timeout_s,
-        upgrade_timeout_s=args.upgrade_timeout_s,
-        lenient=args.lenient,
-        presence=args.presence,
-        children_follow_gateway=args.children_follow_gateway,
-        online_timeout_s=args.online_timeout_s,
-        strict_faq=args.strict_faq,
-        huawei_token=args.huawei_token,
-        tencent_secret_id=args.tencent_secret_id,
-        tencent_secret_key=args.tencent_secret_key,
-        oceanconnect_app_id=args.oceanconnect_app_id,
-        oceanconnect_secret=args.oceanconnect_secret,
-    )
+    try:
+        secrets = {name.replace("-", "_"): credential(args, name) for name in CREDENTIALS}
+        settings = EmulatorSettings(
+            data_dir=args.data_dir,
+            http_port=args.port,
+            broker_url=args.broker,
+            minute_s=args.minute_s,
+            command_timeout_s=args.command_timeout_s,
+            version_timeout_s=args.version_timeout_s,
+            upgrade_timeout_s=args.upgrade_timeout_s,
+            obs_dir=args.obs_dir,
+            lenient=args.lenient,
+            presence=args.presence,
+            children_follow_gateway=args.children_follow_gateway,
+            online_timeout_s=args.online_timeout_s,
+            strict_faq=args.strict_faq,
+            **secrets,
+        )
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except ValueError as exc:  # pydantic's ValidationError: a pair given half
+        print(f"emulator: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
     async def serve() -> int:
-        emulator = Emulator(settings)
+        emulator = build_emulator(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

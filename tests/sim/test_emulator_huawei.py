@@ -216,22 +216,57 @@ async def test_failing_once_with_retries_ends_in_success_via_fail_wait_retry(
         assert runner.executions.repeated() == []
 
 
-async def test_stopping_a_scheduled_task_ends_in_stopped(tmp_path: Path) -> None:
-    """A task scheduled for later is Waitting; stopping it ends every subtask as stopped."""
+async def test_stopping_a_scheduled_upgrade_ends_in_stopped(tmp_path: Path) -> None:
+    """A task scheduled for later is Waitting; stop answers per target and ends it Stopped."""
     async with emulator(tmp_path) as emu:
         devices = [{"device_id": f"dev-{i}"} for i in range(3)]
         await call(emu, "POST", "/sim/v1/fleet", json={"devices": devices})
+        _, package = await call(
+            emu,
+            "POST",
+            "/v5/iot/proj/ota-upgrades/packages?version=2.0&package_type=firmwarePackage",
+            data=b"firmware-image",
+        )
+        later = {"schedule_time": _stamp(3600)}
+        commands = _body(targets=["dev-0"], task_policy=later)
+        _, command_task = await _create(emu, commands)
+        refused = await call(emu, "POST", f"{TASKS}/{command_task['task_id']}/stop")
+        assert refused[0] == 400
+        assert refused[1]["error_code"] == "IOTDA.000006"  # only upgrades can be stopped
         body = _body(
-            targets=["dev-0", "dev-1", "dev-2"], task_policy={"schedule_time": _stamp(3600)}
+            task_type="firmwareUpgrade",
+            targets=["dev-0", "dev-1", "dev-2"],
+            document={"package_id": package["package_id"]},
+            task_policy=later,
         )
         _, created = await _create(emu, body)
         assert created["status"] == "Waitting"
-        status, stopped = await call(emu, "POST", f"{TASKS}/{created['task_id']}/stop")
+        path = f"{TASKS}/{created['task_id']}/stop"
+        status, one = await call(emu, "POST", path, json={"targets": ["dev-1", "nobody"]})
         assert status == 200
-        assert stopped["batchtask"]["status"] == "Stopped"
-        assert stopped["batchtask"]["task_progress"]["stopped"] == 3
-        again = await call(emu, "POST", f"{TASKS}/{created['task_id']}/stop")
+        assert one == {
+            "targets": [
+                {"target": "dev-1", "status": "success"},
+                {
+                    "target": "nobody",
+                    "status": "failure",
+                    "error_code": "IOTDA.010001",
+                    "error_msg": "the device is not a target of this task",
+                },
+            ]
+        }
+        shown = await _show(emu, created["task_id"])
+        assert shown["batchtask"]["task_progress"]["stopped"] == 1  # only the one asked for
+        assert shown["batchtask"]["status"] == "Waitting"
+        status, rest = await call(emu, "POST", path)
+        assert status == 200
+        assert sorted(t["target"] for t in rest["targets"]) == ["dev-0", "dev-2"]
+        shown = await _show(emu, created["task_id"])
+        assert shown["batchtask"]["status"] == "Stopped"
+        assert shown["batchtask"]["task_progress"]["stopped"] == 3
+        again = await call(emu, "POST", path)
         assert again[0] == 400
+        assert again[1]["error_code"] == "IOTDA.010001"
 
 
 async def test_types_without_a_device_side_fail_saying_so(tmp_path: Path) -> None:
@@ -310,10 +345,20 @@ async def test_tasks_survive_an_emulator_restart(tmp_path: Path) -> None:
     """Tasks, their subtasks' states and the registry are all there after a restart."""
     async with emulator(tmp_path) as emu:
         await call(emu, "POST", "/sim/v1/fleet", json={"devices": [{"device_id": "dev-1"}]})
-        _, created = await _create(
-            emu, _body(task_policy={"schedule_time": _stamp(3600)}, targets=["dev-1"])
+        _, package = await call(
+            emu,
+            "POST",
+            "/v5/iot/proj/ota-upgrades/packages?version=2.0&package_type=firmwarePackage",
+            data=b"firmware-image",
         )
-        await call(emu, "POST", f"{TASKS}/{created['task_id']}/stop")
+        body = _body(
+            task_type="firmwareUpgrade",
+            document={"package_id": package["package_id"]},
+            task_policy={"schedule_time": _stamp(3600)},
+            targets=["dev-1"],
+        )
+        _, created = await _create(emu, body)
+        assert (await call(emu, "POST", f"{TASKS}/{created['task_id']}/stop"))[0] == 200
     async with emulator(tmp_path) as emu:
         shown = await _show(emu, created["task_id"])
         assert shown["batchtask"]["status"] == "Stopped"

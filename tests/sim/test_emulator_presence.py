@@ -88,14 +88,14 @@ async def test_children_go_online_and_offline_as_their_gateway_reports_and_comma
     up, down = f"{gw}-c1", f"{gw}-c2"
     async with emulator(tmp_path, broker_url=broker.url) as emu:
         await _register(emu, gw, [up, down])
-        offline = {gw: "OFFLINE", up: "OFFLINE", down: "OFFLINE"}
-        assert await _statuses(emu) == offline  # never connected: never ONLINE
+        never = {gw: "INACTIVE", up: "INACTIVE", down: "INACTIVE"}
+        assert await _statuses(emu) == never  # never connected: never ONLINE
         status, shown = await call(emu, "GET", f"{DEVICES}/{up}")
-        assert (status, shown["status"], shown["gateway_id"]) == (200, "OFFLINE", gw)
+        assert (status, shown["status"], shown["gateway_id"]) == (200, "INACTIVE", gw)
         gateway = RawDevice(broker.port, gw, responder=_answer_commands).__enter__()
         try:
             await _until_status(emu, {gw: "ONLINE"}, "the broker to announce the gateway")
-            assert (await _statuses(emu))[up] == "OFFLINE"  # the gateway has not said so yet
+            assert (await _statuses(emu))[up] == "INACTIVE"  # the gateway has not said so yet
 
             _report(gateway, {up: "ONLINE", f"{gw}-nobody": "ONLINE"}, "status-1")
             response = await asyncio.to_thread(
@@ -108,7 +108,7 @@ async def test_children_go_online_and_offline_as_their_gateway_reports_and_comma
             ]
             (failed,) = response["paras"]["failed_devices"]
             assert (failed["device_id"], failed["error_code"]) == (f"{gw}-nobody", "IOTDA.014000")
-            await _until_status(emu, {up: "ONLINE", down: "OFFLINE"}, "the child to be ONLINE")
+            await _until_status(emu, {up: "ONLINE", down: "INACTIVE"}, "the child to be ONLINE")
 
             body = {"task_name": "ping", "task_type": "createCommands", "targets": [up, down]}
             _, created = await call(emu, "POST", TASKS, json={**body, "document": PING})
@@ -131,7 +131,8 @@ async def test_children_go_online_and_offline_as_their_gateway_reports_and_comma
         finally:
             gateway.close()
         # The gateway's disconnect takes its children OFFLINE with it.
-        await _until_status(emu, offline, "the broker to announce the disconnect")
+        gone = {gw: "OFFLINE", up: "OFFLINE", down: "INACTIVE"}
+        await _until_status(emu, gone, "the broker to announce the disconnect")
 
 
 @pytest.mark.broker
@@ -147,7 +148,7 @@ async def test_gateways_sync_add_and_delete_children_with_the_documented_answers
             notify = await asyncio.to_thread(gateway.wait_event, "add_sub_device_notify")
             (child,) = notify["paras"]["devices"]
             assert (child["device_id"], child["parent_device_id"]) == (f"{gw}-c1", gw)
-            assert child["status"] == "OFFLINE"
+            assert child["status"] == "INACTIVE"  # never reported ONLINE by its gateway
             assert isinstance(notify["paras"]["version"], int)
 
             new = {"node_id": "n2", "product_id": "sensor", "device_id": f"{gw}-c2", "name": "two"}
@@ -184,7 +185,7 @@ async def test_the_embedded_broker_announces_connections_to_the_emulator(tmp_pat
     try:
         async with emulator(tmp_path, broker_url=f"mqtt://127.0.0.1:{port}") as emu:
             await _register(emu, "dev-embedded", [])
-            assert (await _statuses(emu))["dev-embedded"] == "OFFLINE"
+            assert (await _statuses(emu))["dev-embedded"] == "INACTIVE"
             device = await asyncio.to_thread(RawDevice(port, "dev-embedded").__enter__)
             await _until_status(emu, {"dev-embedded": "ONLINE"}, "the connect notice")
             await asyncio.to_thread(device.close)
@@ -202,7 +203,7 @@ async def test_uplink_presence_counts_a_device_online_from_its_first_uplink(
         await _register(emu, "talker", [])
         with RawDevice(broker.port, "talker") as device:
             # Connected, but this source cannot know until the device says something.
-            assert (await _statuses(emu))["talker"] == "OFFLINE"
+            assert (await _statuses(emu))["talker"] == "INACTIVE"
             device.publish("properties/report", {"services": []})
             await _until_status(emu, {"talker": "ONLINE"}, "the first uplink")
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from agent.sim.emulator.auth import sign_headers
@@ -231,7 +233,7 @@ async def test_signed_requests_are_checked_when_credentials_are_set(tmp_path: Pa
         body = json.dumps(_create()).encode()
         host = emu.url.removeprefix("http://")
 
-        def headers(secret_key: str) -> dict[str, str]:
+        def headers(secret_key: str, age_s: int = 0) -> dict[str, str]:
             return sign_headers(
                 secret_id="AKIDsim",  # noqa: S106
                 secret_key=secret_key,
@@ -240,15 +242,36 @@ async def test_signed_requests_are_checked_when_credentials_are_set(tmp_path: Pa
                 version="2018-06-14",
                 host=host,
                 body=body,
-                timestamp=int(time.time()),
+                timestamp=int(time.time()) - age_s,
             )
 
+        _, stale = await call(emu, "POST", "/", data=body, headers=headers("key", age_s=600))
+        assert stale["Response"]["Error"]["Code"] == "AuthFailure.SignatureExpire"
         _, good = await call(emu, "POST", "/", data=body, headers=headers("key"))
         assert "TaskId" in good["Response"], good
         _, forged = await call(emu, "POST", "/", data=body, headers=headers("not-the-key"))
         assert forged["Response"]["Error"]["Code"] == "AuthFailure.SignatureFailure"
         unsigned = await _api3(emu, "CreateTask", _create())
         assert unsigned["Error"]["Code"] == "AuthFailure.SignatureFailure"
+
+
+async def test_refusals_before_any_action_are_api3_errors(tmp_path: Path) -> None:
+    """Other methods, paths and oversized bodies: HTTP 200, Response.Error, application/json."""
+    async with (
+        emulator(tmp_path) as emu,
+        aiohttp.ClientSession() as session,
+    ):
+        for method, path, data in (
+            ("PUT", "/", b"{}"),
+            ("POST", "/", b"x" * (9 << 20)),
+        ):
+            body = io.BytesIO(data)
+            async with session.request(method, emu.url + path, data=body, headers=V3) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"] == "application/json"
+                error = (await response.json())["Response"]["Error"]
+                expected = "UnsupportedProtocol" if method == "PUT" else "RequestSizeLimitExceeded"
+                assert error["Code"] == expected
 
 
 LEGACY_BAD = [

@@ -54,9 +54,9 @@ def test_children_are_online_only_while_reported_and_their_gateway_is(tmp_path: 
     presence = Presence("broker", _registry(tmp_path, [gateway, child]))
     came: list[str] = []
     presence.listeners.append(came.append)
-    assert (presence.status(gateway), presence.status(child)) == ("OFFLINE", "OFFLINE")
+    assert (presence.status(gateway), presence.status(child)) == ("INACTIVE", "INACTIVE")
     presence.notice("1: New client connected from 127.0.0.1:1 as gw_0_0_2026120307 (p2, c1, k60).")
-    assert (presence.status(gateway), presence.status(child)) == ("ONLINE", "OFFLINE")
+    assert (presence.status(gateway), presence.status(child)) == ("ONLINE", "INACTIVE")
     presence.set_child("gw-c1", online=True)
     assert presence.status(child) == "ONLINE"
     presence.notice("2: Client gw_0_0_2026120307 disconnected.")
@@ -64,6 +64,8 @@ def test_children_are_online_only_while_reported_and_their_gateway_is(tmp_path: 
     presence.notice("3: New client connected from 127.0.0.1:1 as gw_0_0_2026120307 (p2, c1, k60).")
     assert presence.status(child) == "OFFLINE"  # it must report its children again
     assert came == ["gw", "gw-c1", "gw"]
+    # What the device APIs read: seen devices only, as they are now.
+    assert presence._registry.connected == {"gw": True, "gw-c1": False}
 
 
 def test_uplink_mode_takes_the_first_uplink_and_ignores_notices(tmp_path: Path) -> None:

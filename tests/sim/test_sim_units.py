@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.core.errors import RemoteProtocolError
+from agent.core.errors import ConfigError, RemoteProtocolError
 from agent.sim.cli import DEMO_SCENARIO
 from agent.sim.emulator import records as r
 from agent.sim.emulator.auth import sign_headers, verify
@@ -159,3 +159,33 @@ def test_bundled_scenarios_load(path: Path) -> None:
     """Every scenario shipped with the project is valid."""
     scenario = load_scenario(path)
     assert scenario.tasks
+
+
+def test_emulator_credentials_come_from_flag_file_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--huawei-sk, --huawei-sk-file, DEVICE_AGENT_EMULATOR_HUAWEI_SK: in that order."""
+    import argparse
+
+    from agent.sim.cli import add_commands, credential
+
+    def build_parser() -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser()
+        add_commands(parser.add_subparsers())
+        return parser
+
+    secret_file = tmp_path / "sk"
+    secret_file.write_text("from-file\n")
+    base = ["emulator", "--broker", "mqtt://127.0.0.1:1883", "--data-dir", str(tmp_path)]
+    parser = build_parser()
+    monkeypatch.setenv("DEVICE_AGENT_EMULATOR_HUAWEI_SK", "from-env")
+    assert credential(parser.parse_args(base), "huawei-sk") == "from-env"
+    with_file = parser.parse_args([*base, "--huawei-sk-file", str(secret_file)])
+    assert credential(with_file, "huawei-sk") == "from-file"
+    with_flag = parser.parse_args([*base, "--huawei-sk", "flag", "--huawei-sk-file", "x"])
+    assert credential(with_flag, "huawei-sk") == "flag"
+    monkeypatch.delenv("DEVICE_AGENT_EMULATOR_HUAWEI_SK")
+    assert credential(parser.parse_args(base), "huawei-sk") is None
+    missing = parser.parse_args([*base, "--huawei-sk-file", str(tmp_path / "none")])
+    with pytest.raises(ConfigError, match="--huawei-sk-file"):
+        credential(missing, "huawei-sk")

@@ -14,6 +14,7 @@ import aiohttp
 
 from agent.sim.emulator.api_sim import register_fleet
 from agent.sim.emulator.dispatchers import DispatcherTable
+from agent.sim.emulator.server import build_emulator
 from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings
 from agent.sim.fleet.layout import build_layout, registration
@@ -30,7 +31,7 @@ async def emulator(
     **settings: Any,
 ) -> AsyncIterator[Emulator]:
     """A started emulator with its data under ``tmp_path`` (a unique MQTT client id)."""
-    instance = Emulator(
+    instance = build_emulator(
         EmulatorSettings(
             data_dir=tmp_path / "emulator",
             broker_url=broker_url,

@@ -138,10 +138,6 @@ def test_a_module_imports_only_its_own_room_and_rooms_below(path: Path) -> None:
     assert not upward, f"{module} ({ROOMS[own][0]}) imports rooms above it: {upward}"
 
 
-@pytest.mark.xfail(
-    reason="the emulator's HTTP circle (service -> http -> api_* -> service) is still there",
-    strict=True,
-)
 def test_no_module_takes_part_in_an_import_cycle() -> None:
     """The import graph of the package, lazy imports included, has no cycle."""
     graph = {name: set(_module_imports(path)) for name, path in MODULE_NAMES.items()}
@@ -254,3 +250,16 @@ def test_the_daemon_path_imports_nothing_heavy() -> None:
     assert loaded & HEAVY == set()
     assert [name for name in modules if name.startswith("agent.sim")] == []
     assert "paho" in loaded  # the check is real: the daemon's own dependencies are there
+
+
+def test_the_emulator_service_and_its_apis_do_not_import_each_other() -> None:
+    """server.py builds the service, then the app; API modules see only the context protocol."""
+    package = AGENT / "sim" / "emulator"
+    service = set(_module_imports(package / "service.py"))
+    apis = {p.stem: set(_module_imports(p)) for p in package.glob("api_*.py")}
+
+    assert not {m for m in service if m.rpartition(".")[2].startswith(("api_", "server", "http"))}
+    assert {
+        name for name, imports in apis.items() if "agent.sim.emulator.service" in imports
+    } == set()
+    assert "agent.sim.emulator.service" in _module_imports(package / "server.py")

@@ -1,9 +1,9 @@
 """Huawei IoTDA batch tasks (seed 002): ``/v5/iot/{project_id}/batchtasks`` create, list, show.
 
 Errors use IoTDA's shape ``{"error_code", "error_msg"}``: ``IOTDA.000006`` (400) for invalid
-input, ``IOTDA.000002`` (401) for a missing or wrong ``X-Auth-Token`` when one is configured,
-``IOTDA.014000`` (404) for an unknown task and ``IOTDA.010001`` (400) for a task not in a state
-that allows the operation.
+input, ``IOTDA.000002`` (401) for a missing or wrong ``X-Auth-Token`` and ``APIG.0301`` (401) for
+a bad ``SDK-HMAC-SHA256`` signature when credentials are configured, ``IOTDA.014000`` (404) for
+an unknown task and ``IOTDA.010001`` (400) for a task not in a state that allows the operation.
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ from typing import Any
 
 from aiohttp import web
 
+from agent.sim.emulator import huawei_auth
 from agent.sim.emulator import huawei_checks as checks
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
+from agent.sim.emulator.context import MAX_BODY, EmulatorContext
+from agent.sim.emulator.errors import json_response
 from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.huawei_checks import ID, TASK_TYPES, TIME_FORMAT, UPGRADES
-from agent.sim.emulator.service import MAX_BODY, Emulator
 from agent.sim.errors import ApiRejected, RequestInvalid
 
 NAME = r"[A-Za-z0-9_]+"
@@ -45,20 +47,57 @@ def fmt_time(moment: float) -> str:
 
 def error(status: int, code: str, message: str) -> web.Response:
     """IoTDA's error body."""
-    return web.json_response({"error_code": code, "error_msg": message}, status=status)
+    return json_response({"error_code": code, "error_msg": message}, status=status)
+
+
+async def authenticate(request: web.Request) -> web.Response | None:
+    """None when the request may pass, else the 401 to answer.
+
+    With an AK/SK pair configured, a request signed with it passes; with a token configured,
+    a request carrying it passes; with neither, every request passes. A request that tries a
+    signature is judged by its signature.
+    """
+    emulator = emulator_of(request)
+    settings = emulator.settings
+    if settings.huawei_token is None and settings.huawei_ak is None:
+        return None
+    authorization = request.headers.get("Authorization", "")
+    token = request.headers.get("X-Auth-Token")
+    if (
+        settings.huawei_ak is not None
+        and settings.huawei_sk is not None
+        and (authorization or token is None or settings.huawei_token is None)
+    ):
+        problem = huawei_auth.verify(
+            access_key=settings.huawei_ak,
+            secret_key=settings.huawei_sk,
+            method=request.method,
+            path=request.path,
+            raw_query=request.rel_url.raw_query_string,
+            headers=dict(request.headers),
+            body=await request.read(),
+            now=emulator.clock(),
+        )
+        if problem is None:
+            return None
+        emulator.log.warning("emulator.auth.failed", api=r.HUAWEI_IOTDA, reason=problem)
+        return error(401, "APIG.0301", f"Incorrect IAM authentication information: {problem}")
+    if settings.huawei_token is not None and hmac.compare_digest(
+        (token or "").encode(), settings.huawei_token.encode()
+    ):
+        return None
+    emulator.log.warning("emulator.auth.failed", api=r.HUAWEI_IOTDA, path=request.path)
+    return error(401, "IOTDA.000002", "Authentication failed: X-Auth-Token is invalid")
 
 
 def iotda(handler: Handler) -> Handler:
-    """Check the token (when configured) and render errors in IoTDA's shape."""
+    """Check the credentials (when configured) and render errors in IoTDA's shape."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         emulator = emulator_of(request)
-        token = emulator.settings.huawei_token
-        if token is not None and not hmac.compare_digest(
-            request.headers.get("X-Auth-Token", "").encode(), token.encode()
-        ):
-            emulator.log.warning("emulator.auth.failed", api=r.HUAWEI_IOTDA, path=request.path)
-            return error(401, "IOTDA.000002", "Authentication failed: X-Auth-Token is invalid")
+        refused = await authenticate(request)
+        if refused is not None:
+            return refused
         try:
             return await handler(request)
         except RequestInvalid as exc:
@@ -118,14 +157,16 @@ async def create_task(request: web.Request) -> web.StreamResponse:
         extra=extra,
     )
     await emulator.engine.create(task, targets)
-    return web.json_response(task_view(emulator, task), status=201)
+    return json_response(task_view(emulator, task), status=201)
 
 
 _ECHOED = ("app_id", "task_name", "task_type", "task_mode", "task_ext_info", "targets",
            "targets_filter", "document", "document_source", "task_policy")  # fmt: skip
 
 
-def task_view(emulator: Emulator, task: r.Task, *, with_targets: bool = True) -> dict[str, Any]:
+def task_view(
+    emulator: EmulatorContext, task: r.Task, *, with_targets: bool = True
+) -> dict[str, Any]:
     """A task as IoTDA shows it."""
     view: dict[str, Any] = {"task_id": task.task_id}
     for key in _ECHOED:
@@ -140,7 +181,7 @@ def task_view(emulator: Emulator, task: r.Task, *, with_targets: bool = True) ->
     return view
 
 
-def _describe(emulator: Emulator, task: r.Task) -> str:
+def _describe(emulator: EmulatorContext, task: r.Task) -> str:
     if task.total == 0:
         return "the task has no targets"
     if not emulator.table.available(task.api, task.task_type):
@@ -149,7 +190,7 @@ def _describe(emulator: Emulator, task: r.Task) -> str:
     return ""
 
 
-def _task(emulator: Emulator, request: web.Request) -> r.Task:
+def _task(emulator: EmulatorContext, request: web.Request) -> r.Task:
     task = emulator.engine.tasks.get(request.match_info["task_id"])
     if (
         task is None
@@ -160,7 +201,8 @@ def _task(emulator: Emulator, request: web.Request) -> r.Task:
     return task
 
 
-def _paging(request: web.Request, *, max_limit: int = 50) -> tuple[int, int]:
+def paging(request: web.Request, *, max_limit: int = 50) -> tuple[int, int]:
+    """``limit`` (1 to ``max_limit``, default 10) and ``offset`` of a list request."""
     query = dict(request.query)
     parsed: dict[str, Any] = {k: query[k] for k in ("limit", "offset") if k in query}
     limit = v.integer(parsed, "limit", lo=1, hi=max_limit, numeric_string=True) or 10
@@ -171,7 +213,7 @@ def _paging(request: web.Request, *, max_limit: int = 50) -> tuple[int, int]:
 async def list_tasks(request: web.Request) -> web.StreamResponse:
     """GET /v5/iot/{project_id}/batchtasks?task_type=&status=&limit=&offset=."""
     emulator = emulator_of(request)
-    limit, offset = _paging(request)
+    limit, offset = paging(request)
     wanted_type = request.query.get("task_type")
     wanted_status = request.query.get("status")
     project = request.match_info["project_id"]
@@ -184,7 +226,7 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
         and (wanted_status is None or emulator.engine.status(t) == wanted_status)
     ]
     page = tasks[offset : offset + limit]
-    return web.json_response(
+    return json_response(
         {
             "batchtasks": [task_view(emulator, t, with_targets=False) for t in page],
             "page": {"count": len(tasks), "marker": page[-1].task_id if page else None},
@@ -193,17 +235,28 @@ async def list_tasks(request: web.Request) -> web.StreamResponse:
 
 
 async def show_task(request: web.Request) -> web.StreamResponse:
-    """GET /v5/iot/{project_id}/batchtasks/{task_id}: the task and a page of its subtasks."""
+    """GET .../batchtasks/{task_id}?task_detail_status=&target=&limit=&offset=.
+
+    The task and a page of its subtasks, filtered by subtask status and target.
+    """
     emulator = emulator_of(request)
     task = _task(emulator, request)
-    limit, offset = _paging(request, max_limit=1000)
-    subs = emulator.engine.subtasks[task.task_id]
-    details = [subtask_view(s) for s in subs[offset : offset + limit]]
-    return web.json_response(
+    limit, offset = paging(request, max_limit=1000)  # IoTDA: 50; reports read more at once
+    query = dict(request.query)
+    wanted = v.one_of(query, "task_detail_status", tuple(SUBTASK_STATUS.values()), required=False)
+    target = v.text(query, "target", min_len=1, max_len=128)
+    subs = [
+        s
+        for s in emulator.engine.subtasks[task.task_id]
+        if (wanted is None or SUBTASK_STATUS[s.state] == wanted)
+        and (target is None or s.device_id == target)
+    ]
+    page = subs[offset : offset + limit]
+    return json_response(
         {
             "batchtask": task_view(emulator, task, with_targets=False),
-            "task_details": details,
-            "page": {"count": len(subs)},
+            "task_details": [subtask_view(s) for s in page],
+            "page": {"count": len(subs), "marker": f"{offset + len(page):024x}"},
         }
     )
 
@@ -221,14 +274,70 @@ def subtask_view(sub: r.Subtask) -> dict[str, Any]:
     return view
 
 
+def _targets_body(body: dict[str, Any]) -> list[str] | None:
+    return v.string_list(body, "targets", max_items=30000, max_len=128)
+
+
+def _results(results: dict[str, str | None]) -> dict[str, Any]:
+    """``{"targets": [BatchTargetResult]}``."""
+    return {
+        "targets": [
+            {"target": target, "status": "success"}
+            if problem is None
+            else {
+                "target": target,
+                "status": "failure",
+                "error_code": "IOTDA.010001",
+                "error_msg": problem,
+            }
+            for target, problem in results.items()
+        ]
+    }
+
+
+def _upgrade_only(task: r.Task, operation: str) -> None:
+    if task.task_type not in UPGRADES:
+        raise RequestInvalid(
+            "task_id", "value", f"only {' and '.join(UPGRADES)} tasks can be {operation}"
+        )
+
+
 async def stop_task(request: web.Request) -> web.StreamResponse:
-    """POST /v5/iot/{project_id}/batchtasks/{task_id}/stop."""
+    """POST .../batchtasks/{task_id}/stop (upgrade tasks): ``{"targets": [...]}`` or all."""
     emulator = emulator_of(request)
     task = _task(emulator, request)
-    if task.finished_at is not None:
-        raise ApiRejected(400, "IOTDA.010001", "the task has already finished")
-    emulator.engine.stop(task.task_id)
-    return web.json_response({"batchtask": task_view(emulator, task, with_targets=False)})
+    body = await json_body(request) if await request.read() else {}
+    _upgrade_only(task, "stopped")
+    status = emulator.engine.status(task)
+    if task.finished_at is not None or status == r.TASK_STOPPING:
+        raise ApiRejected(400, "IOTDA.010001", f"the task is {status}; it cannot be stopped")
+    targets = _targets_body(body)
+    if targets is None:
+        task.stop_requested = True  # the whole task: it ends Stopped
+        targets = [
+            s.device_id for s in emulator.engine.subtasks[task.task_id] if s.state not in r.TERMINAL
+        ]
+    results = emulator.engine.stop_subtasks(task.task_id, targets)
+    return json_response(_results(results))
+
+
+async def retry_task(request: web.Request) -> web.StreamResponse:
+    """POST .../batchtasks/{task_id}/retry (upgrade tasks): ``{"targets": [...]}`` or all."""
+    emulator = emulator_of(request)
+    task = _task(emulator, request)
+    body = await json_body(request) if await request.read() else {}
+    _upgrade_only(task, "retried")
+    status = emulator.engine.status(task)
+    if status not in (r.TASK_PROCESSING, r.TASK_FAIL, r.TASK_PARTIAL):
+        raise ApiRejected(400, "IOTDA.010001", f"the task is {status}; it cannot be retried")
+    targets = _targets_body(body)
+    if targets is None:
+        targets = [
+            s.device_id
+            for s in emulator.engine.subtasks[task.task_id]
+            if s.state in (r.FAIL, r.FAIL_WAIT_RETRY, r.STOPPED)
+        ]
+    return json_response(_results(emulator.engine.retry_subtasks(task.task_id, targets)))
 
 
 async def delete_task(request: web.Request) -> web.StreamResponse:
@@ -248,4 +357,5 @@ def register(app: web.Application) -> None:
     app.router.add_get(base, iotda(list_tasks))
     app.router.add_get(base + "/{task_id}", iotda(show_task))
     app.router.add_post(base + "/{task_id}/stop", iotda(stop_task))
+    app.router.add_post(base + "/{task_id}/retry", iotda(retry_task))
     app.router.add_delete(base + "/{task_id}", iotda(delete_task))

@@ -23,8 +23,8 @@ from agent.core.errors import JournalError
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.api_huawei import fmt_time
+from agent.sim.emulator.context import MAX_BODY, EmulatorContext
 from agent.sim.emulator.http import EMULATOR, emulator_of
-from agent.sim.emulator.service import MAX_BODY, Emulator
 from agent.sim.errors import ApiRejected, RequestInvalid
 
 BASE = "/iocm/app/batchtask/v1.1.0"
@@ -37,7 +37,7 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error_code": code, "error_desc": message}, status=status)
 
 
-def _app(emulator: Emulator, request: web.Request) -> str:
+def _app(emulator: EmulatorContext, request: web.Request) -> str:
     """The calling application; checks the access token when credentials are configured."""
     app_id = emulator.settings.oceanconnect_app_id
     if app_id is None:
@@ -70,7 +70,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     )
 
 
-def _targets(emulator: Emulator, param: dict[str, Any]) -> list[str]:
+def _targets(emulator: EmulatorContext, param: dict[str, Any]) -> list[str]:
     kind = v.one_of(param, "type", PARAM_TYPES, required=True)
     registry = emulator.registry
     devices = registry.devices.values()
@@ -107,7 +107,7 @@ def _targets(emulator: Emulator, param: dict[str, Any]) -> list[str]:
     return [d.device_id for d in devices if d.platform == r.OCEANCONNECT]
 
 
-def _validate(emulator: Emulator, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _validate(emulator: EmulatorContext, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     v.text(body, "appId", max_len=64)
     v.text(body, "taskName", required=True, min_len=1, max_len=256)
     v.one_of(body, "taskType", ("DeviceCmd",), required=True)
@@ -207,7 +207,7 @@ _STATUS = {
 }
 
 
-def task_view(emulator: Emulator, task: r.Task) -> dict[str, Any]:
+def task_view(emulator: EmulatorContext, task: r.Task) -> dict[str, Any]:
     """``QueryTaskDetailsOutDTO``-like view of a task."""
     subs = emulator.engine.subtasks[task.task_id]
     timeouts = sum(1 for s in subs if s.state == r.FAIL and s.error_code == "TIMEOUT")
@@ -252,7 +252,7 @@ def _result_code(sub: r.Subtask) -> str:
     return "TIMEOUT" if sub.error_code == "TIMEOUT" else "FAILED"
 
 
-def _callbacks(emulator: Emulator) -> None:
+def _callbacks(emulator: EmulatorContext) -> None:
     """POST each finished subtask's result to its task's ``callbackUrl``."""
     session: list[aiohttp.ClientSession] = []
     pending: set[asyncio.Task[None]] = set()

@@ -13,9 +13,9 @@ from aiohttp import web
 
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
+from agent.sim.emulator.context import MAX_BODY, EmulatorContext
 from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.registry import Group, Workflow
-from agent.sim.emulator.service import MAX_BODY, Emulator
 from agent.sim.errors import ApiRejected, RequestInvalid
 
 PLATFORMS = (r.HUAWEI_IOTDA, r.TENCENT_IOTHUB, r.OCEANCONNECT)
@@ -50,7 +50,7 @@ def _device(item: Any, index: int) -> r.Device:
         raise RequestInvalid(f"{where}.{exc.field}", exc.problem, exc.message) from exc
 
 
-async def register_fleet(emulator: Emulator, body: dict[str, Any]) -> dict[str, int]:
+async def register_fleet(emulator: EmulatorContext, body: dict[str, Any]) -> dict[str, int]:
     """Add products, devices, groups (merged by name) and workflows from one document."""
     registry = emulator.registry
     for index, product in enumerate(v.get(body, "products", list) or []):
@@ -90,7 +90,7 @@ async def register_fleet(emulator: Emulator, body: dict[str, Any]) -> dict[str, 
     return {"devices": len(devices), "total_devices": len(registry.devices)}
 
 
-def overview(emulator: Emulator, task: r.Task) -> dict[str, Any]:
+def overview(emulator: EmulatorContext, task: r.Task) -> dict[str, Any]:
     """One task, whatever API created it."""
     return {
         "task_id": task.task_id,

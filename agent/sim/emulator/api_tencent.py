@@ -1,8 +1,8 @@
 """Tencent IoT Hub batch tasks (seeds 000, 001): ``CreateTask`` in the API 3.0 and the older form.
 
-API 3.0: ``POST /`` with a JSON body, ``X-TC-Action`` and ``X-TC-Version: 2018-06-14``; answers
-``{"Response": {..., "RequestId"}}``, errors ``{"Response": {"Error": {"Code", "Message"}}}``
-(HTTP 200, as the cloud answers). Requests with ``X-TC-Version: 2021-08-20`` go to WeData.
+API 3.0 (read and routed by :mod:`agent.sim.emulator.tencent_router`): actions of version
+2018-06-14 answer ``{"Response": {..., "RequestId"}}``, errors ``{"Response": {"Error": {"Code",
+"Message"}}}`` (HTTP 200, as the cloud answers).
 The older form: ``POST /v2/index.php`` with form fields; answers ``code``/``message``/
 ``codeDesc``/``taskId`` with the module codes 10002, 10004, 10005, 10100 and 10101.
 """
@@ -20,10 +20,10 @@ from agent.core.errors import JournalError, RemoteProtocolError
 from agent.profiles.base import parse_json
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
-from agent.sim.emulator.auth import verify
+from agent.sim.emulator.context import EmulatorContext
+from agent.sim.emulator.errors import json_response
 from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.namefilter import NameFilter
-from agent.sim.emulator.service import MAX_BODY, Emulator
 from agent.sim.errors import ApiRejected, RequestInvalid
 
 IOTHUB_VERSION = "2018-06-14"
@@ -40,31 +40,20 @@ STATUS = {  # DescribeTask Status: 1 waiting, 2 processing, 3 completed, 4 faile
     r.TASK_FAIL: 4,
     r.TASK_STOPPED: 5,
 }
-_V3_CODES = {
-    "malformed": "InvalidParameter",
-    "missing": "MissingParameter",
-    "type": "InvalidParameter",
-    "value": "InvalidParameterValue",
-}
 LIMIT_CODE = "LimitExceeded.PengingOrProcessingTasksExceedLimit"
 NO_PRODUCT = "ResourceNotFound.ProductNotExist"
 
 
 def v3_response(payload: dict[str, Any]) -> web.Response:
-    """An API 3.0 answer."""
-    return web.json_response({"Response": {**payload, "RequestId": str(uuid.uuid4())}})
-
-
-def v3_error(code: str, message: str) -> web.Response:
-    """An API 3.0 error (still HTTP 200)."""
-    return v3_response({"Error": {"Code": code, "Message": message}})
+    """An API 3.0 answer (``Content-Type`` exactly ``application/json``, as the SDKs require)."""
+    return json_response({"Response": {**payload, "RequestId": str(uuid.uuid4())}})
 
 
 # -- the task itself, shared by both forms ------------------------------------------------
 
 
 def build_task(
-    emulator: Emulator,
+    emulator: EmulatorContext,
     account: str,
     *,
     task_type: str,
@@ -128,7 +117,7 @@ def build_task(
     return task, targets
 
 
-def describe(emulator: Emulator, task: r.Task) -> dict[str, Any]:
+def describe(emulator: EmulatorContext, task: r.Task) -> dict[str, Any]:
     """DescribeTask's fields (plus ``TaskProgress``, the emulator's per-state counts)."""
     status = emulator.engine.status(task)
     done = task.terminal
@@ -152,7 +141,11 @@ def describe(emulator: Emulator, task: r.Task) -> dict[str, Any]:
     }
 
 
-def _first_error(emulator: Emulator, task: r.Task) -> str:
+# DescribeTasks lists TaskInfo objects, which have fewer fields than DescribeTask's answer.
+_TASK_INFO = ("Type", "Id", "ProductId", "Status", "CreateTime", "UpdateTime", "RetCode", "ErrMsg")
+
+
+def _first_error(emulator: EmulatorContext, task: r.Task) -> str:
     subs = emulator.engine.subtasks.get(task.task_id, [])
     return next((s.error_msg or "" for s in subs if s.error_msg), "no device matched")
 
@@ -160,7 +153,7 @@ def _first_error(emulator: Emulator, task: r.Task) -> str:
 # -- API 3.0 ------------------------------------------------------------------------------
 
 
-async def _create_v3(emulator: Emulator, account: str, body: dict[str, Any]) -> web.Response:
+async def _create_v3(emulator: EmulatorContext, account: str, body: dict[str, Any]) -> web.Response:
     task_type = v.one_of(body, "TaskType", ("UpdateShadow", "PublishMessage"), required=True)
     product_id = v.text(body, "ProductId", required=True, min_len=1, max_len=64)
     name_filter = v.text(body, "DeviceNameFilter", required=True)
@@ -182,7 +175,7 @@ async def _create_v3(emulator: Emulator, account: str, body: dict[str, Any]) -> 
     return v3_response({"TaskId": task.task_id})
 
 
-def _own_task(emulator: Emulator, account: str, body: dict[str, Any], api: str) -> r.Task:
+def _own_task(emulator: EmulatorContext, account: str, body: dict[str, Any], api: str) -> r.Task:
     task_id = v.text(body, "Id", required=True, min_len=1)
     task = emulator.engine.tasks.get(task_id or "")
     if task is None or task.api != api or task.account != account:
@@ -190,11 +183,15 @@ def _own_task(emulator: Emulator, account: str, body: dict[str, Any], api: str) 
     return task
 
 
-async def _describe_v3(emulator: Emulator, account: str, body: dict[str, Any]) -> web.Response:
+async def _describe_v3(
+    emulator: EmulatorContext, account: str, body: dict[str, Any]
+) -> web.Response:
     return v3_response(describe(emulator, _own_task(emulator, account, body, r.TENCENT_IOTHUB)))
 
 
-async def _describe_all_v3(emulator: Emulator, account: str, body: dict[str, Any]) -> web.Response:
+async def _describe_all_v3(
+    emulator: EmulatorContext, account: str, body: dict[str, Any]
+) -> web.Response:
     offset = v.integer(body, "Offset", lo=0, hi=10**9) or 0
     limit = v.integer(body, "Limit", lo=1, hi=250) or 20
     mine = [
@@ -202,11 +199,14 @@ async def _describe_all_v3(emulator: Emulator, account: str, body: dict[str, Any
         for t in emulator.engine.tasks.values()
         if t.api == r.TENCENT_IOTHUB and t.account == account
     ]
-    page = [describe(emulator, t) for t in mine[offset : offset + limit]]
+    page = [
+        {k: val for k, val in describe(emulator, t).items() if k in _TASK_INFO}
+        for t in mine[offset : offset + limit]
+    ]
     return v3_response({"TotalCount": len(mine), "Tasks": page})
 
 
-async def _cancel_v3(emulator: Emulator, account: str, body: dict[str, Any]) -> web.Response:
+async def _cancel_v3(emulator: EmulatorContext, account: str, body: dict[str, Any]) -> web.Response:
     task = _own_task(emulator, account, body, r.TENCENT_IOTHUB)
     if task.finished_at is not None:
         raise ApiRejected(200, "FailedOperation.TaskFinished", "the task has already finished")
@@ -214,82 +214,12 @@ async def _cancel_v3(emulator: Emulator, account: str, body: dict[str, Any]) -> 
     return v3_response({})
 
 
-async def _create_product(emulator: Emulator, account: str, body: dict[str, Any]) -> web.Response:
-    name = v.text(body, "ProductName", required=True, min_len=1, max_len=32)
-    product_id = v.text(body, "ProductId", max_len=32, pattern=r"[A-Z0-9]+", what="A-Z and 0-9")
-    product_id = product_id or uuid.uuid4().hex[:10].upper()
-    await emulator.registry.add_product(product_id, r.TENCENT_IOTHUB, name or "")
-    return v3_response({"ProductId": product_id, "ProductName": name})
-
-
-async def _create_device(emulator: Emulator, account: str, body: dict[str, Any]) -> web.Response:
-    product_id = v.text(body, "ProductId", required=True, min_len=1)
-    name = v.text(body, "DeviceName", required=True, min_len=1, max_len=48,
-                  pattern=r"[A-Za-z0-9_\-:.@]+", what="letters, digits and _-:.@")  # fmt: skip
-    if product_id not in emulator.registry.products:
-        raise ApiRejected(200, NO_PRODUCT, f"product {product_id} does not exist")
-    if emulator.registry.by_name(product_id, name) is not None:
-        raise ApiRejected(200, "ResourceInUse.DeviceAlreadyExist", f"device {name} exists")
-    secret = uuid.uuid4().hex
-    device = r.Device(
-        device_id=f"{product_id}{name}", platform=r.TENCENT_IOTHUB, product_id=product_id,
-        name=name, secret=secret,
-    )  # fmt: skip
-    await emulator.registry.add_devices([device])
-    return v3_response({"DeviceName": name, "DevicePsk": secret, "DeviceCert": ""})
-
-
-ACTIONS: dict[str, Callable[[Emulator, str, dict[str, Any]], Any]] = {
+ACTIONS: dict[str, Callable[[EmulatorContext, str, dict[str, Any]], Any]] = {
     "CreateTask": _create_v3,
     "DescribeTask": _describe_v3,
     "DescribeTasks": _describe_all_v3,
     "CancelTask": _cancel_v3,
-    "CreateProduct": _create_product,
-    "CreateDevice": _create_device,
 }
-
-
-async def api3(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one per error
-    """POST / (API 3.0): routed by ``X-TC-Version`` and ``X-TC-Action``."""
-    from agent.sim.emulator import api_wedata
-
-    emulator = emulator_of(request)
-    raw = await request.read()
-    settings = emulator.settings
-    account = "default"
-    if settings.tencent_secret_id and settings.tencent_secret_key:
-        problem = verify(
-            secret_id=settings.tencent_secret_id,
-            secret_key=settings.tencent_secret_key,
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
-            headers=dict(request.headers),
-            body=raw,
-            now=emulator.clock(),
-        )
-        if problem is not None:
-            emulator.log.warning("emulator.auth.failed", api="tencent", code=problem)
-            return v3_error(problem, "the request signature does not verify")
-        account = settings.tencent_secret_id
-    version = request.headers.get("X-TC-Version", "")
-    action = request.headers.get("X-TC-Action", "")
-    actions = {IOTHUB_VERSION: ACTIONS, WEDATA_VERSION: api_wedata.ACTIONS}.get(version)
-    if actions is None:
-        return v3_error("NoSuchVersion", f"version {version!r} is not served here")
-    handler = actions.get(action)
-    if handler is None:
-        return v3_error("InvalidAction", f"action {action!r} does not exist in {version}")
-    try:
-        body = v.parse_body(raw, limit=MAX_BODY)
-        return await handler(emulator, account, body)  # type: ignore[no-any-return]
-    except RequestInvalid as exc:
-        emulator.log.info("emulator.request.invalid", api="tencent", action=action, reason=str(exc))
-        return v3_error(_V3_CODES[exc.problem], str(exc))
-    except ApiRejected as exc:
-        return v3_error(exc.code, exc.message)
-    except JournalError as exc:
-        return v3_error("InternalError", str(exc))
 
 
 # -- the older form -----------------------------------------------------------------------
@@ -314,7 +244,7 @@ def legacy_error(module_code: int, detail: str) -> web.Response:
     """An error in the older form: ``(module code) message`` with the public code."""
     code, desc = _LEGACY[module_code]
     message = f"({module_code}){_LEGACY_MESSAGES[module_code]}: {detail}"
-    return web.json_response({"code": code, "message": message, "codeDesc": desc})
+    return json_response({"code": code, "message": message, "codeDesc": desc})
 
 
 async def legacy(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - one per error
@@ -330,7 +260,7 @@ async def legacy(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 -
             return await _legacy_create(emulator, form)
         if action == "DescribeTask":
             task = _own_task(emulator, "default", {"Id": form.get("taskId")}, r.TENCENT_IOTHUB)
-            return web.json_response({"code": 0, "message": "", "codeDesc": "Success",
+            return json_response({"code": 0, "message": "", "codeDesc": "Success",
                                       **describe(emulator, task)})  # fmt: skip
         return legacy_error(10101, f"unknown Action {action!r}")
     except RequestInvalid as exc:
@@ -343,7 +273,7 @@ async def legacy(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 -
         return legacy_error(10100, str(exc))
 
 
-async def _legacy_create(emulator: Emulator, form: dict[str, str]) -> web.Response:
+async def _legacy_create(emulator: EmulatorContext, form: dict[str, str]) -> web.Response:
     task_type = v.one_of(form, "taskType", ("UpdateShadow", "PublishMessage"), required=True)
     product_id = v.text(form, "productID", required=True, min_len=1, max_len=64)
     name_filter = v.text(form, "deviceNameFilter", required=True)
@@ -378,9 +308,7 @@ async def _legacy_create(emulator: Emulator, form: dict[str, str]) -> web.Respon
         request={**form, "tasks": tasks, "Tasks": renamed},
     )
     await emulator.engine.create(task, targets)
-    return web.json_response(
-        {"taskId": task.task_id, "message": "", "codeDesc": "Success", "code": 0}
-    )
+    return json_response({"taskId": task.task_id, "message": "", "codeDesc": "Success", "code": 0})
 
 
 def _pascal(value: Any) -> Any:
@@ -390,6 +318,5 @@ def _pascal(value: Any) -> Any:
 
 
 def register(app: web.Application) -> None:
-    """Add the Tencent routes."""
-    app.router.add_post("/", api3)
+    """Add the older form's route (API 3.0 is :mod:`agent.sim.emulator.tencent_router`)."""
     app.router.add_post("/v2/index.php", legacy)

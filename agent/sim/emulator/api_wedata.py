@@ -17,8 +17,8 @@ from aiohttp import web
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
 from agent.sim.emulator.api_tencent import describe, v3_response
+from agent.sim.emulator.context import EmulatorContext
 from agent.sim.emulator.registry import Workflow
-from agent.sim.emulator.service import Emulator
 from agent.sim.errors import ApiRejected, RequestInvalid
 
 TASK_TYPES = {
@@ -53,7 +53,9 @@ def _task_ext(body: dict[str, Any]) -> list[dict[str, str]]:
     return ext
 
 
-async def create_task(emulator: Emulator, account: str, body: dict[str, Any]) -> web.Response:
+async def create_task(
+    emulator: EmulatorContext, account: str, body: dict[str, Any]
+) -> web.Response:
     """CreateTask: a script task on the devices of the workflow's group."""
     project = v.text(body, "ProjectId", required=True, min_len=1, max_len=64)
     workflow_id = v.text(body, "WorkflowId", required=True, min_len=1, max_len=64)
@@ -100,7 +102,9 @@ async def create_task(emulator: Emulator, account: str, body: dict[str, Any]) ->
     return v3_response({"Data": {"Id": task.task_id}})
 
 
-async def create_workflow(emulator: Emulator, account: str, body: dict[str, Any]) -> web.Response:
+async def create_workflow(
+    emulator: EmulatorContext, account: str, body: dict[str, Any]
+) -> web.Response:
     """CreateWorkflow (emulator form): bind a workflow to a device group."""
     project = v.text(body, "ProjectId", required=True, min_len=1, max_len=64)
     name = v.text(body, "WorkflowName", required=True, min_len=1, max_len=128)
@@ -120,7 +124,9 @@ async def create_workflow(emulator: Emulator, account: str, body: dict[str, Any]
     return v3_response({"Data": {"WorkflowId": workflow.workflow_id}})
 
 
-async def describe_task(emulator: Emulator, account: str, body: dict[str, Any]) -> web.Response:
+async def describe_task(
+    emulator: EmulatorContext, account: str, body: dict[str, Any]
+) -> web.Response:
     """DescribeTask (emulator form): the task's progress."""
     task_id = v.text(body, "TaskId", required=True, min_len=1)
     task = emulator.engine.tasks.get(task_id or "")
@@ -129,7 +135,7 @@ async def describe_task(emulator: Emulator, account: str, body: dict[str, Any]) 
     return v3_response({"Data": {**describe(emulator, task), "TaskName": task.name}})
 
 
-ACTIONS: dict[str, Callable[[Emulator, str, dict[str, Any]], Any]] = {
+ACTIONS: dict[str, Callable[[EmulatorContext, str, dict[str, Any]], Any]] = {
     "CreateTask": create_task,
     "CreateWorkflow": create_workflow,
     "DescribeTask": describe_task,

@@ -1,13 +1,16 @@
-"""Tencent Cloud API 3.0 request signatures (TC3-HMAC-SHA256): signing for clients, checking here.
+"""Tencent Cloud API 3.0 request signatures: TC3-HMAC-SHA256 (signing, checking) and the older form.
 
-The canonical request covers the method, path, query, the ``content-type`` and ``host``
-headers and the SHA-256 of the body; the signing key is derived from the secret key, the
-request's UTC date, the service name and ``tc3_request``. A signature older than five minutes
-is refused, as the cloud does.
+TC3: the canonical request covers the method, path, query (as sent), the ``content-type`` and
+``host`` headers and the SHA-256 of the body (empty for GET); the signing key is derived from
+the secret key, the request's UTC date, the service name and ``tc3_request``. The older
+``HmacSHA256``/``HmacSHA1`` form signs ``{method}{host}{path}?{sorted k=v}`` of the request's
+parameters (``Signature`` left out) and sends the base64 HMAC as the ``Signature`` parameter.
+A signature older than five minutes is refused, as the cloud does.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -27,7 +30,7 @@ def _hmac(key: bytes, message: str) -> bytes:
 
 
 def _canonical_query(query: str) -> str:
-    return "&".join(sorted(p for p in query.split("&") if p)) if query else ""
+    return query  # the encoded query string exactly as the client sent it
 
 
 def signature(
@@ -138,5 +141,43 @@ def verify(
         body=body,
     )
     if not hmac.compare_digest(expected, match["sig"]):
+        return "AuthFailure.SignatureFailure"
+    return None
+
+
+_LEGACY_DIGESTS = {"HmacSHA256": hashlib.sha256, "HmacSHA1": hashlib.sha1}
+
+
+def verify_legacy(
+    *,
+    secret_id: str,
+    secret_key: str,
+    method: str,
+    host: str,
+    path: str,
+    params: dict[str, str],
+    now: float,
+) -> str | None:
+    """None when parameters carry a valid older-form signature, else the error code."""
+    method_name = params.get("SignatureMethod", "HmacSHA1")
+    digest = _LEGACY_DIGESTS.get(method_name)
+    given = params.get("Signature", "")
+    if digest is None or not given:
+        return "AuthFailure.SignatureFailure"
+    if params.get("SecretId") != secret_id:
+        return "AuthFailure.SecretIdNotFound"
+    try:
+        timestamp = int(params.get("Timestamp", ""))
+    except ValueError:
+        return "AuthFailure.SignatureFailure"
+    if abs(now - timestamp) > MAX_SKEW_S:
+        return "AuthFailure.SignatureExpire"
+    signed = {k.replace("_", "."): v for k, v in params.items() if k != "Signature"}
+    text = "&".join(f"{k}={signed[k]}" for k in sorted(signed))
+    message = f"{method.upper()}{host}{path}?{text}"
+    expected = base64.b64encode(
+        hmac.new(secret_key.encode(), message.encode(), digest).digest()
+    ).decode()
+    if not hmac.compare_digest(expected.encode(), given.encode()):
         return "AuthFailure.SignatureFailure"
     return None

@@ -167,6 +167,64 @@ class TaskEngine:
         self._wake.set()
         return task
 
+    def stop_subtasks(self, task_id: str, device_ids: list[str]) -> dict[str, str | None]:
+        """Stop these targets' subtasks now, attempts in flight included (IoTDA StopBatchTask).
+
+        Returns, per device, None when its subtask was stopped, else why not. An answer to a
+        stopped attempt that still arrives is late and ignored.
+        """
+        task = self.tasks[task_id]
+        by_device = {sub.device_id: sub for sub in self.subtasks[task_id]}
+        results: dict[str, str | None] = {}
+        for device_id in device_ids:
+            sub = by_device.get(device_id)
+            if sub is None:
+                results[device_id] = "the device is not a target of this task"
+            elif sub.state in r.TERMINAL:
+                results[device_id] = f"the subtask has already ended ({sub.state})"
+            else:
+                self._drop_attempt(sub)
+                self._move(task, sub, r.STOPPED)
+                results[device_id] = None
+        self._dirty_tasks.add(task_id)
+        return results
+
+    def retry_subtasks(self, task_id: str, device_ids: list[str]) -> dict[str, str | None]:
+        """Run these targets' failed or stopped subtasks again (IoTDA RetryBatchTask)."""
+        task = self.tasks[task_id]
+        by_device = {sub.device_id: sub for sub in self.subtasks[task_id]}
+        results: dict[str, str | None] = {}
+        now = self.clock()
+        for device_id in device_ids:
+            sub = by_device.get(device_id)
+            if sub is None:
+                results[device_id] = "the device is not a target of this task"
+                continue
+            if sub.state not in (r.FAIL, r.STOPPED, r.FAIL_WAIT_RETRY):
+                results[device_id] = f"only failed or stopped subtasks are retried ({sub.state})"
+                continue
+            sub.error_code = sub.error_msg = sub.output = sub.stage = None
+            sub.finished_at = None
+            sub.progress = 0
+            sub.due = now
+            self._move(task, sub, r.WAITTING)
+            self._schedule(sub)
+            results[device_id] = None
+        if any(result is None for result in results.values()):
+            task.stop_requested = False
+            task.finished_at = None
+            self._open.add(task_id)
+        self._dirty_tasks.add(task_id)
+        return results
+
+    def _drop_attempt(self, sub: r.Subtask) -> None:
+        if sub.correlation is not None:
+            self._inflight.pop(sub.correlation, None)
+            self._sent_at.pop(sub.correlation, None)
+            sub.correlation = None
+            self._wake.set()  # a slot is free
+        sub.deadline = None
+
     async def delete(self, task_id: str) -> None:
         """Forget a finished task."""
         await self.store.delete_task(task_id)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.sim.emulator import validation as v
-from agent.sim.emulator.service import Emulator
+from agent.sim.emulator.context import EmulatorContext
 from agent.sim.errors import RequestInvalid
 
 TIME_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -27,7 +27,9 @@ WITH_DOCUMENT = (*UPGRADES, "createCommands", "createAsyncCommands", "createMess
 FROM_FILE = ("createDevices", "updateDevices", *DEVICE_OPS)
 
 
-def document(task_type: str, body: dict[str, Any], emulator: Emulator) -> dict[str, Any] | None:
+def document(
+    task_type: str, body: dict[str, Any], emulator: EmulatorContext
+) -> dict[str, Any] | None:
     """The ``document`` the task type needs, checked (None for types that take none)."""
     document: dict[str, Any] | None = v.get(body, "document", dict)
     if task_type not in WITH_DOCUMENT:
@@ -150,7 +152,7 @@ def policy(body: dict[str, Any], now: float, minute_s: float) -> tuple[float, in
 
 
 def targets(
-    task_type: str, body: dict[str, Any], emulator: Emulator
+    task_type: str, body: dict[str, Any], emulator: EmulatorContext
 ) -> tuple[list[str], list[dict[str, str]]]:
     """Target device ids (and file rows) in the platform's order of priority."""
     limit = emulator.settings.max_targets
@@ -173,7 +175,7 @@ def targets(
     return _file_targets(task_type, source, emulator)
 
 
-def _group_targets(flt: dict[str, Any], emulator: Emulator) -> list[str]:
+def _group_targets(flt: dict[str, Any], emulator: EmulatorContext) -> list[str]:
     """The devices of the groups named in ``targets_filter``."""
     unknown_keys = sorted(set(flt) - {"group_ids"})
     if unknown_keys:
@@ -188,7 +190,7 @@ def _group_targets(flt: dict[str, Any], emulator: Emulator) -> list[str]:
     return list(dict.fromkeys(d for g in groups for d in registry.groups[g].device_ids))
 
 
-def _checked(targets: list[str], emulator: Emulator) -> list[str]:
+def _checked(targets: list[str], emulator: EmulatorContext) -> list[str]:
     """Targets that exist, fit the limit and are listed once."""
     limit = emulator.settings.max_targets
     unknown = [t for t in targets if t not in emulator.registry.devices]
@@ -206,7 +208,7 @@ def _checked(targets: list[str], emulator: Emulator) -> list[str]:
 
 
 def _file_targets(
-    task_type: str, source: str, emulator: Emulator
+    task_type: str, source: str, emulator: EmulatorContext
 ) -> tuple[list[str], list[dict[str, str]]]:
     """Targets (and rows) from an uploaded batch-task file."""
     registry = emulator.registry

@@ -19,7 +19,7 @@ ONLINE whenever its gateway is.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 from agent.sim.emulator.records import Device
@@ -28,6 +28,7 @@ from agent.sim.emulator.registry import Registry
 PresenceMode = Literal["broker", "uplink", "off"]
 ONLINE = "ONLINE"
 OFFLINE = "OFFLINE"
+INACTIVE = "INACTIVE"  # registered, never seen online
 # Where Mosquitto (``log_dest topic``) publishes notice-level log lines.
 NOTICE_TOPIC = "$SYS/broker/log/N"
 
@@ -75,6 +76,7 @@ class Presence:
         self.children_follow_gateway = children_follow_gateway
         self._connected: set[str] = set()  # directly connected device ids
         self._children: set[str] = set()  # children their gateway reported ONLINE
+        self._seen: set[str] = set()  # devices ever ONLINE (the others are INACTIVE)
         self.listeners: list[Callable[[str], None]] = []  # called with a device id gone ONLINE
         # A connect notice must not scan a 10,000-device registry for children.
         self._gateways_key: tuple[int, int] = (0, -1)
@@ -92,17 +94,25 @@ class Presence:
         return device.device_id in self._connected
 
     def status(self, device: Device) -> str:
-        """``ONLINE`` or ``OFFLINE``, as the platform's device views show it."""
-        return ONLINE if self.online(device) else OFFLINE
+        """``ONLINE``, ``OFFLINE`` or, never seen online, ``INACTIVE`` (IoTDA's device views)."""
+        if self.online(device):
+            return ONLINE
+        return OFFLINE if device.device_id in self._seen else INACTIVE
 
     def snapshot(self) -> dict[str, list[str]]:
         """What is known now (kept across an emulator restart)."""
-        return {"connected": sorted(self._connected), "children": sorted(self._children)}
+        return {
+            "connected": sorted(self._connected),
+            "children": sorted(self._children),
+            "seen": sorted(self._seen),
+        }
 
     def restore(self, data: dict[str, list[str]]) -> None:
         """Start from what a previous run knew (the broker may have kept its connections)."""
         self._connected = set(data.get("connected", []))
         self._children = set(data.get("children", []))
+        self._seen = set(data.get("seen", []))
+        self._mirror(self._seen)
 
     # -- what the broker and the gateways say ---------------------------------------------
 
@@ -138,11 +148,13 @@ class Presence:
         self._children = {
             c for c in self._children if c in devices and devices[c].gateway_id != device_id
         }
+        self._mirror([device_id, *self._children_of(device_id)])
 
     def set_child(self, device_id: str, *, online: bool) -> None:
         """A gateway reported its child ONLINE or OFFLINE."""
         if not online:
             self._children.discard(device_id)
+            self._mirror([device_id])
             return
         self._children.add(device_id)
         self._announce(device_id)
@@ -151,6 +163,8 @@ class Presence:
         """A device was deleted."""
         self._connected.discard(device_id)
         self._children.discard(device_id)
+        self._seen.discard(device_id)
+        self._registry.connected.pop(device_id, None)
 
     def resolve(self, client_id: str) -> str | None:
         """The registered device an MQTT client id belongs to, or None (the emulator, tools)."""
@@ -170,16 +184,29 @@ class Presence:
         device = self._registry.devices.get(device_id)
         if device is None:
             return
-        gone_online = [device_id] if self.online(device) else []
-        if device_id in self._gateways():
-            gone_online += [
-                child.device_id
-                for child in self._registry.children(device_id)
-                if self.online(child)
-            ]
+        affected = [device_id, *self._children_of(device_id)]
+        self._mirror(affected)
+        gone_online = [d for d in affected if self.online(self._registry.devices[d])]
         for online_id in gone_online:
             for listener in self.listeners:
                 listener(online_id)
+
+    def _children_of(self, device_id: str) -> list[str]:
+        if device_id not in self._gateways():
+            return []
+        return [child.device_id for child in self._registry.children(device_id)]
+
+    def _mirror(self, device_ids: Iterable[str]) -> None:
+        """Keep the registry's ``connected`` map (what the device APIs show) in step."""
+        devices = self._registry.devices
+        for device_id in device_ids:
+            device = devices.get(device_id)
+            if device is None:
+                continue
+            if self.online(device):
+                self._seen.add(device_id)
+            if device_id in self._seen:
+                self._registry.connected[device_id] = self.online(device)
 
     def _gateways(self) -> set[str]:
         """Ids of devices with children (rebuilt when the registry's size changes)."""

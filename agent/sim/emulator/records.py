@@ -128,3 +128,4 @@ class Device:
     frozen: bool = False
     secret: str = ""
     attrs: dict[str, str] = field(default_factory=dict)  # device_type, model, location, ...
+    created_at: float = 0.0  # when the registry got it (0: registered in bulk by the simulator)

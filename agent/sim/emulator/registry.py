@@ -32,6 +32,7 @@ class Group:
     name: str
     platform: str
     device_ids: list[str] = field(default_factory=list)
+    description: str = ""
 
 
 @dataclass(slots=True)
@@ -46,6 +47,9 @@ class Package:
     sha256: str
     path: str
     location: str = "iotda"  # "iotda" (*_upgrade events) or "obs" (*_upgrade_v2, URL signed)
+    # CreateOtaPackage's fields (product_id, description, custom_info, file_location, ...).
+    details: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -70,9 +74,13 @@ class Registry:
         self.packages: dict[str, Package] = {}
         self.workflows: dict[str, Workflow] = {}
         self.files: dict[str, list[dict[str, str]]] = {}
+        self.file_info: dict[str, dict[str, Any]] = {}  # file_name, upload_time
         # Download tokens are signed, not stored: they outlive an emulator restart.
         self._token_key = secrets.token_bytes(32)
         self._names: dict[tuple[str, str], str] = {}  # (product_id, name) -> device_id
+        # Whether a device is connected now, for devices seen on the broker (a device never
+        # seen has no entry: IoTDA shows it INACTIVE, Tencent offline).
+        self.connected: dict[str, bool] = {}
 
     async def load(self) -> None:
         """Read everything back from the store."""
@@ -87,7 +95,12 @@ class Registry:
         self.workflows = {
             k: Workflow(**v) for k, v in (await self._store.load_objects("workflow")).items()
         }
-        self.files = {k: v["rows"] for k, v in (await self._store.load_objects("file")).items()}
+        stored_files = await self._store.load_objects("file")
+        self.files = {k: v["rows"] for k, v in stored_files.items()}
+        self.file_info = {
+            k: {"file_name": v.get("file_name", ""), "upload_time": v.get("upload_time", 0.0)}
+            for k, v in stored_files.items()
+        }
         stored = (await self._store.load_objects("secret")).get(_SIGNING_KEY_ID)
         if stored is None:
             key = {"key": self._token_key.hex()}
@@ -145,9 +158,20 @@ class Registry:
 
     # -- products, groups, workflows, files -----------------------------------------------
 
-    async def add_product(self, product_id: str, platform: str, name: str) -> dict[str, Any]:
+    async def add_product(
+        self,
+        product_id: str,
+        platform: str,
+        name: str,
+        properties: dict[str, Any] | None = None,
+        created_at: float | None = None,
+    ) -> dict[str, Any]:
         """Register a product."""
-        product = {"product_id": product_id, "platform": platform, "name": name}
+        product: dict[str, Any] = {"product_id": product_id, "platform": platform, "name": name}
+        if properties:
+            product["properties"] = properties
+        if created_at is not None:
+            product["created_at"] = created_at
         self.products[product_id] = product
         await self._store.put_objects("product", {product_id: product})
         return product
@@ -157,6 +181,16 @@ class Registry:
         self.groups[group.group_id] = group
         await self._store.put_objects("group", {group.group_id: asdict(group)})
         return group
+
+    async def remove_product(self, product_id: str) -> None:
+        """Forget a product (its devices must be gone already)."""
+        self.products.pop(product_id, None)
+        await self._store.delete_objects("product", [product_id])
+
+    async def remove_group(self, group_id: str) -> None:
+        """Forget a group (its devices stay)."""
+        self.groups.pop(group_id, None)
+        await self._store.delete_objects("group", [group_id])
 
     def group_by_name(self, name: str) -> Group | None:
         """A group by its name."""
@@ -168,17 +202,35 @@ class Registry:
         await self._store.put_objects("workflow", {workflow.workflow_id: asdict(workflow)})
         return workflow
 
-    async def put_file(self, rows: list[dict[str, str]]) -> str:
+    async def put_file(
+        self, rows: list[dict[str, str]], *, file_name: str = "", upload_time: float = 0.0
+    ) -> str:
         """Keep an uploaded batch-task file; returns its id."""
         file_id = secrets.token_hex(12)
         self.files[file_id] = rows
-        await self._store.put_objects("file", {file_id: {"rows": rows}})
+        self.file_info[file_id] = {"file_name": file_name, "upload_time": upload_time}
+        stored = {"rows": rows, "file_name": file_name, "upload_time": upload_time}
+        await self._store.put_objects("file", {file_id: stored})
         return file_id
+
+    async def remove_file(self, file_id: str) -> None:
+        """Forget an uploaded batch-task file."""
+        self.files.pop(file_id, None)
+        self.file_info.pop(file_id, None)
+        await self._store.delete_objects("file", [file_id])
 
     # -- OTA packages ---------------------------------------------------------------------
 
     async def add_package(
-        self, data: bytes, *, name: str, version: str, package_type: str, location: str = "iotda"
+        self,
+        data: bytes,
+        *,
+        name: str,
+        version: str,
+        package_type: str,
+        location: str = "iotda",
+        details: dict[str, Any] | None = None,
+        created_at: float = 0.0,
     ) -> Package:
         """Store an uploaded package file; returns its record (``package_id`` included)."""
         package_id = secrets.token_hex(12)
@@ -194,10 +246,19 @@ class Registry:
             sha256=hashlib.sha256(data).hexdigest(),
             path=str(path),
             location=location,
+            details=details or {},
+            created_at=created_at,
         )
         self.packages[package_id] = package
         await self._store.put_objects("package", {package_id: asdict(package)})
         return package
+
+    async def remove_package(self, package_id: str) -> None:
+        """Forget a package and delete its file."""
+        package = self.packages.pop(package_id, None)
+        if package is not None:
+            Path(package.path).unlink(missing_ok=True)  # noqa: ASYNC240 - one small unlink
+        await self._store.delete_objects("package", [package_id])
 
     def issue_token(self, package_id: str, now: float | None = None, *, subject: str = "") -> str:
         """A download token for a package (and the device it is for), valid for a day."""

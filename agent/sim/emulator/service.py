@@ -1,4 +1,9 @@
-"""One emulator instance: store, registry, engine, MQTT link and HTTP APIs, started and stopped."""
+"""One emulator instance: store, registry, engine, MQTT link and its HTTP app, started and stopped.
+
+The service knows nothing of the APIs: :mod:`agent.sim.emulator.server` builds it with the
+factory of the HTTP application, whose handlers see it through
+:class:`~agent.sim.emulator.context.EmulatorContext`.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +26,7 @@ from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.settings import EmulatorSettings, broker_address
 from agent.sim.emulator.store import EmulatorStore
 
-# Bodies larger than this are refused (30,000 targets of 128 characters fit).
-MAX_BODY = 8 * 1024 * 1024
+AppFactory = Callable[["Emulator"], web.Application]
 
 
 class Emulator:
@@ -35,8 +39,10 @@ class Emulator:
         table: DispatcherTable | None = None,
         clock: Callable[[], float] = time.time,
         log: Any = None,
+        app: AppFactory,
     ) -> None:
         self.settings = settings
+        self._app = app
         self.clock = clock
         self.log = log or get_logger(component="emulator")
         self.store = EmulatorStore(settings.data_dir / "emulator.db")
@@ -90,8 +96,6 @@ class Emulator:
 
     async def start(self) -> None:
         """Open the store, start the engine, connect to the broker, listen for HTTP."""
-        from agent.sim.emulator.http import build_app
-
         await self.store.open()
         await self.registry.load()
         known = (await self.store.load_objects("presence")).get("last")
@@ -118,7 +122,7 @@ class Emulator:
             self._link_task = asyncio.get_running_loop().create_task(
                 self.link.run(), name="emulator.link"
             )
-        self._runner = web.AppRunner(build_app(self), access_log=None)
+        self._runner = web.AppRunner(self._app(self), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
         await site.start()

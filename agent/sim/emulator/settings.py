@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agent.core.errors import ConfigError
 
@@ -53,10 +53,27 @@ class EmulatorSettings(BaseModel):
     oceanconnect_retransmit_s: float = Field(default=10.0, gt=0)
     # Credentials: each API checks them only when they are set.
     huawei_token: str | None = None
+    huawei_ak: str | None = None  # APIG SDK-HMAC-SHA256 signatures (what the SDKs send)
+    huawei_sk: str | None = None
     tencent_secret_id: str | None = None
     tencent_secret_key: str | None = None
     oceanconnect_app_id: str | None = None
     oceanconnect_secret: str | None = None
+    # CreateOtaPackage's OBS locations: bucket B, object K is the file {obs_dir}/B/K
+    # (default: {data_dir}/obs).
+    obs_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> EmulatorSettings:
+        if (self.huawei_ak is None) != (self.huawei_sk is None):
+            msg = "huawei_ak and huawei_sk go together"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def obs_root(self) -> Path:
+        """The directory whose subdirectories stand for OBS buckets."""
+        return self.obs_dir or self.data_dir / "obs"
 
     @field_validator("http_host")
     @classmethod

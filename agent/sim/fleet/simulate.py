@@ -19,6 +19,7 @@ from typing import Any
 from agent.runtime.logging import get_logger
 from agent.sim.emulator.api_sim import register_fleet
 from agent.sim.emulator.records import TERMINAL
+from agent.sim.emulator.server import build_emulator
 from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings, broker_address
 from agent.sim.fleet.broker import BrokerHandle, open_broker
@@ -73,7 +74,7 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
     log = get_logger(component="simulate")
     workdir = options.workdir
     broker = await open_broker(options.broker or scenario.broker, workdir)
-    emulator = Emulator(
+    emulator = build_emulator(
         EmulatorSettings(
             data_dir=workdir / "emulator",
             broker_url=broker.url,
