@@ -14,6 +14,10 @@ that can match.
 Like a Mosquitto configured with ``log_dest topic``, it publishes a notice on
 ``$SYS/broker/log/N`` when a client connects and when its connection ends (in Mosquitto's
 words), so the task service emulator learns who is online the same way from either broker.
+
+A broker the emulator runs can check device passwords: :attr:`EmbeddedBroker.connect_check`
+(set by whoever owns the device registry) is asked about every CONNECT that amqtt's own
+plugins accept, and a reason it gives refuses the connection (CONNACK "not authorised").
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from amqtt.broker import Broker
@@ -32,6 +37,8 @@ from amqtt.events import BrokerEvents
 _INDEX_DEPTH = 4
 # Where Mosquitto's ``log_dest topic`` publishes notices (and this broker its connection ones).
 NOTICE_TOPIC = "$SYS/broker/log/N"
+# (client id, username, password) -> why the CONNECT is refused, or None.
+ConnectCheck = Callable[[str, str | None, str | None], str | None]
 
 
 def _literal_prefix(topic_filter: str) -> tuple[str, ...] | None:
@@ -97,9 +104,27 @@ class SubscriptionTable(dict[str, list[Any]]):
 class EmbeddedBroker(Broker):  # type: ignore[misc]
     """amqtt's broker, carrying ``$``-prefixed topics and matching subscriptions by index."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, connect_check: ConnectCheck | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = SubscriptionTable()
+        self.connect_check = connect_check
+        self.refused_connects = 0
+
+    async def _authenticate(self, session: Any, listener: Any) -> bool:
+        """Accept a CONNECT that amqtt's plugins and :attr:`connect_check` both accept."""
+        if not await super()._authenticate(session, listener):
+            return False
+        if self.connect_check is None:
+            return True
+        problem = self.connect_check(str(session.client_id), session.username, session.password)
+        if problem is None:
+            return True
+        self.refused_connects += 1
+        # The reason names the field at fault and never holds the password or the secret.
+        self.logger.warning("CONNECT of %s refused: %s", session.client_id, problem)
+        return False
 
     async def _run_broadcast(self, running_tasks: Any) -> None:
         """Amqtt's broadcast of one message, testing only the filters that can match."""
@@ -195,8 +220,13 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         return True
 
 
-async def start_embedded_broker(port: int, *, max_connections: int = 0) -> EmbeddedBroker:
-    """Start the broker on ``127.0.0.1:port`` (anonymous clients allowed: loopback only)."""
+async def start_embedded_broker(
+    port: int, *, max_connections: int = 0, connect_check: ConnectCheck | None = None
+) -> EmbeddedBroker:
+    """Start the broker on ``127.0.0.1:port`` (loopback only).
+
+    Without ``connect_check`` any client may connect; with it, CONNECTs it refuses are refused.
+    """
     broker = EmbeddedBroker(
         {
             "listeners": {
@@ -209,7 +239,8 @@ async def start_embedded_broker(port: int, *, max_connections: int = 0) -> Embed
             "plugins": {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
-        }
+        },
+        connect_check=connect_check,
     )
     await broker.start()
     return broker

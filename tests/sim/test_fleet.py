@@ -112,6 +112,7 @@ document = { command_name = "PING" }
         load_scenario(scenario_file), RunOptions(workdir=tmp_path / "run", progress=False)
     )
     assert report["faults"]["network_flaps"] == 2
+    assert report["fleet"]["passwords"] == "checked"  # the embedded broker checks CONNECTs
     ping, refused = report["tasks"]
     assert ping["status"] == "Success"
     assert ping["latency_s"]["p50"] is not None

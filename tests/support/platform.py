@@ -66,6 +66,10 @@ class PlatformClient:
     def __exit__(self, *exc: object) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho keeps its wake-up socket pair open until the client is finalised; the client sits
+        # in a reference cycle (its callbacks are our methods), so the collector may reach the
+        # sockets first and warn that they were never closed.
+        self.client._reset_sockets()  # paho has no public close
 
     def _on_connect(self, client: mqtt.Client, *_: object) -> None:
         for topic_filter in self._filters:

@@ -26,6 +26,7 @@ from agent.profiles.tencent_iothub.platform import ShadowRequest, TencentShadow
 
 PID, DN = "ABCDEFGHIJ", "dev1"
 REF = "t"  # a client token
+TOKEN = "clientToken"  # noqa: S105 - the samples' client token
 RESULT = f"$shadow/operation/result/{PID}/{DN}"
 OPERATION = f"$shadow/operation/{PID}/{DN}"
 SECRET = "MDEyMzQ1Njc4OWFiY2RlZg=="  # noqa: S105 - the reference vector: base64 "0123456789abcdef"
@@ -409,10 +410,46 @@ class TestPlatformSide:
 
         assert publish is not None
         assert publish.topic == RESULT
-        body = _json(publish.payload)
-        expected = {k: v for k, v in DELTA.items()}
-        expected["payload"] = {k: v for k, v in DELTA["payload"].items() if k != "metadata"}  # type: ignore[attr-defined]
-        assert body == expected
+        assert _json(publish.payload) == DELTA
+
+    def test_an_empty_shadow_reads_as_the_documentation_shows(self) -> None:
+        """设备影子详情.md: an empty shadow is {"state":{},"metadata":{},"version":0}."""
+        shadow = TencentShadow(PID, DN)
+
+        reply = _json(shadow.handle(ShadowRequest(type="get", client_token=REF), now=5).payload)
+
+        assert reply["payload"] == {"state": {}, "metadata": {}, "version": 0, "timestamp": 5}
+
+    def test_update_and_get_replies_match_the_reference_samples(self) -> None:
+        """The documented update reply and get reply, metadata included, field for field."""
+        shadow = TencentShadow(PID, DN)
+        shadow.version = 1
+        update = ShadowRequest(
+            type="update",
+            client_token=TOKEN,
+            version=1,
+            state={"reported": {"temperature": 27}},
+        )
+
+        assert _json(shadow.handle(update, now=1514967066).payload) == UPDATE_REPLY_OK
+        shadow.set_desired({"temperature": 25}, now=1514967076)
+        shadow.version = 1  # the sample's version
+        get = ShadowRequest(type="get", client_token=TOKEN)
+        reply = _json(shadow.handle(get, now=1514967088).payload)
+        assert reply == {**GET_REPLY, "payload": {**GET_REPLY["payload"], "timestamp": 1514967088}}  # type: ignore[dict-item]
+
+    def test_version_0_skips_the_version_check(self) -> None:
+        """The Java SDK sends "version": 0 to avoid 5005: accepted at any shadow version."""
+        shadow = TencentShadow(PID, DN)
+        shadow.set_desired({"a": 1}, now=1)
+        shadow.set_desired({"a": 2}, now=2)
+        update = ShadowRequest(type="update", version=0, state={"reported": {"a": 2}})
+
+        reply = _json(shadow.handle(update, now=3).payload)
+
+        assert reply["result"] == 0
+        assert reply["payload"]["version"] == 3
+        assert shadow.reported == {"a": 2}
 
     def test_platform_decodes_the_reference_device_messages(self) -> None:
         """get, the acknowledgement and the combined update decode on the platform side."""
@@ -441,6 +478,8 @@ class TestPlatformSide:
 
         assert reply["result"] == 5005
         assert reply["clientToken"] == "t"
+        assert reply["payload"]["timestamp"] == 3
+        assert reply["payload"]["metadata"]["desired"] == {"a": {"timestamp": 2}}
         assert reply["payload"]["state"]["desired"] == {"a": 2}
         assert shadow.desired == {"a": 2}  # nothing was wiped
 

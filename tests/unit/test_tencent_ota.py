@@ -86,6 +86,11 @@ def test_report_version_matches_the_document() -> None:
     assert body == {"type": "report_version", "report": {"version": "0.1"}}
 
 
+def test_a_version_report_without_any_version_is_not_sent() -> None:
+    """The platform requires a non-empty version: an unknown one is left unreported."""
+    assert ota.encode(VersionReport(device_id=DEV, fw_version="", sw_version=None), **IDS) == []
+
+
 @pytest.mark.parametrize(
     ("report", "expected", "qos"),
     [

@@ -63,3 +63,55 @@ def password(secret: str, user: str, signature: Signature = "hmacsha256") -> str
         ) from exc
     token = hmac.new(key, user.encode(), _DIGESTS[signature]).hexdigest()
     return f"{token};{signature}"
+
+
+# The documentation's sdkappid, and the one the official C and Python SDKs send (both work in
+# production: reference §2.3).
+KNOWN_SDKAPPIDS = (SDKAPPID, "21010406")
+
+
+def connect_problem(  # noqa: PLR0911 - one return per refusal reason
+    *,
+    client: str,
+    user: str | None,
+    given_password: str | None,
+    product_id: str,
+    device_name: str,
+    secret: str,
+    now: int,
+) -> str | None:
+    """Why IoT Hub would refuse this CONNECT of a key device, or None when it is accepted.
+
+    The platform's side of :func:`username` and :func:`password`: the client id is
+    ``{product_id}{device_name}``, the username ``{client id};{sdkappid};{connid};{expiry}`` with
+    an expiry in the future, the password the HMAC of the username under the base64-decoded
+    device secret, ``;hmacsha256`` or ``;hmacsha1`` (reference §2.3). Each reason names the field.
+    """
+    expected_client = client_id(product_id, device_name)
+    if client != expected_client:
+        return f"client id {client!r} is not {{ProductId}}{{DeviceName}} ({expected_client!r})"
+    parts = (user or "").split(";")
+    if len(parts) != 4:
+        return "username must be {ProductId}{DeviceName};{sdkappid};{connid};{expiry}"
+    name, appid, conn, expiry = parts
+    if name != expected_client:
+        return f"username names {name!r}, not the client id {expected_client!r}"
+    if appid not in KNOWN_SDKAPPIDS:
+        return f"username sdkappid {appid!r} is not {SDKAPPID}"
+    if not conn:
+        return "username connid is empty"
+    if not expiry.isdigit():
+        return f"username expiry {expiry!r} is not Unix seconds"
+    if int(expiry) <= now:
+        return f"username expiry {expiry} has passed (signature expired)"
+    token, _, method = (given_password or "").partition(";")
+    if method not in _DIGESTS:
+        return "password must be {hex HMAC};hmacsha256 or {hex HMAC};hmacsha1"
+    try:
+        key = base64.b64decode(secret, validate=True)
+    except (binascii.Error, ValueError):
+        return "the device secret registered for this device is not base64"
+    wanted = hmac.new(key, (user or "").encode(), _DIGESTS[method]).hexdigest()
+    if not hmac.compare_digest(token.encode(), wanted.encode()):
+        return f"password HMAC ({method}) does not match the username and the device secret"
+    return None

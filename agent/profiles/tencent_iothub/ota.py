@@ -281,7 +281,9 @@ def encode(event: Outbound, *, product_id: str, device_name: str, device_id: str
     )
     topic = f"$ota/report/{pid}/{dn}"
     if isinstance(event, VersionReport):
-        version = event.fw_version or event.sw_version or ""
+        version = event.fw_version or event.sw_version
+        if not version:
+            return []  # the platform requires a version: no report beats an empty one
         return [
             Publish(
                 topic=topic,

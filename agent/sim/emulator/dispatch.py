@@ -46,6 +46,21 @@ class Verdict:
         return cls(ok=False, error_code=code, error_msg=message, output=output)
 
 
+class DeviceOffline(Exception):
+    """The device cannot take the downlink now (a gateway child not reported online).
+
+    Raised by ``downlinks``: with ``hold`` the attempt stays in flight and is built again when
+    the dispatcher resends (``resend_every_s``) or the link reconnects, until its deadline;
+    without it the attempt fails at once with ``code``.
+    """
+
+    def __init__(self, message: str, *, code: str = "DeviceOffline", hold: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.hold = hold
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A device's answer to the attempt with request id ``correlation``."""

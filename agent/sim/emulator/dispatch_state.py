@@ -6,7 +6,10 @@
   change and pushes the delta; the subtask succeeds once the device's reported state holds it
   (or fails when the device reports the change failed). The shadow service also answers the
   device's ``get`` and ``update`` requests, as the cloud does.
-* Tencent ``PublishMessage``: the payload on ``{pid}/{dn}/{topic}``, done once the broker has it.
+* Tencent ``PublishMessage``: the payload on ``{pid}/{dn}/{topic}``, done once the broker has
+  published it (accepted it; not a sign that the device received it).
+* Tencent sub-devices: deltas and messages go only to children their gateway reported online
+  (:class:`~agent.sim.emulator.tencent_gateways.TencentGateways`).
 * OceanConnect ``DeviceCmd``: a ``cloudReq`` whose 16-bit ``mid`` is derived from the task,
   subtask and attempt (so it survives an emulator restart); ``deviceRsp`` ``errcode`` decides.
 * WeData 30/35: the script task as a command named after the task, ``TaskExt`` in its
@@ -25,9 +28,10 @@ from agent.core.merge_patch import pending
 from agent.core.model import Publish
 from agent.profiles.huawei_oceanconnect.platform import OceanConnectPlatform
 from agent.profiles.tencent_iothub.platform import TencentIothubPlatform, TencentShadow
-from agent.sim.emulator.dispatch import Answer, UplinkReader, Verdict
+from agent.sim.emulator.dispatch import Answer, DeviceOffline, UplinkReader, Verdict
 from agent.sim.emulator.dispatch_huawei import COMMAND_TIMEOUT_S, HuaweiCommands, _route
 from agent.sim.emulator.records import HUAWEI_IOTDA, OCEANCONNECT, Device, Subtask, Task
+from agent.sim.emulator.tencent_gateways import TencentGateways
 
 STATUS_KEY = "device_agent"  # where the agent reports each desired-state outcome (Tencent)
 
@@ -157,18 +161,29 @@ def _with_request(task: Task, request: dict[str, Any]) -> Task:
 
 
 class TencentMessages:
-    """``PublishMessage``: fire and forget on the device's custom topic."""
+    """``PublishMessage``: fire and forget on the device's custom topic.
+
+    The subtask succeeds once the broker has *published* the message (accepted it: PUBACK to
+    the task service), which says nothing about the device receiving it. A gateway's child
+    that is not online fails at once with ``FailedOperation.DeviceOffline``.
+    """
 
     fire_and_forget: bool = True
     reader: UplinkReader | None = None
 
-    def __init__(self, timeout_s: float = 86400.0) -> None:
+    def __init__(
+        self, timeout_s: float = 86400.0, *, gateways: TencentGateways | None = None
+    ) -> None:
         self.timeout_s: float = timeout_s
+        self._gateways = gateways
 
     def downlinks(
         self, task: Task, subtask: Subtask, device: Device, correlation: str
     ) -> list[Publish]:
         """The payload, verbatim."""
+        if self._gateways is not None and not self._gateways.reachable(device):
+            msg = f"{device.name} is a sub-device its gateway has not reported online"
+            raise DeviceOffline(msg, code="FailedOperation.DeviceOffline")
         publish = task.request["Tasks"]["PublishMessageTask"]
         platform = TencentIothubPlatform(device.product_id, device.name)
         return [platform.message(publish["Topic"], publish["Payload"].encode())]
@@ -189,10 +204,17 @@ class TencentShadowService:
     # the agent recognises a delta it has applied already.
     resend_every_s: float = 3.0
 
-    def __init__(self, timeout_s: float = 86400.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        timeout_s: float = 86400.0,
+        clock: Callable[[], float] = time.time,
+        *,
+        gateways: TencentGateways | None = None,
+    ) -> None:
         self.reader: UplinkReader | None = self
         self.timeout_s: float = timeout_s
         self._clock = clock
+        self._gateways = gateways
         self._shadows: dict[tuple[str, str], TencentShadow] = {}
         # (pid, dn) -> {correlation: desired change it waits for}
         self._waiting: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
@@ -228,13 +250,20 @@ class TencentShadowService:
             # Sent again: the same delta, same version. A new version would make the device's
             # update (carrying the version it saw) a 5005 conflict.
             last = self._deltas.get(correlation)
-            return [last] if last is not None else []
+            return self._to(device, [last] if last is not None else [])
         delta = shadow.set_desired(change, int(self._clock()))
         waiting[correlation] = change
         if delta is None:
             return []
         self._deltas[correlation] = delta
-        return [delta]
+        return self._to(device, [delta])
+
+    def _to(self, device: Device, deltas: list[Publish]) -> list[Publish]:
+        """The deltas, or none for a child that is not online (pushed once it is)."""
+        if deltas and self._gateways is not None and not self._gateways.reachable(device):
+            msg = f"{device.name} is a sub-device its gateway has not reported online"
+            raise DeviceOffline(msg, hold=True)
+        return deltas
 
     def read(self, topic: str, payload: bytes) -> list[Answer] | None:
         """Answer a device's shadow request; the subtasks its reported state completes."""

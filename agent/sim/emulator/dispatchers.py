@@ -27,6 +27,8 @@ from agent.sim.emulator.dispatch_state import (
 )
 from agent.sim.emulator.records import HUAWEI_IOTDA, OCEANCONNECT, TENCENT_IOTHUB, TENCENT_WEDATA
 from agent.sim.emulator.registry import Registry
+from agent.sim.emulator.tencent_gateways import TencentGateways
+from agent.sim.emulator.tencent_ota import TencentOtaReports
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +49,9 @@ class DispatcherTable:
     def bind(
         self, registry: Registry, base_url: Callable[[], str], clock: Callable[[], float]
     ) -> None:
-        """Give dispatchers (and readers) the registry, the package server's URL and the clock."""
-        for dispatcher in {id(d): d for d in [*self.entries.values(), *self.readers]}.values():
+        """Give dispatchers that need them the registry, the package server's URL and the clock."""
+        everyone = [*self.entries.values(), *self.readers]
+        for dispatcher in {id(d): d for d in everyone}.values():
             bind = getattr(dispatcher, "bind", None)
             if bind is not None:
                 bind(registry, base_url, clock)
@@ -65,7 +68,8 @@ def build_table(
     """The table for this build (``strict``: uplinks are held to the documented rules)."""
     huawei = HuaweiReader(strict=strict)
     oceanconnect = OceanConnectReader()
-    shadows = TencentShadowService()
+    gateways = TencentGateways()
+    shadows = TencentShadowService(gateways=gateways)
     timeout = command_timeout_s or 20.0
     commands = HuaweiCommands(huawei, timeout)
     oc_commands = OceanConnectCommands(oceanconnect, timeout)
@@ -92,10 +96,17 @@ def build_table(
         (HUAWEI_IOTDA, "freezeDevices"): Freeze(frozen=True),
         (HUAWEI_IOTDA, "unfreezeDevices"): Freeze(frozen=False),
         (TENCENT_IOTHUB, "UpdateShadow"): shadows,
-        (TENCENT_IOTHUB, "PublishMessage"): TencentMessages(),
+        (TENCENT_IOTHUB, "PublishMessage"): TencentMessages(gateways=gateways),
         (OCEANCONNECT, "DeviceCmd"): oc_commands,
         (TENCENT_WEDATA, "30"): WeDataScripts(commands, oc_commands, timeout),
         (TENCENT_WEDATA, "35"): WeDataScripts(commands, oc_commands, timeout),
     }
-    readers: list[UplinkReader] = [huawei, HuaweiGateways(), oceanconnect, shadows]
+    readers: list[UplinkReader] = [
+        huawei,
+        HuaweiGateways(),
+        oceanconnect,
+        shadows,
+        gateways,
+        TencentOtaReports(),
+    ]
     return DispatcherTable(entries=entries, readers=readers)

@@ -25,6 +25,7 @@ from agent.sim.emulator import records as r
 from agent.sim.emulator.dispatch import (
     Answer,
     Conversation,
+    DeviceOffline,
     LocalContext,
     LocalDispatcher,
     MqttDispatcher,
@@ -495,6 +496,10 @@ class TaskEngine:
         self._sent_at[correlation] = self.clock()
         try:
             publishes = dispatcher.downlinks(task, sub, device, correlation)
+        except DeviceOffline as exc:
+            if not exc.hold:
+                self._conclude(sub, Verdict.failed(exc.code, exc.message))
+            return
         except (KeyError, TypeError, ValueError) as exc:
             self._conclude(sub, Verdict.failed("INTERNAL", f"cannot build the downlink: {exc}"))
             return
@@ -529,7 +534,8 @@ class TaskEngine:
             # deadline, which for messages is a day away.
             self._conclude(sub, Verdict.failed("INTERNAL", error.reason))
         elif error is None and fire_and_forget:
-            self._conclude(sub, Verdict(ok=True, output={"delivered": "broker"}))
+            # Published: the broker accepted it. Whether the device got it is not known here.
+            self._conclude(sub, Verdict(ok=True, output={"published": "broker accepted"}))
         # Otherwise the connection went away: redeliver() sends it again after reconnecting.
 
     async def _run_local(self, dispatcher: LocalDispatcher, task: r.Task, sub: r.Subtask) -> None:

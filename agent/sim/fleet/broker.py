@@ -1,17 +1,22 @@
 """The broker a simulation runs against: embedded amqtt (default), a Mosquitto it starts, or any.
 
-Only brokers the simulator started itself can be restarted by the fault plan.
+Only brokers the simulator started itself can be restarted by the fault plan. Only the embedded
+broker checks device passwords (Tencent IoT Hub's signed CONNECT, against the emulator's
+registry); Mosquitto and external brokers take any password, and the run report says which.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.core.errors import ConfigError
 from agent.sim.emulator.settings import broker_address
 from agent.sim.mosquitto import Mosquitto, free_port
+
+if TYPE_CHECKING:  # amqtt is imported only when the embedded broker runs
+    from agent.sim.embedded_broker import ConnectCheck
 
 
 class BrokerHandle:
@@ -33,6 +38,11 @@ class BrokerHandle:
         """Whether :meth:`restart` works."""
         return False
 
+    def check_connects(self, check: ConnectCheck) -> bool:
+        """Have the broker refuse CONNECTs ``check`` refuses; False when it cannot (not checked)."""
+        del check
+        return False
+
     async def restart(self) -> None:
         """Stop and start the broker again on the same port."""
         msg = f"cannot restart a broker this simulation did not start ({self.url})"
@@ -48,12 +58,20 @@ class EmbeddedHandle(BrokerHandle):
     def __init__(self, port: int) -> None:
         super().__init__("127.0.0.1", port, kind="embedded")
         self._broker: Any = None
+        self._check: ConnectCheck | None = None
 
     async def start(self) -> None:
         """Start listening."""
         from agent.sim.embedded_broker import start_embedded_broker
 
-        self._broker = await start_embedded_broker(self.port)
+        self._broker = await start_embedded_broker(self.port, connect_check=self._check)
+
+    def check_connects(self, check: ConnectCheck) -> bool:
+        """Check every CONNECT from now on (and after restarts)."""
+        self._check = check
+        if self._broker is not None:
+            self._broker.connect_check = check
+        return True
 
     @property
     def restartable(self) -> bool:

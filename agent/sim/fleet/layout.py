@@ -113,7 +113,7 @@ def registration(slots: list[Slot], spec: FleetSpec) -> dict[str, Any]:
 
 
 def secret_of(device_id: str) -> str:
-    """The simulated device's secret (the brokers the simulator starts do not check it).
+    """The simulated device's secret (the embedded broker checks Tencent devices' signatures).
 
     Base64, as Tencent's device secrets are; the other platforms take any string.
     """

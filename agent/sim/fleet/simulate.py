@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.runtime.logging import get_logger
 from agent.sim.emulator.api_sim import register_fleet
+from agent.sim.emulator.broker_auth import ConnectCheck
 from agent.sim.emulator.records import TERMINAL
 from agent.sim.emulator.server import build_emulator
 from agent.sim.emulator.service import Emulator
@@ -90,6 +91,8 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
             presence="broker" if broker.kind in ("embedded", "mosquitto") else "uplink",
         )
     )
+    # Device passwords are checked where the broker lets the emulator see them.
+    passwords_checked = broker.check_connects(ConnectCheck(emulator.registry, emulator.clock))
     proxy: FlakyProxy | None = None
     runner: FleetRunner | None = None
     client: TaskClient | None = None
@@ -128,6 +131,7 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
             "devices": sum(1 + len(s.children) for s in slots),
             "not_simulated": sum(1 + len(s.children) for s in runner.skipped),
             "broker": broker.kind,
+            "passwords": "checked" if passwords_checked else "not checked",
             "connect_s": round(connect_s, 2),
             "agent_restarts": runner.restarts,
         }
