@@ -74,7 +74,7 @@ async def test_network_flaps_and_the_report_files(tmp_path: Path) -> None:
         """
 name = "flaps"
 timeout_s = 60
-minute_s = 0.3
+minute_s = 1.0
 [fleet]
 [[fleet.cohorts]]
 name = "unit"

@@ -91,6 +91,9 @@ async def fleet(
     await runner.start()
     try:
         await runner.wait_connected(30)
+        # The strict emulator takes a device for online once the broker's notice is in.
+        missing = await emu.wait_online([slot.device.device_id for slot in slots], 30)
+        assert not missing, f"the emulator did not see {missing[:5]} come online"
         yield runner, prefix
     finally:
         await runner.stop()

@@ -139,6 +139,23 @@ class Emulator:
         if self.link is not None:
             await asyncio.wait_for(self.link.ready.wait(), timeout)
 
+    async def wait_online(self, device_ids: list[str], timeout: float) -> list[str]:
+        """Wait (bounded) until the devices are ONLINE as the broker announced; the rest.
+
+        A fleet that has connected is online for the emulator only once the broker's notices
+        have arrived: tasks created before that would find their devices offline.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            devices = self.registry.devices
+            missing = [
+                d for d in device_ids if d in devices and not self.presence.online(devices[d])
+            ]
+            if not missing or loop.time() >= deadline:
+                return missing
+            await asyncio.sleep(0.05)  # notices arrive in batches; polling the set is cheap
+
     async def close(self) -> None:
         """Stop serving and write everything down."""
         if self._runner is not None:

@@ -112,6 +112,12 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
         connect_started = time.monotonic()
         await runner.start()
         await runner.wait_connected(_connect_timeout(len(runner.slots)))
+        direct = [slot.device.device_id for slot in runner.slots]
+        missing = []
+        if emulator.presence.mode == "broker":  # uplink presence comes with the first uplink
+            missing = await emulator.wait_online(direct, _connect_timeout(len(direct)))
+        if missing:
+            log.warning("fleet.not_online", devices=len(missing), first=missing[:5])
         connect_s = time.monotonic() - connect_started
         log.info("fleet.connected", agents=len(runner.slots), seconds=round(connect_s, 2))
         client = TaskClient(emulator.url)
