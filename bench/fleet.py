@@ -11,7 +11,11 @@ a ``firmwareUpgrade`` task over every device (children: ``task_mode: GATEWAY``) 
 emulator's package server, to 100 % Success, against a ``createCommands`` task over the same
 targets in the same run (one exchange per subtask) as the baseline.
 
-Usage: python -m bench.fleet [--devices 10000] [--embedded 1000] [--floor PATH]
+The demo mix (``--demo``, bench/fleet_demo.py): the bundled demo scenario at N meters, the
+rehearsal people run (handler latency, failures and retries, shadows, a gateway upgrade), to the
+end of every task, against the floor on the same broker.
+
+Usage: python -m bench.fleet [--devices 10000] [--embedded 1000] [--demo 10000] [--floor PATH]
        [--upgrade-devices 1000] [--upgrade-gateways 20 --upgrade-children 50] [--package-kb 256]
 Prints one JSON object. Measured on a shared 2-core machine: read ratios, not absolutes.
 """
@@ -43,7 +47,16 @@ from agent.sim.fleet.spec import ApplierSpec, CohortSpec, FleetSpec, HandlerSpec
 from agent.sim.mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_FLOOR = REPO.parent / "shared" / "tools" / "fleet_floor.py"
+# ../shared/tools/fleet_floor.py from the checkout, whether it is the main one or a worktree
+# (whose parent is one level further down).
+DEFAULT_FLOOR = next(
+    (
+        base / "shared" / "tools" / "fleet_floor.py"
+        for base in REPO.parents
+        if (base / "shared" / "tools" / "fleet_floor.py").exists()
+    ),
+    REPO.parent / "shared" / "tools" / "fleet_floor.py",
+)
 # Mosquitto for a large fleet: no per-client queue limits, long keepalives allowed.
 MOSQUITTO_EXTRA = "max_keepalive 1200\nmemory_limit 0\n"
 
@@ -287,6 +300,10 @@ async def one(kind: str, devices: int, floor: Path, args: argparse.Namespace) ->
     ``upgrade-devices`` or ``upgrade-gateways`` (both on Mosquitto)."""
     configure_logging("error", "console", stream=sys.stderr)
     raise_fd_limit()
+    if kind == "demo":
+        from bench.fleet_demo import run_demo
+
+        return await run_demo(devices, floor, MOSQUITTO_EXTRA)
     with tempfile.TemporaryDirectory(prefix="fleet-bench-") as tmp:
         workdir = Path(tmp)
         if kind.startswith("upgrade-"):
@@ -343,6 +360,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     for kind, devices in (
         ("mosquitto", args.devices),
         ("embedded", args.embedded),
+        ("demo", args.demo),
         ("upgrade-devices", args.upgrade_devices),
         ("upgrade-gateways", args.upgrade_gateways * args.upgrade_children),
     ):
@@ -368,6 +386,9 @@ if __name__ == "__main__":
         "--devices", type=int, default=10000, help="fleet size on Mosquitto (0: skip)"
     )
     parser.add_argument("--embedded", type=int, default=1000, help="fleet size on amqtt (0: skip)")
+    parser.add_argument(
+        "--demo", type=int, default=10000, help="meters in the demo mix on Mosquitto (0: skip)"
+    )
     parser.add_argument("--floor", type=Path, default=DEFAULT_FLOOR)
     parser.add_argument(
         "--upgrade-devices", type=int, default=1000, help="direct devices upgraded (0: skip)"
@@ -379,7 +400,7 @@ if __name__ == "__main__":
     parser.add_argument("--package-kb", type=int, default=256, help="size of the package")
     parser.add_argument(
         "--only",
-        choices=["mosquitto", "embedded", "upgrade-devices", "upgrade-gateways"],
+        choices=["mosquitto", "embedded", "demo", "upgrade-devices", "upgrade-gateways"],
         help=argparse.SUPPRESS,
     )
     arguments = parser.parse_args()

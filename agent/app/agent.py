@@ -19,7 +19,7 @@ from agent.config import AgentConfig
 from agent.core.model import ConnectIdentity, Subscription
 from agent.journal.base import Journal
 from agent.pipeline.dispatcher import Dispatcher
-from agent.pipeline.executor import ConnectAware, Executor
+from agent.pipeline.executor import Executor
 from agent.pipeline.outbox import Outbox
 from agent.pipeline.uplink import Uplink
 from agent.profiles.base import Profile
@@ -151,10 +151,13 @@ class Agent:
     async def on_connected(self) -> None:
         """Resume the outbox and let connect-aware executors speak."""
         self.outbox.resume()
-        # One executor may serve several kinds: each hears about the connection once.
+        # One executor may serve several kinds: each hears about the connection once. The hook
+        # (ConnectAware) is looked up by name: isinstance against a runtime-checkable protocol
+        # inspects its members on every call, which a fleet pays per executor per connect.
         for executor in {id(e): e for e in self.executors.values()}.values():
-            if isinstance(executor, ConnectAware):
-                await executor.connected(self.uplink)
+            connected = getattr(executor, "connected", None)
+            if connected is not None:
+                await connected(self.uplink)
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

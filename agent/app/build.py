@@ -198,6 +198,8 @@ def build_installer(config: AgentConfig, log: Any) -> Installer:
             allowed_dirs=allowed,
             log=log,
         )
+    # The configuration allows this only as a rehearsal (rehearsal_only) or with upgrades off,
+    # where every offer is refused before an installer could be asked.
     return SimulatedInstallerImpl(upgrades.simulated)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.app.checks import check_environment
 from agent.config import AgentConfig, load_config
+from agent.config.permissions import file_permission_findings
 from agent.core.errors import AgentError, ConfigError, JournalError
 from agent.journal.base import SubtaskRow
 from agent.runtime.logging import configure_logging, get_logger
@@ -95,6 +96,8 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
+    for key, path, problem in file_permission_findings(config, args.config):
+        print(f"{args.config}: warning: {key} = {path!r}: {problem}", file=sys.stderr)
     routes = len(config.commands.routes)
     print(
         f"{args.config}: ok ({config.device.profile}, device {config.device.device_id}, "
@@ -108,6 +111,8 @@ def _run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     configure_logging(config.logging.level, config.logging.format)
+    for key, path, problem in file_permission_findings(config, args.config):
+        get_logger().warning("config.file.insecure", key=key, path=path, problem=problem)
     from agent.app.daemon import run_daemon  # imported late: check-config and status stay light
 
     try:

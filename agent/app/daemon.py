@@ -19,6 +19,7 @@ from agent.app.agent import Agent
 from agent.app.build import build_agent
 from agent.config import AgentConfig
 from agent.core.errors import AgentError, ConfigError
+from agent.executors import descendants
 from agent.journal.sqlite import SqliteJournal
 from agent.runtime.logging import get_logger, redactor
 from agent.runtime.sdnotify import Notifier, watchdog_interval
@@ -49,6 +50,10 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
     secret_file = config.device.secret_file
     secret = read_secret(secret_file) if secret_file is not None else ""
     journal = await SqliteJournal.open(config.journal.path, synchronous=config.journal.synchronous)
+    # What handlers leave behind (also outside their session) is reparented to the agent, which
+    # stops it at the handler's deadline and when the agent stops.
+    if not descendants.become_subreaper():
+        log.warning("agent.subreaper.unavailable")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -73,6 +78,9 @@ async def run_daemon(config: AgentConfig, notifier: Notifier | None = None) -> i
             grace=config.lifecycle.shutdown_grace_s,
             flush_timeout=config.lifecycle.flush_timeout_s,
         )
+        left_behind = await descendants.stop_all()
+        if left_behind:
+            log.info("agent.handler_leftovers.stopped", processes=left_behind)
         log.info("agent.stopped", outbox_flushed=flushed, outbox_left=agent.outbox.backlog)
     finally:
         for task in background:

@@ -41,6 +41,9 @@ class MqttSettings(Section):
     # After the broker rejects the credentials, retrying fast only earns a ban: wait this long.
     auth_retry_s: float = Field(default=600.0, gt=0, le=86400)
     max_inflight: int = Field(default=100, ge=1, le=65535)
+    # Topic filters per SUBSCRIBE packet: 1 for platforms that accept no more; local brokers
+    # (the fleet simulator's) take them all in one round trip.
+    filters_per_subscribe: int = Field(default=1, ge=1, le=32)
     tls: TlsSettings = TlsSettings()
 
 
@@ -64,6 +67,9 @@ class MessageSettings(Section):
     """Where down-link messages go: a spool directory, a handler, or both."""
 
     spool_dir: Path | None = Path("/var/lib/device-agent/messages")
+    # A full spool refuses new messages (failed subtask, logged); nothing in it is deleted.
+    spool_max_messages: int = Field(default=10000, ge=1, le=10_000_000)
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     handler: ExecHandler | None = None
     # Extra topics to subscribe to, e.g. custom ``user/`` topics; ``{device_id}`` is replaced
     # (Tencent IoT Hub: ``{product_id}`` and ``{device_name}``).

@@ -115,8 +115,13 @@ class AbSlotsInstaller(_Section):
 
 
 class SimulatedInstaller(_Section):
-    """In-process stand-in (fleet simulator): takes ``duration_s``, fails at ``failure_rate``."""
+    """In-process stand-in (fleet simulator): takes ``duration_s``, fails at ``failure_rate``.
 
+    It installs nothing and reports success: accepted only with ``rehearsal_only = true``,
+    which the simulator's generated configurations set.
+    """
+
+    rehearsal_only: bool = False
     duration_s: float = Field(default=0.0, ge=0, le=3600)
     failure_rate: float = Field(default=0.0, ge=0, le=1)
 
@@ -131,18 +136,29 @@ class UpgradeSettings(_Section):
     software_version: str = "0"
     # Which installer turns a verified package into the running version; its settings are in
     # the table of the same name ([upgrades.script], [upgrades.ab_slots], [upgrades.simulated]).
-    installer: Literal["script", "ab-slots", "simulated"] = "simulated"
+    # No default: with upgrades enabled it must be named (simulated only for rehearsals).
+    installer: Literal["script", "ab-slots", "simulated"] | None = None
     script: ScriptInstaller | None = None
     ab_slots: AbSlotsInstaller | None = None
     simulated: SimulatedInstaller = SimulatedInstaller()
     # Plain http is refused except for these hosts (a local simulator, a LAN mirror).
     allow_http_hosts: list[str] = []
+    # Redirects stay on the offer's host unless they go to one of these (over https only).
+    redirect_hosts: list[str] = []
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    # An offer without a digest to check (no ``sign``, no md5sum, no signed manifest) is
+    # refused unless its URL's host is listed here.
+    allow_unsigned_hosts: list[str] = []
     ca_file: Path | None = None
     max_package_bytes: int = Field(default=2048 * MIB, ge=1, le=64 * 1024 * MIB)
     # Free space kept on the state directory's file system beyond the package itself.
     reserve_bytes: int = Field(default=16 * MIB, ge=0)
+    # Wall-clock deadlines, whatever the server does: the whole package (across retries and
+    # restarts), and each attempt (one request with its redirects; a failure worth retrying).
     download_timeout_s: float = Field(default=4 * 3600.0, gt=0, le=7 * 86400)
-    # All bytes fetched for one package, across retries and restarts, at most this times its size.
+    attempt_timeout_s: float = Field(default=1800.0, gt=0, le=7 * 86400)
+    # All bytes received for one package, across retries and restarts, at most this times its
+    # size (or times max_package_bytes when no size is announced).
     byte_budget_factor: float = Field(default=3.0, ge=1.0, le=100.0)
     max_attempts: int = Field(default=10, ge=1, le=1000)
     backoff_initial_s: float = Field(default=1.0, gt=0, le=600)
@@ -165,7 +181,7 @@ class UpgradeSettings(_Section):
     # Gateway mode: children installed at the same time from one downloaded package.
     install_concurrency: int = Field(default=4, ge=1, le=256)
 
-    @field_validator("allow_http_hosts")
+    @field_validator("allow_http_hosts", "redirect_hosts", "allow_unsigned_hosts")
     @classmethod
     def _hosts(cls, hosts: list[str]) -> list[str]:
         for host in hosts:
@@ -178,6 +194,18 @@ class UpgradeSettings(_Section):
     def _consistent(self) -> UpgradeSettings:
         if self.backoff_initial_s > self.backoff_max_s:
             msg = "backoff_initial_s must not exceed backoff_max_s"
+            raise ValueError(msg)
+        if self.enabled and self.installer is None:
+            msg = (
+                "upgrades.installer is required when upgrades are enabled:"
+                " 'script' or 'ab-slots' (there is no default)"
+            )
+            raise ValueError(msg)
+        if self.installer == "simulated" and not self.simulated.rehearsal_only:
+            msg = (
+                "upgrades.installer = 'simulated' installs nothing and reports success: it needs"
+                " upgrades.simulated.rehearsal_only = true (rehearsals and the simulator only)"
+            )
             raise ValueError(msg)
         if self.installer == "script" and self.script is None:
             msg = "installer = 'script' needs an [upgrades.script] table"

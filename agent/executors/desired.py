@@ -50,6 +50,10 @@ from agent.pipeline.executor import Context, Outcome
 from agent.pipeline.uplink import Uplink
 from agent.profiles.base import json_depth
 
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
+
 # A refused report gets this many fresh reads before the agent waits for the next change.
 MAX_REGETS = 1
 _MISSING = object()
@@ -84,7 +88,7 @@ class DesiredStateExecutor:
         # memory on purpose: the read after a connect is the platform's current word, even
         # if its version is lower than one seen before (a shadow that was reset).
         self._versions: dict[str, int] = {}
-        rng = rng or random.Random()  # noqa: S311 - simulated failures, not secrets
+        rng = rng or SHARED_RNG
         self._handlers: dict[str, HandlerApplier | SimulatedApplier] = {}
         for applier in settings.appliers:
             handler = applier.handler

@@ -5,13 +5,22 @@ Spool layout: for each message ``{stem}.bin`` holds the content exactly as recei
 for ``*.json`` never sees a message whose content is not complete. Stems start with the receive
 time, so sorting names gives arrival order; they end with a digest of the subtask key, so
 writing the same message again (after a crash) replaces it instead of adding a second copy.
+
+The spool is bounded (``spool_max_messages``, ``spool_max_bytes``): a message that would not
+fit is refused - the subtask fails with ``spool full``, ``message.spool.full`` is logged - and
+nothing already in the spool is ever deleted by the agent; consumers make room by taking
+messages out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import json
+import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,10 +39,61 @@ def spool_stem(message: MessageDelivery, received_at: float) -> str:
     return f"{stamp}-{hashlib.sha256(message.key.encode()).hexdigest()[:24]}"
 
 
-def spool_message(directory: Path, message: MessageDelivery, received_at: float) -> Path:
-    """Write one message into the spool; returns the path of its description."""
+_locks: dict[str, threading.Lock] = {}
+
+
+class SpoolFull(Exception):
+    """The spool has no room for another message."""
+
+
+def _usage(directory: Path) -> tuple[int, int]:
+    """(messages, bytes) in the spool: described messages, and every file's size."""
+    messages = size = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False):
+                    size += entry.stat(follow_symlinks=False).st_size
+                    messages += entry.name.endswith(".json")
+    return messages, size
+
+
+def spool_message(
+    directory: Path,
+    message: MessageDelivery,
+    received_at: float,
+    *,
+    max_messages: int | None = None,
+    max_bytes: int | None = None,
+) -> Path:
+    """Write one message into the spool; returns the path of its description.
+
+    Raises:
+        SpoolFull: the spool holds ``max_messages`` messages or this one would take it past
+            ``max_bytes`` (a message already there, written again after a crash, always fits).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    # Messages are spooled concurrently: the room is checked and taken in one step.
+    with _locks.setdefault(str(directory), threading.Lock()):
+        return _spool(directory, message, received_at, max_messages, max_bytes)
+
+
+def _spool(
+    directory: Path,
+    message: MessageDelivery,
+    received_at: float,
+    max_messages: int | None,
+    max_bytes: int | None,
+) -> Path:
     stem = spool_stem(message, received_at)
+    if not (directory / f"{stem}.json").exists() and (max_messages or max_bytes):
+        count, size = _usage(directory)
+        if max_messages is not None and count >= max_messages:
+            msg = f"spool full: {count} messages waiting (messages.spool_max_messages)"
+            raise SpoolFull(msg)
+        if max_bytes is not None and size + len(message.content) + 1024 > max_bytes:
+            msg = f"spool full: {size} bytes waiting (messages.spool_max_bytes)"
+            raise SpoolFull(msg)
     write_atomically(directory / f"{stem}.bin", message.content)
     meta = {
         "key": message.key,
@@ -65,8 +125,18 @@ class MessageExecutor:
         if self.settings.spool_dir is not None:
             try:
                 path = await asyncio.to_thread(
-                    spool_message, self.settings.spool_dir, subtask, ctx.received_at
+                    functools.partial(
+                        spool_message,
+                        self.settings.spool_dir,
+                        subtask,
+                        ctx.received_at,
+                        max_messages=self.settings.spool_max_messages,
+                        max_bytes=self.settings.spool_max_bytes,
+                    )
                 )
+            except SpoolFull as exc:
+                ctx.log.error("message.spool.full", reason=str(exc), topic=subtask.topic)
+                return Outcome(ok=False, summary={**summary, "error": str(exc)})
             except OSError as exc:
                 ctx.log.error("message.spool.failed", error=str(exc))
                 return Outcome(ok=False, summary={**summary, "error": f"spool: {exc.strerror}"})

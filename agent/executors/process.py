@@ -1,18 +1,18 @@
 """Running an allow-listed handler executable: argv (never a shell), JSON on stdin, a deadline.
 
-The handler gets a session of its own, so at the deadline the whole process group (the
-handler and anything it started) is sent SIGTERM and, after a short grace, SIGKILL. Output is
-captured up to a cap and the rest drained, so a chatty handler can neither block on a full pipe
-nor make the agent's memory grow. A handler is done when it exits: anything it left running that
-still holds its output is stopped rather than waited for (detach by redirecting output).
+The handler gets a session of its own and a token in its environment, so at the deadline every
+process of it (the handler and anything it started, also what left its session: see
+:mod:`agent.executors.descendants`) is sent SIGTERM and, after a short grace, SIGKILL. Output
+is captured up to a cap and the rest drained, so a chatty handler can neither block on a full
+pipe nor make the agent's memory grow. A handler is done when it exits: anything it left
+running that still holds its output is stopped rather than waited for (detach by redirecting
+output; what is detached is stopped when the agent stops).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 from agent.config import handler_problem, interpreter_problem, script_problem
 from agent.core.errors import ExecutionError
 from agent.core.model import ResultCode
+from agent.executors import descendants
 
 # Handlers start from a clean environment: nothing of the agent's (credentials included) leaks.
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -76,11 +77,6 @@ async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
     with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         stdin.close()
         await stdin.wait_closed()
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -141,6 +137,7 @@ async def run_process(
     """
     _check_allowed(argv, allowed_dirs, script)
     loop = asyncio.get_running_loop()
+    token = descendants.new_token()
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(limit=2**16, loop=loop),
@@ -148,7 +145,7 @@ async def run_process(
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**BASE_ENV, **env},
+            env={**BASE_ENV, **env, descendants.TOKEN_VARIABLE: token},
             cwd="/",
             start_new_session=True,
             close_fds=True,
@@ -159,6 +156,7 @@ async def run_process(
             f"cannot start {argv[0]}: {reason}", code=ResultCode.HANDLER_UNAVAILABLE
         ) from exc
     proc = asyncio.subprocess.Process(transport, protocol, loop)
+    descendants.started(proc.pid)
     feed = asyncio.ensure_future(_feed(proc.stdin, stdin))
     output: asyncio.Future[tuple[tuple[bytes, bool], bytes]] = asyncio.gather(
         _read_capped(proc.stdout, max_output_bytes), _read_tail(proc.stderr, _STDERR_TAIL)
@@ -167,16 +165,19 @@ async def run_process(
     try:
         if not await _within(protocol.exited, timeout_s):
             timed_out = True
-            await _stop_group(proc.pid, protocol.exited, kill_grace_s)
+            await descendants.stop_members(proc.pid, token, protocol.exited, kill_grace_s)
         if not await _within(output, _PIPE_GRACE_S):
-            # The handler is gone but what it started still holds its output: stop that too.
-            _signal_group(proc.pid, signal.SIGKILL)
+            # The handler is gone but what it started still holds its output: stop that too,
+            # wherever it went (a setsid child is outside the process group).
+            await descendants.stop_members(proc.pid, token, None, 0.0)
             await _within(output, 5.0)
     except asyncio.CancelledError:
         # The agent is stopping: the handler must not outlive the subtask it belongs to.
-        await _stop_group(proc.pid, protocol.exited, kill_grace_s)
+        await descendants.stop_members(proc.pid, token, protocol.exited, kill_grace_s)
         raise
     finally:
+        if protocol.exited.done():
+            descendants.ended(proc.pid)
         for pending in (feed, output):
             if not pending.done():
                 pending.cancel()
@@ -192,12 +193,3 @@ async def run_process(
         stderr_tail=err.decode("utf-8", "replace"),
         timed_out=timed_out,
     )
-
-
-async def _stop_group(pgid: int, exited: asyncio.Future[None], grace_s: float) -> None:
-    """SIGTERM the handler's process group, SIGKILL it after the grace (or at once if it left)."""
-    _signal_group(pgid, signal.SIGTERM)
-    await _within(exited, grace_s)
-    # SIGKILL regardless: descendants that ignore SIGTERM outlive the handler otherwise.
-    _signal_group(pgid, signal.SIGKILL)
-    await _within(exited, 5.0)

@@ -31,6 +31,10 @@ from agent.executors.process import run_process
 from agent.gateway.registry import Child
 from agent.profiles.base import dump_json
 
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
+
 _STATUSES = {
     value
     for name, value in vars(UpgradeStatus).items()
@@ -204,7 +208,7 @@ class SimulatedChildAdapter:
 
     def __init__(self, settings: SimulatedAdapter, *, rng: random.Random | None = None) -> None:
         self.settings = settings
-        self._rng = rng or random.Random()  # noqa: S311 - simulated failures, not secrets
+        self._rng = rng or SHARED_RNG
         self._versions: dict[str, dict[str, str | None]] = {}
         self.properties: dict[str, list[dict[str, Any]]] = {}
         # Which children are there: None (cannot tell) until a test or simulation says so.

@@ -40,15 +40,30 @@ class SecretRedactor:
     """
 
     def __init__(self) -> None:
+        self._known: set[str] = set()
         # Longest first: a secret that contains another is replaced whole, leaving no tail.
-        self._secrets: tuple[str, ...] = ()
+        # Sorted when a line is scrubbed, not per registration: a fleet of thousands of agents
+        # in one process registers a password per connect, and re-sorting them all each time
+        # made connecting quadratic in the fleet's size.
+        self._sorted: tuple[str, ...] | None = ()
         self._lock = threading.Lock()
 
     def register(self, *secrets: str) -> None:
         """Add secrets to scrub; very short strings are ignored (they would mangle plain text)."""
+        new = {s for s in secrets if len(s) >= 6} - self._known
+        if not new:
+            return
         with self._lock:
-            known = set(self._secrets) | {s for s in secrets if len(s) >= 6}
-            self._secrets = tuple(sorted(known, key=len, reverse=True))
+            self._known = self._known | new  # rebound, never changed: readers need no lock
+            self._sorted = None
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        ordered = self._sorted
+        if ordered is None:
+            with self._lock:
+                ordered = self._sorted = tuple(sorted(self._known, key=len, reverse=True))
+        return ordered
 
     def scrub(self, value: object) -> object:
         """Return ``value`` with every registered secret replaced, recursing into containers."""

@@ -13,10 +13,12 @@ It never runs anything the request names, and the agent's unit keeps its whole s
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
+import stat
 import subprocess
 import time
 import uuid
@@ -33,6 +35,8 @@ PHASES = frozenset({"install", "confirm", "rollback"})
 REFUSED = 8
 # Exit status when no answer came in time.
 NO_ANSWER = 124
+# Exit status when the request could not be handed over or the answer not read (permissions).
+CANNOT_ASK = 125
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_REQUEST_BYTES = 4096
 
@@ -60,22 +64,32 @@ def sha256_of(path: Path) -> str:
 def request(
     phase: str, image: Path, version: str, *, base: Path, timeout_s: float, poll_s: float = 0.2
 ) -> Answer:
-    """Ask the privileged helper to run ``phase`` for ``image``; wait for its answer."""
+    """Ask the privileged helper to run ``phase`` for ``image``; wait for its answer.
+
+    A directory this user may not write, or an answer it may not read, is a failure with a
+    reason (``CANNOT_ASK``), never an exception.
+    """
     ident = uuid.uuid4().hex
-    body = {
-        "id": ident,
-        "phase": phase,
-        "image": str(image.resolve()),
-        "sha256": sha256_of(image),
-        "version": version,
-    }
-    (base / REQUESTS).mkdir(parents=True, exist_ok=True)
-    write_atomically(base / REQUESTS / f"{ident}.json", json.dumps(body).encode())
+    try:
+        body = {
+            "id": ident,
+            "phase": phase,
+            "image": str(image.resolve()),
+            "sha256": sha256_of(image),
+            "version": version,
+        }
+        (base / REQUESTS).mkdir(parents=True, exist_ok=True)
+        write_atomically(base / REQUESTS / f"{ident}.json", json.dumps(body).encode())
+    except OSError as exc:
+        return Answer(CANNOT_ASK, _cannot(exc, "hand the request to the privileged installer"))
     answer_path = base / RESULTS / f"{ident}.json"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if answer_path.exists():
-            data = json.loads(answer_path.read_text())
+            try:
+                data = json.loads(answer_path.read_text())
+            except OSError as exc:
+                return Answer(CANNOT_ASK, _cannot(exc, "read the privileged installer's answer"))
             with contextlib.suppress(OSError):
                 answer_path.unlink()
             return Answer(int(data["exit_code"]), str(data.get("detail", "")))
@@ -83,6 +97,14 @@ def request(
     with contextlib.suppress(OSError):
         (base / REQUESTS / f"{ident}.json").unlink()
     return Answer(NO_ANSWER, f"no answer from the privileged installer within {timeout_s} s")
+
+
+def _cannot(exc: OSError, what: str) -> str:
+    where = exc.filename or ""
+    return (
+        f"cannot {what}: {exc.strerror} ({where}) as uid {os.getuid()}; install-requests/ and"
+        " install-results/ must belong to the agent's user (systemd/device-agent.tmpfiles)"
+    )
 
 
 # -- root's side --------------------------------------------------------------------------------
@@ -139,10 +161,13 @@ def serve_pending(base: Path, hooks: Path, *, timeout_s: float = 1800.0) -> list
     answers = []
     requests = base / REQUESTS
     (base / RESULTS).mkdir(parents=True, exist_ok=True)
+    # Answers belong to whoever owns the results directory (the agent's user), so it can
+    # read and remove them.
+    results = (base / RESULTS).stat()
     for path in sorted(requests.glob("*.json")) if requests.is_dir() else []:
         ident = path.stem
         try:
-            raw = path.read_bytes()
+            raw = _read_request(path)
         except OSError:
             continue
         body, refusal = check_request(raw, base=base)
@@ -154,11 +179,23 @@ def serve_pending(base: Path, hooks: Path, *, timeout_s: float = 1800.0) -> list
             write_atomically(
                 base / RESULTS / f"{ident}.json",
                 json.dumps({"exit_code": answer.exit_code, "detail": answer.detail}).encode(),
+                owner=(results.st_uid, results.st_gid),
             )
         with contextlib.suppress(OSError):
             path.unlink()
         answers.append(answer)
     return answers
+
+
+def _read_request(path: Path) -> bytes:
+    """A request's bytes: a regular file only (not a link, not a FIFO that would block root)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.read(fd, _MAX_REQUEST_BYTES + 1)
+    finally:
+        os.close(fd)
 
 
 def _run_hook(hook: Path, body: dict[str, Any], timeout_s: float) -> Answer:

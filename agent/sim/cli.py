@@ -15,8 +15,9 @@ from typing import Any
 
 from agent.core.errors import AgentError, ConfigError
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # a bad scenario or set-up: nothing was judged
 EXIT_FAILURE = 1
+EXIT_MISSED = 1  # a task missed its expectation or did not end by timeout_s
 DEMO_SCENARIO = Path(__file__).parent / "scenarios" / "demo.toml"
 
 
@@ -44,7 +45,11 @@ def add_commands(commands: Any) -> None:
     )
     sim.add_argument("--scenario", type=Path, default=DEMO_SCENARIO, help="scenario TOML file")
     sim.add_argument("--devices", type=int, help="override the first cohort's device count")
-    sim.add_argument("--broker", help="embedded (default), mosquitto, or mqtt://host:port")
+    sim.add_argument(
+        "--broker",
+        help="auto (default: embedded for small fleets, else mosquitto), embedded, mosquitto,"
+        " or mqtt://host:port",
+    )
     sim.add_argument("--shard", help="run slice i/n of the fleet (connections round robin)")
     sim.add_argument("--emulator", help="URL of a separate emulator (shard mode: agents only)")
     sim.add_argument("--workdir", type=Path, help="journal, emulator data and report go here")
@@ -114,6 +119,10 @@ CREDENTIALS = {
 }
 
 
+# The credentials that are secrets (the others name an account or a key pair's public half).
+SECRETS = frozenset({"huawei-token", "huawei-sk", "tencent-secret-key", "oceanconnect-secret"})
+
+
 def credential(args: argparse.Namespace, name: str) -> str | None:
     """A credential from its flag, its file or ``DEVICE_AGENT_EMULATOR_<NAME>``, in that order.
 
@@ -122,6 +131,13 @@ def credential(args: argparse.Namespace, name: str) -> str | None:
     """
     attr = name.replace("-", "_")
     value: str | None = getattr(args, attr, None)
+    if value is not None and name in SECRETS:
+        # Accepted for rehearsals on a machine of one's own, but never silently.
+        print(
+            f"emulator: warning: --{name} puts a secret on the command line, which every local"
+            f" user can read (ps); use --{name}-file or DEVICE_AGENT_EMULATOR_{attr.upper()}",
+            file=sys.stderr,
+        )
     path: Path | None = getattr(args, f"{attr}_file", None)
     if value is None and path is not None:
         try:
@@ -147,8 +163,14 @@ def _scenario(args: argparse.Namespace) -> Any:
 
 
 def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one per exit path
-    """Run a scenario (or one shard of a fleet) and print the report."""
+    """Run a scenario (or one shard of a fleet) and print the report.
+
+    Exit status: 0 when every task ended within ``timeout_s`` and met its expectation, 1 when
+    one did not (the report says which), 2 when the scenario is invalid or the run could not be
+    set up (nothing was judged).
+    """
     from agent.runtime.logging import configure_logging
+    from agent.sim.fleet.broker import SetupError
     from agent.sim.fleet.layout import parse_shard
     from agent.sim.fleet.report import render_text
     from agent.sim.fleet.simulate import RunOptions, run_scenario, run_shard
@@ -181,18 +203,20 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
                 run_shard(scenario, options, emulator_url=args.emulator, broker_url=args.broker)
             )
         report = asyncio.run(run_scenario(scenario, options))
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    except (ConfigError, SetupError) as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except (AgentError, OSError, TimeoutError) as exc:
-        print(f"simulation failed: {exc!r}", file=sys.stderr)
-        return EXIT_FAILURE
+        print(f"simulate: the run stopped without a report: {exc!r}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.json:
         print(json.dumps(report, indent=1))
     else:
         print(render_text(report))
+        for missed in report["verdict"]["missed"]:
+            print(f"missed: {missed}")
         print(f"report: {report['files']['json']}\nplot:   {report['files']['png']}")
-    return 0
+    return 0 if report["verdict"]["passed"] else EXIT_MISSED
 
 
 def emulator_command(args: argparse.Namespace) -> int:

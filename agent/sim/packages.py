@@ -3,6 +3,9 @@
 Faults are queued per path and consumed one request at a time: a status (with an optional
 Retry-After), a connection cut after N body bytes (the announced length is the full one, so
 the client sees a truncated body), or a change of the object (new bytes and a new ETag).
+Hostile servers too: a body trickled one byte per ``trickle_s``, an endless body announced as
+``Content-Length: 10**12``, or a redirect to ``redirect_to``. :meth:`PackageServer.always`
+makes a fault permanent for a path.
 """
 
 from __future__ import annotations
@@ -21,11 +24,15 @@ from typing import Any
 
 @dataclass
 class Fault:
-    """One fault for one request: ``status`` (with ``retry_after``), or ``cut_after`` bytes."""
+    """One fault for one request: a status, a cut, a trickle, an endless body or a redirect."""
 
     status: int | None = None
     retry_after: str | None = None
     cut_after: int | None = None
+    trickle_s: float | None = None
+    endless: bool = False
+    no_length: bool = False  # with endless: no Content-Length, the body runs until the close
+    redirect_to: str | None = None
 
 
 @dataclass
@@ -46,6 +53,7 @@ class _File:
     etag: str
     size: int = 0
     faults: deque[Fault] = field(default_factory=deque)
+    always: Fault | None = None
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -65,6 +73,7 @@ class PackageServer:
         self._files: dict[str, _File] = {}
         self.requests: list[Served] = []
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -86,6 +95,7 @@ class PackageServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -106,6 +116,16 @@ class PackageServer:
         with self._lock:
             self._files[path].faults.extend(faults)
 
+    def always(self, path: str, fault: Fault) -> None:
+        """Answer every request for ``path`` with ``fault`` (the path need not hold a file)."""
+        with self._lock:
+            entry = self._files.setdefault(path, _File(b"", '"none"', 0))
+            entry.always = fault
+
+    def stop_faults(self) -> None:
+        """End every endless or trickled body being served, now and later."""
+        self._stopping.set()
+
     def served(self, path: str) -> list[Served]:
         """Requests for ``path`` so far."""
         with self._lock:
@@ -120,6 +140,8 @@ class PackageServer:
         with self._lock:
             entry = self._files.get(path)
             fault = entry.faults.popleft() if entry and entry.faults else None
+            if fault is None and entry is not None:
+                fault = entry.always
         record = Served(
             path,
             0,
@@ -135,6 +157,11 @@ class PackageServer:
             if entry is None:
                 record.status = 404
                 self._plain(handler, 404)
+            elif fault is not None and fault.redirect_to is not None:
+                record.status = 302
+                self._plain(handler, 302, {"Location": fault.redirect_to})
+            elif fault is not None and (fault.endless or fault.trickle_s is not None):
+                self._hostile(handler, entry, fault, record)
             elif fault is not None and fault.status is not None:
                 record.status = fault.status
                 extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
@@ -155,6 +182,32 @@ class PackageServer:
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
         handler.wfile.write(body)
+
+    def _hostile(
+        self, handler: BaseHTTPRequestHandler, entry: _File, fault: Fault, record: Served
+    ) -> None:
+        """An endless body (10**12 bytes announced) or the object one byte at a time."""
+        record.status = 200
+        handler.send_response(200)
+        length = 10**12 if fault.endless else entry.size
+        if fault.no_length:
+            handler.send_header("Connection", "close")
+        else:
+            handler.send_header("Content-Length", str(length))
+        handler.end_headers()
+        handler.wfile.flush()
+        piece = b"\0" * 65536
+        while record.sent < length and not self._stopping.is_set():
+            if fault.trickle_s is not None:
+                if self._stopping.wait(fault.trickle_s):
+                    break
+                data = b"\0" if fault.endless else bytes(entry.data[record.sent : record.sent + 1])  # type: ignore[index]
+            else:
+                data = piece
+            record.sent += len(data)
+            handler.wfile.write(data)
+            handler.wfile.flush()
+        handler.close_connection = True
 
     def _body(
         self, handler: BaseHTTPRequestHandler, entry: _File, fault: Fault | None, record: Served

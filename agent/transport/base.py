@@ -10,6 +10,10 @@ from typing import Protocol
 
 from agent.core.model import ConnectIdentity, Subscription
 
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
@@ -108,7 +112,7 @@ class Backoff:
         self.initial = initial
         self.cap = cap
         self.attempt = 0
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._rng = rng or SHARED_RNG
 
     def next_delay(self) -> float:
         """The delay before the next attempt; grows with each call until :meth:`reset`."""

@@ -10,16 +10,12 @@ recognised; no phase earlier than one already reported is ever reported again.
 Version queries are answered from the version store; an upgrade offer that could not be
 decoded is answered with a failure naming what was wrong.
 
-Long: the steps of the upgrade state machine, one method per state, read as one table.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import re
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.upgrades import UpgradeSettings
@@ -42,14 +38,13 @@ from agent.pipeline.executor import Context, Outcome
 from agent.runtime import failpoints
 from agent.runtime.logging import redactor
 from agent.upgrade import machine
-from agent.upgrade.download import check_url, redact_url
-from agent.upgrade.installers.base import Installer, InstallJob
-from agent.upgrade.packages import PackageCache, package_id
+from agent.upgrade.child_steps import CHILD_STEPS
+from agent.upgrade.installers.base import Installer
+from agent.upgrade.packages import PackageCache
 from agent.upgrade.progress import ProgressReporter, RateLimiter
-from agent.upgrade.verify import Expectation, expectation
+from agent.upgrade.steps import DEVICE_STEPS, UNKNOWN_VERSION, Parts, Run, rolled_back_report
 from agent.upgrade.versions import VersionStore
 
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+]{0,254}$")
 # Dispatcher states that mean "started, nothing of ours journaled yet".
 _NOT_STARTED = frozenset({"running", "accepted"})
 # Download failures that leave a part file worth resuming by a later attempt.
@@ -59,24 +54,6 @@ _RESUMABLE = frozenset({UpgradeStatus.DOWNLOAD_FAILED, UpgradeStatus.LINK_EXPIRE
 _AFTER_DOWNLOAD = frozenset(
     machine.STATES - {machine.RECEIVED, machine.CHECKING, machine.DOWNLOADING, machine.VERIFYING}
 )
-# Reported as the running version when neither the adapter, the configuration nor the platform
-# said one: the platform's version field is mandatory and must not be empty (reference §6.7).
-UNKNOWN_VERSION = "unknown"
-
-
-@dataclass
-class _Run:
-    """One upgrade in progress."""
-
-    request: UpgradeRequest
-    ctx: Context
-    machine: machine.UpgradeMachine
-    detail: dict[str, Any]
-    reporter: ProgressReporter
-    child: bool
-    expected: Expectation | None = None
-    failure: UpgradeFailed | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class UpgradeExecutor:
@@ -118,18 +95,20 @@ class UpgradeExecutor:
         self._clock = clock
         self._limiter = RateLimiter(settings.report_interval_s)
         self._active: dict[str, tuple[str, asyncio.Future[None]]] = {}
-        self._child_slots = asyncio.Semaphore(settings.install_concurrency)
-        self._steps = {
-            machine.RECEIVED: self._received,
-            machine.CHECKING: self._checking,
-            machine.DOWNLOADING: self._downloading,
-            machine.VERIFYING: self._verifying,
-            machine.INSTALLING: self._installing,
-            machine.ACTIVATING: self._activating,
-            machine.REBOOTING: self._rebooting,
-            machine.CONFIRMING: self._confirming,
-            machine.ROLLING_BACK: self._rolling_back,
-        }
+        self._parts = Parts(
+            agent_id=agent_id,
+            settings=settings,
+            journal=journal,
+            installer=installer,
+            packages=packages,
+            versions=versions,
+            keys=keys,
+            registry=registry,
+            adapters=self._adapters,
+            tasks=tasks,
+            clock=clock,
+            child_slots=asyncio.Semaphore(settings.install_concurrency),
+        )
 
     # -- the executor contract --------------------------------------------------------------
 
@@ -188,27 +167,7 @@ class UpgradeExecutor:
         )
 
     async def _versions_of(self, device_id: str) -> dict[str, str | None]:
-        """What a device runs: the child adapter's answer, else recorded or configured values.
-
-        Each field is taken from the first source that knows it, so an adapter that tells only
-        the firmware, or a platform notification without versions, never blanks the other.
-        """
-        stored = await self.versions.get(device_id)
-        if device_id == self.agent_id or self._registry is None:
-            return stored
-        child = self._registry.get(device_id)
-        if child is None:
-            return stored
-        found: dict[str, str | None] = {}
-        adapter = self._adapters.get(child.type)
-        if adapter is not None:
-            found = await adapter.versions(child) or {}
-        # The registry keeps what the platform said about a child across restarts.
-        registered = {"firmware": child.fw_version, "software": child.sw_version}
-        return {
-            name: found.get(name) or stored.get(name) or registered[name] or None
-            for name in ("firmware", "software")
-        }
+        return await self._parts.versions_of(device_id)
 
     async def _invalid(self, offer: InvalidUpgrade, ctx: Context) -> Outcome:
         version = await self.running_version(offer.device_id, offer.target)
@@ -230,7 +189,7 @@ class UpgradeExecutor:
         return self._registry is not None and self._registry.get(device_id) is not None
 
     async def _current(self, device_id: str, target: str) -> str:
-        return (await self._versions_of(device_id)).get(target) or ""
+        return await self._parts.current(device_id, target)
 
     async def running_version(self, device_id: str, target: str) -> str:
         """The running version for a report, which the platform requires to be non-empty."""
@@ -302,7 +261,11 @@ class UpgradeExecutor:
             persist=persist,
             enabled_phases=self._report_phases,
         )
-        run = _Run(request, ctx, machine.UpgradeMachine(state), detail, reporter, child)
+        run = Run(request, ctx, machine.UpgradeMachine(state), detail, reporter, child)
+        if run.machine.state == machine.FAILED and "failure" in detail:
+            # Failed before a crash: the reason was journaled with the transition.
+            run.failure = UpgradeFailed(detail["failure"]["status"], detail["failure"]["reason"])
+        table = CHILD_STEPS if child else DEVICE_STEPS
         if request.task_id and self._tasks is not None and child:
             await self._tasks.note(
                 request.task_id,
@@ -313,7 +276,7 @@ class UpgradeExecutor:
             )
         try:
             while not run.machine.terminal:
-                event = await self._steps[run.machine.state](run)
+                event = await table[run.machine.state](self._parts, run)
                 await self._enter(run, event)
         except UpgradeFailed as failure:
             run.failure = failure
@@ -330,7 +293,7 @@ class UpgradeExecutor:
             await self._fail(run)
         return await self._conclude(run)
 
-    async def _enter(self, run: _Run, event: str) -> None:
+    async def _enter(self, run: Run, event: str) -> None:
         """Journal the transition, then let the new state's side effect happen."""
         target = run.machine.next_state(event)
         run.detail["state_since"] = self._clock()
@@ -341,22 +304,15 @@ class UpgradeExecutor:
         if not run.machine.terminal:
             await run.reporter.update(target, 0)
 
-    async def _fail(self, run: _Run) -> None:
+    async def _fail(self, run: Run) -> None:
+        """Take the table's failure edge; the reason is journaled in the same write."""
         assert run.failure is not None  # noqa: S101
-        state = run.machine.state
-        if state in machine.TERMINAL:
+        if run.machine.terminal:
             return
-        event = "refused" if state == machine.CHECKING else "failed"
-        if (state, event) not in machine.TRANSITIONS:
-            # No failure edge (received/rolling back): record the end all the same.
-            run.machine.state = machine.FAILED
-            await self._journal.record_state(
-                run.request.key, machine.FAILED, run.detail, self._clock()
-            )
-            return
-        await self._enter(run, event)
+        run.detail["failure"] = {"status": run.failure.status, "reason": run.failure.reason}
+        await self._enter(run, machine.failure_event(run.machine.state))
 
-    async def _conclude(self, run: _Run) -> Outcome:
+    async def _conclude(self, run: Run) -> Outcome:
         request, state = run.request, run.machine.state
         # "upgrade_state": the dispatcher's summary line has a "state" of its own.
         summary: dict[str, Any] = {"upgrade_state": state, "version": request.version}
@@ -374,7 +330,7 @@ class UpgradeExecutor:
             ok = False
             summary["status"] = UpgradeStatus.ROLLED_BACK
             if not run.detail.get("rollback_reported"):
-                replies.append(self._rolled_back_report(run))
+                replies.append(rolled_back_report(run))
         else:
             failure = run.failure or UpgradeFailed(UpgradeStatus.INTERNAL, "ended without a result")
             ok = False
@@ -390,168 +346,3 @@ class UpgradeExecutor:
         if request.task_id and self._tasks is not None and run.child:
             await self._tasks.finished(request.task_id, request.device_id)
         return Outcome(ok=ok, summary=summary, replies=replies)
-
-    def _rolled_back_report(self, run: _Run) -> UpgradeProgress:
-        previous = run.detail.get("previous_version") or UNKNOWN_VERSION
-        return run.reporter.final(
-            UpgradeStatus.ROLLED_BACK,
-            f"version {run.request.version} did not confirm; rolled back to {previous}",
-            version=previous,
-        )
-
-    # -- the steps (one per state) ----------------------------------------------------------
-
-    async def _received(self, run: _Run) -> str:
-        return "start"
-
-    async def _checking(self, run: _Run) -> str:
-        request = run.request
-        if not self.settings.enabled:
-            raise UpgradeFailed(
-                UpgradeStatus.UNSUPPORTED, "upgrades are not enabled on this device"
-            )
-        if await self._current(request.device_id, request.target) == request.version:
-            run.ctx.log.info("upgrade.already_installed", version=request.version)
-            return "already_installed"
-        if request.file_name is not None and not _FILE_NAME.fullmatch(request.file_name):
-            raise UpgradeFailed(
-                UpgradeStatus.UNSUPPORTED,
-                f"file_name {request.file_name[:64]!r} is not a plain file name",
-            )
-        check_url(request.url, self.settings.allow_http_hosts)
-        if request.file_size is not None and request.file_size > self.settings.max_package_bytes:
-            raise UpgradeFailed(
-                UpgradeStatus.UNSUPPORTED,
-                f"package of {request.file_size} bytes exceeds upgrades.max_package_bytes",
-            )
-        expectation(request, self._keys)  # a signed manifest is checked before any download
-        if run.child:
-            child = self._registry.get(request.device_id) if self._registry else None
-            if child is None or child.type not in self._adapters:
-                raise UpgradeFailed(UpgradeStatus.UNSUPPORTED, "no adapter for this child's type")
-        return "needed"
-
-    def _expected(self, run: _Run) -> Expectation:
-        if run.expected is None:
-            run.expected = expectation(run.request, self._keys)
-            pid = package_id(run.request, run.expected)
-            run.detail["package_id"] = pid
-            self._packages.acquire(pid, run.request.key)
-            if run.request.task_id and self._tasks is not None and run.child:
-                self._packages.acquire(pid, f"task:{run.request.task_id}")
-        return run.expected
-
-    async def _downloading(self, run: _Run) -> str:
-        expected = self._expected(run)
-        pid = run.detail["package_id"]
-        if run.request.task_id and self._tasks is not None and run.child:
-            await self._tasks.note(
-                run.request.task_id,
-                run.request.device_id,
-                run.request.sub_device_count,
-                package_id=pid,
-                target=run.request.target,
-                send=run.ctx.uplink.send,
-            )
-        run.ctx.log.info("upgrade.download", url=redact_url(run.request.url), size=expected.size)
-
-        async def progress(percent: int) -> None:
-            await run.reporter.update(machine.DOWNLOADING, percent)
-
-        await self._packages.download(pid, run.request.key, run.request, expected, progress)
-        return "downloaded"
-
-    async def _verifying(self, run: _Run) -> str:
-        expected = self._expected(run)
-        _, sha256 = await self._packages.verify(run.detail["package_id"], expected)
-        run.detail["image_sha256"] = sha256
-        run.ctx.log.info("upgrade.verified", sha256=sha256, signed=expected.signed)
-        return "verified"
-
-    def _job(self, run: _Run) -> InstallJob:
-        pid = run.detail["package_id"]
-        return InstallJob(
-            device_id=run.request.device_id,
-            target=run.request.target,
-            version=run.request.version,
-            previous_version=run.detail.get("previous_version", ""),
-            image=self._packages.image(pid),
-            sha256=run.detail["image_sha256"],
-            file_name=run.request.file_name,
-            task_ext_info=run.request.task_ext_info or {},
-        )
-
-    async def _installing(self, run: _Run) -> str:
-        self._expected(run)
-        if "image_sha256" not in run.detail:
-            await self._verifying(run)
-        else:
-            # After a restart: the image must still be the verified one before it is used.
-            _, run.detail["image_sha256"] = await self._packages.verify(
-                run.detail["package_id"], self._expected(run)
-            )
-        job = self._job(run)
-
-        async def progress(percent: int) -> None:
-            await run.reporter.update(machine.INSTALLING, percent)
-
-        if run.child:
-            child = self._registry.get(job.device_id) if self._registry else None
-            assert child is not None  # noqa: S101 - checked in the checking step
-            async with self._child_slots:
-                await self._adapters[child.type].install(child, job.image, job.version, job.target)
-            await progress(100)
-        else:
-            await self._installer.install(job, run.detail, progress)
-        return "installed"
-
-    async def _activating(self, run: _Run) -> str:
-        if run.child:
-            return "active"
-        needs_reboot = await self._installer.activate(self._job(run), run.detail)
-        return "needs_reboot" if needs_reboot else "active"
-
-    async def _rebooting(self, run: _Run) -> str:
-        if self._installer.rebooted(run.detail):
-            return "rebooted"
-        run.ctx.log.info("upgrade.reboot_requested")
-        await self._installer.reboot(self._job(run), run.detail)
-        # The reboot ends this process; until then there is nothing more to do.
-        await asyncio.Event().wait()
-        return "rebooted"  # pragma: no cover - never reached
-
-    async def _confirming(self, run: _Run) -> str:
-        if run.child:
-            child = self._registry.get(run.request.device_id) if self._registry else None
-            adapter = self._adapters.get(child.type) if child else None
-            if child is not None and adapter is not None:
-                found = await adapter.versions(child)
-                if found is not None and found.get(run.request.target) not in (
-                    None,
-                    run.request.version,
-                ):
-                    raise UpgradeFailed(
-                        UpgradeStatus.INSTALL_FAILED,
-                        f"child reports {found.get(run.request.target)!r} after the install",
-                    )
-            return "confirmed"
-        confirmed = await self._installer.confirm(self._job(run), run.detail)
-        return "confirmed" if confirmed else "not_confirmed"
-
-    async def _rolling_back(self, run: _Run) -> str:
-        if run.child:
-            return "restored"
-        needs_reboot = await self._installer.rollback(self._job(run), run.detail)
-        if not needs_reboot:
-            return "restored"
-        if not run.detail.get("rollback_reported"):
-            # The reboot may come before the subtask's end is journaled: report first.
-            await run.ctx.uplink.send([self._rolled_back_report(run)])
-            run.detail["rollback_reported"] = True
-            run.detail["boot_id_before_rollback"] = run.detail.get("boot_id")
-            await self._journal.record_state(
-                run.request.key, machine.ROLLING_BACK, run.detail, self._clock()
-            )
-        with contextlib.suppress(UpgradeFailed):
-            await self._installer.reboot(self._job(run), run.detail)
-        return "restored"

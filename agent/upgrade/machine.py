@@ -2,12 +2,14 @@
 
 The table (``TRANSITIONS``) reads: received -> checking -> downloading -> verifying ->
 installing -> activating -> (rebooting ->) confirming -> done; checking may end in done (the
-version is already there); any working phase may end in failed; confirming that does not
-confirm goes rolling_back -> rolled_back.
+version is already there); any working phase may end in failed (:func:`failure_event` names
+the edge); confirming that does not confirm goes rolling_back -> rolled_back. Every state change
+of an upgrade takes one of these edges: there is no other way to set a state.
 
 Each transition is journaled before the side effect it announces, so a restart resumes from
-the last state written. Phases only move forward: :data:`PHASE_ORDER` gives the rank a report
-may never go below.
+the last state written; the transition to failed carries the failure's status and reason in
+the same write, so a crash right after it still reports the real reason. Phases only move forward:
+:data:`PHASE_ORDER` gives the rank a report may never go below.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ TERMINAL = frozenset({DONE, FAILED, ROLLED_BACK})
 # (state, event) -> next state. Anything not listed is illegal.
 TRANSITIONS: dict[tuple[str, str], str] = {
     (RECEIVED, "start"): CHECKING,
+    (RECEIVED, "failed"): FAILED,
     (CHECKING, "already_installed"): DONE,
     (CHECKING, "needed"): DOWNLOADING,
     (CHECKING, "refused"): FAILED,
@@ -52,6 +55,7 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (CONFIRMING, "not_confirmed"): ROLLING_BACK,
     (CONFIRMING, "failed"): FAILED,
     (ROLLING_BACK, "restored"): ROLLED_BACK,
+    (ROLLING_BACK, "failed"): FAILED,
 }
 
 # The order phases are reported in; a later report never names an earlier phase.
@@ -71,6 +75,11 @@ PHASE_ORDER: dict[str, int] = {
 }
 
 STATES = frozenset(PHASE_ORDER)
+
+
+def failure_event(state: str) -> str:
+    """The event that ends ``state`` in failure (a refused offer, or a failed step)."""
+    return "refused" if state == CHECKING else "failed"
 
 
 @dataclass

@@ -16,13 +16,9 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agent.core.errors import UpgradeFailed
 from agent.core.model import UpgradeStatus
-
-if TYPE_CHECKING:
-    import httpx
 
 ProgressCallback = Callable[[int, int | None], Awaitable[None]]
 # Write-back of the part file is started (not awaited) after this many bytes.
@@ -141,32 +137,36 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class TransferStop:
-    """Lets the loop stop a transfer that a worker thread is blocked in."""
+    """Lets the loop stop a transfer that a worker thread is blocked in.
+
+    ``reason`` says why it was stopped (the agent is stopping, or a deadline passed).
+    """
 
     def __init__(self) -> None:
         self.stopped = False
+        self.reason = ""
         self._lock = threading.Lock()
-        self._socket: socket.socket | None = None
+        self._sockets: list[socket.socket] = []
 
-    def watch(self, response: httpx.Response) -> None:
-        """Remember the response's socket (called on the worker thread)."""
-        stream = response.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
+    def attach(self, sock: socket.socket) -> None:
+        """Remember a socket the transfer uses (called on the worker thread)."""
         with self._lock:
-            self._socket = sock if isinstance(sock, socket.socket) else None
+            if sock not in self._sockets:
+                self._sockets.append(sock)
             if self.stopped:
                 self._shutdown()
 
-    def now(self) -> None:
-        """Stop: the next read in the worker thread returns at once."""
+    def now(self, reason: str = "stopped") -> None:
+        """Stop: the worker thread's next (or current) socket operation returns at once."""
         with self._lock:
-            self.stopped = True
+            if not self.stopped:
+                self.stopped, self.reason = True, reason
             self._shutdown()
 
     def _shutdown(self) -> None:
-        if self._socket is not None:
+        for sock in self._sockets:
             with contextlib.suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 class PartHashing:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from agent.core.errors import ConfigError, UpgradeFailed
 from agent.core.model import UpgradeRequest, UpgradeStatus
 from agent.upgrade.download import Downloaded
+from agent.upgrade.urls import host_of
 
 if TYPE_CHECKING:  # cryptography is loaded only when keys are configured
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -93,6 +94,27 @@ def expectation(request: UpgradeRequest, keys: list[Ed25519PublicKey]) -> Expect
     if sha256 is not None and manifest["sha256"] != sha256:
         raise _bad("manifest sha256 differs from the announced one")
     return Expectation(manifest["size"], manifest["sha256"], md5, signed=True)
+
+
+def require_digest(expected: Expectation, url: str, allow_unsigned_hosts: list[str]) -> None:
+    """Refuse an offer that gives nothing to check the package against.
+
+    An offer without ``sign`` (or ``md5sum``) and without a signed manifest would be installed
+    unchecked; only hosts the configuration names in ``upgrades.allow_unsigned_hosts`` may
+    send such packages.
+
+    Raises:
+        UpgradeFailed: ``verify_failed``.
+    """
+    if expected.sha256 is not None or expected.md5 is not None:
+        return
+    host = host_of(url)
+    if host and host in allow_unsigned_hosts:
+        return
+    raise _bad(
+        "the offer carries no digest (sign) to check the package against, and"
+        f" upgrades.allow_unsigned_hosts does not name {host!r}"
+    )
 
 
 def check_download(result: Downloaded, expected: Expectation) -> None:

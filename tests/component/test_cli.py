@@ -31,6 +31,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 def _config(tmp_path: Path, **changes: dict[str, object]) -> Path:
     secret = tmp_path / "secret"
     secret.write_text("s3cret-value\n")
+    secret.chmod(0o600)  # kept private, as the README says: no permission warning
     handler = write_handler(tmp_path / "handlers", "echo", "print('{}')\n")
     data: dict[str, dict[str, object]] = {
         "device": {"profile": "huawei-iotda", "device_id": "dev-1", "secret_file": str(secret)},

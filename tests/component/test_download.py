@@ -41,9 +41,7 @@ class Sleeps:
 
 
 def _downloader(sleeps: Sleeps, **overrides: Any) -> Downloader:
-    settings = UpgradeSettings(
-        enabled=True, allow_http_hosts=["127.0.0.1"], chunk_bytes=65536, **overrides
-    )
+    settings = UpgradeSettings(allow_http_hosts=["127.0.0.1"], chunk_bytes=65536, **overrides)
     return Downloader(settings, log=structlog.get_logger(), sleep=sleeps)
 
 
@@ -210,7 +208,7 @@ async def test_plain_http_is_refused_unless_the_host_is_allowed(
     server: PackageServer, tmp_path: Path
 ) -> None:
     """An http URL to a host not in allow_http_hosts is refused before any request."""
-    settings = UpgradeSettings(enabled=True)
+    settings = UpgradeSettings()
     downloader = Downloader(settings, log=structlog.get_logger(), sleep=Sleeps())
     with pytest.raises(UpgradeFailed) as failed:
         await downloader.fetch(_source(server), tmp_path / "p.part", _noop)
@@ -224,7 +222,7 @@ async def test_the_time_budget_ends_a_download_that_keeps_failing(
     """Past download_timeout_s (on the wall clock, across restarts) the download fails."""
     server.fail("/pkg.bin", *(Fault(status=503) for _ in range(5)))
     ticks = iter(range(0, 10_000, 100))
-    settings = UpgradeSettings(enabled=True, allow_http_hosts=["127.0.0.1"], download_timeout_s=250)
+    settings = UpgradeSettings(allow_http_hosts=["127.0.0.1"], download_timeout_s=250)
     downloader = Downloader(
         settings, log=structlog.get_logger(), sleep=Sleeps(), wall_clock=lambda: float(next(ticks))
     )
@@ -262,3 +260,69 @@ async def test_too_little_disk_space_is_reported_as_low_storage(
         )
     assert failed.value.status == UpgradeStatus.LOW_STORAGE
     assert server.served("/pkg.bin") == []
+
+
+async def test_a_mock_transport_stands_in_for_the_network(tmp_path: Path) -> None:
+    """Downloader takes an httpx transport: redirects and bodies come from a function."""
+    import httpx
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/old.bin":
+            return httpx.Response(302, headers={"Location": "/pkg.bin"})
+        return httpx.Response(200, content=DATA, headers={"ETag": '"e1"'})
+
+    settings = UpgradeSettings(allow_http_hosts=["mirror.local"])
+    downloader = Downloader(
+        settings, log=structlog.get_logger(), transport=httpx.MockTransport(handle)
+    )
+    source = PackageSource("pkg", "http://mirror.local/old.bin", None, SIZE)
+    result = await downloader.fetch(source, tmp_path / "p.part", _noop)
+    assert (result.size, result.sha256) == (SIZE, SHA)
+
+
+async def test_headers_trickled_one_byte_at_a_time_end_at_the_attempt_deadline(
+    tmp_path: Path,
+) -> None:
+    """A server that never finishes its headers cannot hold an attempt past its deadline."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connections = []
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connections.append(conn)
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
+                if stop.wait(0.1):
+                    break
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    break
+        for conn in connections:
+            conn.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    try:
+        downloader = _downloader(
+            Sleeps(), attempt_timeout_s=1.0, read_timeout_s=30.0, max_attempts=2
+        )
+        source = PackageSource("pkg", f"http://127.0.0.1:{port}/pkg.bin", None, SIZE)
+        with pytest.raises(UpgradeFailed) as failed:
+            await downloader.fetch(source, tmp_path / "p.part", _noop)
+    finally:
+        stop.set()
+        thread.join(10)
+        listener.close()
+    assert failed.value.status == UpgradeStatus.DOWNLOAD_FAILED
+    assert "attempt_timeout_s" in failed.value.reason

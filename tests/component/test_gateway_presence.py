@@ -58,7 +58,12 @@ class Gateway:
         config = AgentConfig(
             device={"profile": "huawei-iotda", "device_id": GW, "secret_file": str(tmp_path / "s")},
             mqtt={"host": "127.0.0.1"},
-            upgrades={"enabled": True, "state_dir": str(tmp_path / "u")},
+            upgrades={
+                "enabled": True,
+                "state_dir": str(tmp_path / "u"),
+                "installer": "simulated",
+                "simulated": {"rehearsal_only": True},
+            },
             gateway={
                 "enabled": True,
                 "default_type": "sim",

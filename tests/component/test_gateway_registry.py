@@ -74,6 +74,8 @@ def _setup(
             "state_dir": str(tmp_path / "u"),
             "firmware_version": "7.1",
             "software_version": "app-3",
+            "installer": "simulated",
+            "simulated": {"rehearsal_only": True},
         },
         gateway=settings,
     )

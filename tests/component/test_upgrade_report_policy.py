@@ -61,6 +61,8 @@ def _config(tmp_path: Path, profile: str = "huawei-iotda", **upgrades: Any) -> A
         "allow_http_hosts": ["127.0.0.1"],
         "report_interval_s": 0,
         "chunk_bytes": 4096,
+        "installer": "simulated",
+        "simulated": {"rehearsal_only": True},
         **upgrades,
     }
     if profile == "tencent-iothub":

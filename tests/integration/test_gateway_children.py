@@ -62,7 +62,12 @@ def test_children_go_online_offline_and_a_platform_add_keeps_configured_versions
         tmp_path,
         broker.port,
         device_id=GATEWAY,
-        upgrades={"enabled": True, "state_dir": str(tmp_path / "upgrades")},
+        upgrades={
+            "enabled": True,
+            "state_dir": str(tmp_path / "upgrades"),
+            "installer": "simulated",
+            "simulated": {"rehearsal_only": True},
+        },
         gateway={
             "enabled": True,
             "presence_interval_s": 0.2,

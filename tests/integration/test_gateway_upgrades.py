@@ -35,6 +35,8 @@ def _gateway(tmp_path: Path, port: int) -> AgentProcess:
             "firmware_version": "9.0",
             "allow_http_hosts": ["127.0.0.1"],
             "install_concurrency": 4,
+            "installer": "simulated",
+            "simulated": {"rehearsal_only": True},
         },
         gateway={
             "enabled": True,

@@ -125,3 +125,56 @@ def test_a_raw_message_redelivered_after_a_crash_is_spooled_once(
 
     entries = _spooled(tmp_path / "spool")
     assert [(meta["topic"], content) for meta, content in entries] == [(USER_TOPIC, payload)]
+
+
+def test_a_full_spool_refuses_new_messages_and_deletes_nothing(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """With room for 3, messages 4 and 5 are refused and logged; the 3 stay; room makes room."""
+    config = agent_config(
+        tmp_path,
+        broker.port,
+        device_id=DEVICE,
+        messages={"user_topics": [USER_TOPIC], "spool_max_messages": 3},
+    )
+    agent = AgentProcess(config, tmp_path)
+    agent.start()
+    spool = tmp_path / "spool"
+    with PlatformClient(broker.port, DEVICE, client_id="platform-full") as platform:
+        for index in range(5):
+            platform.send(platform.side.message(f"m{index}".encode(), raw=True, topic=USER_TOPIC))
+        agent.wait_event("subtask.finished", 30, count=5)
+        full = agent.events("message.spool.full")
+        assert len(full) == 2, full
+        assert "spool_max_messages" in str(full[0]["reason"])
+        kept = sorted(content for _, content in _spooled(spool))
+        assert kept == [b"m0", b"m1", b"m2"]  # the first three, none deleted to make room
+        # A consumer takes one message out: the next one fits.
+        first = sorted(spool.glob("*.json"))[0]
+        (spool / json.loads(first.read_text())["content_file"]).unlink()
+        first.unlink()
+        platform.send(platform.side.message(b"m5", raw=True, topic=USER_TOPIC))
+        agent.wait_event("subtask.finished", 30, count=6)
+    assert agent.stop() == 0
+    assert sorted(content for _, content in _spooled(spool)) == [b"m1", b"m2", b"m5"]
+
+
+def test_the_spool_byte_limit_refuses_what_would_not_fit(tmp_path: Path, broker: Mosquitto) -> None:
+    """A message that would take the spool past spool_max_bytes is refused; smaller ones fit."""
+    config = agent_config(
+        tmp_path,
+        broker.port,
+        device_id=DEVICE,
+        messages={"user_topics": [USER_TOPIC], "spool_max_bytes": 64 * 1024},
+    )
+    agent = AgentProcess(config, tmp_path)
+    agent.start()
+    with PlatformClient(broker.port, DEVICE, client_id="platform-bytes") as platform:
+        platform.send(platform.side.message(b"a" * 40_000, raw=True, topic=USER_TOPIC))
+        platform.send(platform.side.message(b"b" * 40_000, raw=True, topic=USER_TOPIC))
+        platform.send(platform.side.message(b"small", raw=True, topic=USER_TOPIC))
+        agent.wait_event("subtask.finished", 30, count=3)
+    assert agent.stop() == 0
+    assert len(agent.events("message.spool.full")) == 1
+    kept = sorted(content for _, content in _spooled(tmp_path / "spool"))
+    assert kept == [b"a" * 40_000, b"small"]

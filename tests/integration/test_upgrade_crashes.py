@@ -188,3 +188,32 @@ def test_a_new_version_that_never_turns_healthy_is_rolled_back(
     assert final.version == "1.0"
     assert "rolled back" in final.description
     assert _running_image(tmp_path) == OLD_SHA
+
+
+def test_a_crash_right_after_the_failed_transition_reports_the_real_reason(
+    tmp_path: Path, broker: Mosquitto, packages: PackageServer
+) -> None:
+    """SIGKILL just after `failed` is journaled: the next start reports code 7, not internal."""
+    agent = _ab_agent(tmp_path, broker.port)
+    agent.env = {"DEVICE_AGENT_FAILPOINTS": "upgrade.failed=kill"}
+    agent.start()
+    with PlatformClient(
+        broker.port, DEVICE, client_id=f"platform-{uuid.uuid4().hex[:8]}"
+    ) as platform:
+        platform.send(
+            platform.side.upgrade(
+                version="2.0",
+                url=packages.url("/fw-2.0.bin"),
+                sign=OLD_SHA,  # not the package's digest: verification fails
+                file_size=len(NEW),
+            )
+        )
+        assert agent.wait_exit(60) == -signal.SIGKILL, agent.log_tail(40)
+        assert DEVICE not in finals(platform)
+        agent.env = {}
+        _drive_to_result(agent, platform)
+        (final,) = finals(platform)[DEVICE]
+        assert final.result_code == 7, final
+        assert "SHA-256 mismatch" in final.description, final
+    assert _running_image(tmp_path) == OLD_SHA
+    assert agent.stop() == 0

@@ -39,6 +39,8 @@ def test_an_upgrade_event_pushed_again_after_a_reconnect_runs_once(
             "state_dir": str(tmp_path / "upgrades"),
             "firmware_version": "1.0",
             "allow_http_hosts": ["127.0.0.1"],
+            "installer": "simulated",
+            "simulated": {"rehearsal_only": True},
         },
     )
     agent = AgentProcess(config, tmp_path)

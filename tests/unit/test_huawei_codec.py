@@ -266,22 +266,38 @@ def test_platform_rejects_answers_it_cannot_read(
     [
         RID,
         "1",
+        "",
         "a" * 128,
+        "a" * 129,
+        "x" * 60000,
         "cmd_01.2:3-x",
+        "has space",
+        "semi;colon",
+        "quote'",
+        'dq"',
+        "a=b",
+        "~tilde",
+        "ünïcode",
+        "tab\t",
     ],
 )
-def test_usable_request_ids_are_accepted_and_echoed(profile: HuaweiIotdaProfile, rid: str) -> None:
-    """Request ids of letters, digits and ``_ - . :`` up to 128 characters are echoed back."""
+def test_request_ids_a_topic_can_carry_are_accepted_and_echoed(
+    profile: HuaweiIotdaProfile, rid: str
+) -> None:
+    """Any request id that fits a response topic is accepted and echoed back verbatim."""
     event = profile.decode(f"{SYS}commands/request_id={rid}", b'{"command_name": "X"}')
 
     assert isinstance(event, CommandRequest)
     assert event.correlation == rid
     assert event.key.endswith(f"/commands/{rid}")
+    answer = CommandResponse(device_id=DEVICE, correlation=rid, result=CommandResult(result_code=0))
+    (publish,) = profile.encode(answer)
+    assert publish.topic == f"{SYS}commands/response/request_id={rid}"
 
 
 @pytest.mark.parametrize(
     "rid",
-    ["", "a" * 129, "has space", "semi;colon", "quote'", "ünïcode", "tab\t", "nul\x00"],
+    ["plus+", "hash#", "nul\x00", "x" * 65500],
 )
 def test_unusable_request_ids_are_rejected_without_a_reply(
     profile: HuaweiIotdaProfile, rid: str

@@ -35,8 +35,9 @@ PROFILE = HuaweiIotdaProfile(
     user_topics=["$oc/devices/{device_id}/user/messageDown", "custom/{device_id}/#", "a/+/b"],
     max_payload_bytes=2048,
 )
-_USABLE = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
-_ANSWERABLE = re.compile(r"^(commands|properties/set)/request_id=(?P<rid>[^/]*)$")
+# Any id a topic level can carry is answered; wildcards and NUL cannot be answered.
+_USABLE = re.compile(r"^[^+#\x00/]{0,128}\Z")
+_ANSWERABLE = re.compile(r"^(commands|properties/set)/request_id=(?P<rid>[^/]*)\Z")
 
 # -- topics ----------------------------------------------------------------------------------
 

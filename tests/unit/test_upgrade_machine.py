@@ -74,3 +74,20 @@ def test_every_working_state_can_end() -> None:
 def test_terminal_states_have_no_way_out() -> None:
     """done, failed and rolled_back are final."""
     assert not [s for (s, _) in machine.TRANSITIONS if s in machine.TERMINAL]
+
+
+def test_every_state_that_has_not_ended_has_a_failure_edge() -> None:
+    """A failure anywhere takes an edge of the table: nothing sets `failed` by hand."""
+    for state in machine.STATES - machine.TERMINAL:
+        target = machine.TRANSITIONS.get((state, machine.failure_event(state)))
+        assert target == machine.FAILED, state
+
+
+def test_device_and_child_step_tables_cover_the_states_each_can_reach() -> None:
+    """Each table has a step for every working state reachable through its own events."""
+    from agent.upgrade.child_steps import CHILD_STEPS
+    from agent.upgrade.steps import DEVICE_STEPS
+
+    assert set(DEVICE_STEPS) == machine.STATES - machine.TERMINAL
+    # Children never reboot: their activation always ends in "active".
+    assert set(CHILD_STEPS) == machine.STATES - machine.TERMINAL - {machine.REBOOTING}

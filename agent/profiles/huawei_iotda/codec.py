@@ -46,15 +46,36 @@ from agent.profiles.huawei_iotda.events import EventCodec
 
 NAME = "huawei-iotda"
 
-# Request ids are echoed into our response topic, so they must not carry topic syntax.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
+# Request ids are echoed verbatim into our response topic: any id the broker could deliver in
+# a topic is answered, unless the answer's topic could not be published (a wildcard or NUL, or
+# longer than MQTT's 65,535-byte limit once ``response/`` is added).
+_TOPIC_LIMIT = 65535
+_RESPONSE_EXTRA = len("properties/set/response/request_id=")
+
+
+def _request_id_problem(rid: str, prefix: str) -> str | None:
+    """Why ``rid`` cannot be echoed into a response topic (None: it can)."""
+    if "+" in rid or "#" in rid:
+        return "holds an MQTT wildcard (+ or #)"
+    if "\x00" in rid:
+        return "holds NUL"
+    try:
+        size = len(prefix.encode()) + _RESPONSE_EXTRA + len(rid.encode())
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 text"
+    if size > _TOPIC_LIMIT:
+        return f"makes the response topic longer than {_TOPIC_LIMIT} bytes"
+    return None
+
+
 # Names the platform chooses (device, service, command and message ids) reach journal keys,
 # spool files and handler environments: control characters and unbounded lengths are refused.
 _OBJECT_DEVICE_ID = re.compile(r"^[A-Za-z0-9_\-.:@]{1,128}$")
 _NAME = re.compile(r"^[^\x00-\x1f\x7f]{0,256}$")
 _REQUEST_ID_TOPIC = re.compile(
     r"^(?P<kind>commands|properties/set|properties/get|shadow/get/response)"
-    r"/request_id=(?P<rid>.*)$"
+    r"/request_id=(?P<rid>.*)\Z",
+    re.DOTALL,  # an id may hold any character a topic can carry, line breaks included
 )
 
 # Topics the platform publishes to the device. The platform subscribes devices to them
@@ -142,8 +163,9 @@ class HuaweiIotdaProfile:
         raise RemoteProtocolError(f"unexpected system topic {suffix!r}")
 
     def _decode_request(self, kind: str, rid: str, payload: bytes) -> Inbound:
-        if not _REQUEST_ID.fullmatch(rid):
-            raise RemoteProtocolError(f"request id {rid[:64]!r} is not usable in a topic")
+        problem = _request_id_problem(rid, self._prefix)
+        if problem is not None:
+            raise RemoteProtocolError(f"request id {rid[:64]!r} {problem}: no answer is possible")
         key = self._key(kind.replace("/", "-"), rid)
         if kind == "commands":
             return self._decode_command(key, rid, payload)
@@ -301,8 +323,10 @@ class HuaweiIotdaProfile:
     def encode(self, event: Outbound) -> list[Publish]:
         """Encode an answer onto the gateway's (our own) response topics."""
         correlation = getattr(event, "correlation", None)
-        if correlation is not None and not _REQUEST_ID.fullmatch(correlation):
-            raise LocalProtocolError(f"request id {correlation[:64]!r} is not usable in a topic")
+        if correlation is not None:
+            problem = _request_id_problem(str(correlation), self._prefix)
+            if problem is not None:
+                raise LocalProtocolError(f"request id {str(correlation)[:64]!r} {problem}")
         if isinstance(event, CommandResponse):
             result = event.result
             body: dict[str, object] = {"result_code": result.result_code, "paras": result.paras}

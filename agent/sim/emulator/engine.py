@@ -333,8 +333,11 @@ class TaskEngine:
             if self._deadlines:
                 delay = min(delay, self._deadlines[0][0] - now)
             self._wake.clear()
+            # Not wait_for: on Python 3.11 it swallows a cancel that arrives as the wake-up
+            # does, and close() would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(delay, 0.001))
+                async with asyncio.timeout(max(delay, 0.001)):
+                    await self._wake.wait()
 
     def _nudge(self, now: float) -> None:
         """Send again attempts whose dispatcher asks for it (downlinks a broker may drop)."""

@@ -86,6 +86,7 @@ class PlatformLink:
             backoff_initial_s=0.2,
             backoff_max_s=2.0,
             max_inflight=1000,
+            filters_per_subscribe=32,
         )
         filters = self._router.filters()
         link = CallbackLink(

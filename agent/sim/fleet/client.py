@@ -48,7 +48,7 @@ class TaskClient:
         await self._session.close()
 
     async def submit(self, task: TaskSpec) -> Submitted:
-        """Create one task (an answer that is not the API's JSON becomes an error)."""
+        """Create one task (no answer, or one that is not the API's JSON, becomes an error)."""
         submit = {
             "huawei-iotda": self._huawei,
             "tencent-iothub": self._tencent,
@@ -60,6 +60,8 @@ class TaskClient:
             return await submit(task)
         except (aiohttp.ContentTypeError, KeyError, ValueError) as exc:
             return Submitted(None, f"unexpected answer: {exc!r}", None)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return Submitted(None, f"the API did not answer: {exc!r}", None)
 
     async def _huawei(self, task: TaskSpec) -> Submitted:
         headers = {}

@@ -24,6 +24,7 @@ class TaskRecord:
     skipped: str | None = None
     status: str | None = None
     task_progress: dict[str, int] | None = None
+    attempts: int = 0  # dispatches to devices, retries included
     latencies_s: list[float] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
     submitted_at: float | None = None
@@ -84,6 +85,7 @@ def build_report(
                 "task_id": record.task_id,
                 "status": record.status,
                 "task_progress": record.task_progress,
+                "attempts": record.attempts,
                 "submit_error": record.submit_error,
                 "skipped": record.skipped,
                 "latency_s": percentiles(record.latencies_s),
@@ -184,6 +186,8 @@ def render_text(report: dict[str, Any]) -> str:
         if task["submit_error"] or task["status"] is None:
             reason = task["submit_error"] or "not created"
             lines.append(f"  {task['name']:<24} refused: {reason}")
+            if task.get("missed"):
+                lines.append(f"  {'':<24}   expectation missed ({task['expect']})")
             continue
         progress = task["task_progress"] or {}
         counts = " ".join(f"{k}={v}" for k, v in progress.items() if v or k == "total")
@@ -195,6 +199,8 @@ def render_text(report: dict[str, Any]) -> str:
         )
         for code, count in sorted(task["errors"].items()):
             lines.append(f"  {'':<24}   {count} x {code}")
+        if task.get("missed"):
+            lines.append(f"  {'':<24}   expectation missed ({task['expect']}): {task['missed']}")
     lines.append(f"throughput: {report['throughput_subtasks_per_s']} subtasks/s")
     for package in report.get("downloads", []):
         lines.append(
@@ -212,4 +218,16 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append(
         f"executions: {executions['total']}, of which repeated: {len(executions['repeated'])}"
     )
+    lines.append(render_verdict(report.get("verdict")))
     return "\n".join(lines)
+
+
+def render_verdict(verdict: dict[str, Any] | None) -> str:
+    """One line: passed, or how many tasks missed their expectations."""
+    if verdict is None:
+        return "verdict: not judged"
+    skipped = verdict["not_checked"]
+    note = f" ({len(skipped)} skipped, not checked)" if skipped else ""
+    if verdict["passed"]:
+        return f"verdict: passed: every task ended and met its expectation{note}"
+    return f"verdict: FAILED: {len(verdict['missed'])} task(s) missed their expectation{note}"

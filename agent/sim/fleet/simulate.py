@@ -12,10 +12,14 @@ import hashlib
 import json
 import signal
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import aiohttp
+
+from agent.core.errors import AgentError, ConfigError
 from agent.runtime.logging import get_logger
 from agent.sim.emulator.api_sim import register_fleet
 from agent.sim.emulator.broker_auth import ConnectCheck
@@ -23,7 +27,7 @@ from agent.sim.emulator.records import TERMINAL
 from agent.sim.emulator.server import build_emulator
 from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings, broker_address
-from agent.sim.fleet.broker import BrokerHandle, open_broker
+from agent.sim.fleet.broker import BrokerHandle, SetupError, choose_broker, open_broker
 from agent.sim.fleet.client import TaskClient
 from agent.sim.fleet.faults import FaultLog, run_faults
 from agent.sim.fleet.layout import Slot, build_layout, registration, shard
@@ -32,6 +36,9 @@ from agent.sim.fleet.proxy import FlakyProxy
 from agent.sim.fleet.report import ProgressSamples, TaskRecord, build_report, write_report
 from agent.sim.fleet.runner import FleetRunner
 from agent.sim.fleet.spec import Scenario, TaskSpec
+from agent.sim.fleet.verdict import judge
+
+T = TypeVar("T")
 
 API_NAMES = {
     "huawei-iotda": "huawei-iotda",
@@ -66,6 +73,17 @@ def task_type_of(task: TaskSpec) -> str:
     return str(task.body.get("TaskType", ""))
 
 
+async def _step(what: str, job: Awaitable[T]) -> T:
+    """One set-up step; what goes wrong becomes a :class:`SetupError` saying which step."""
+    try:
+        return await job
+    except (ConfigError, SetupError):
+        raise
+    except (AgentError, OSError, TimeoutError, aiohttp.ClientError) as exc:
+        detail = str(exc).strip()
+        raise SetupError(f"{what}: {detail}" if detail else what) from exc
+
+
 def _connect_timeout(agents: int) -> float:
     return max(60.0, agents * 0.02)
 
@@ -80,11 +98,34 @@ async def _until_seen_online(emulator: Emulator, runner: FleetRunner, log: Any) 
         log.warning("fleet.not_online", devices=len(missing), first=missing[:5])
 
 
+async def _connect(runner: FleetRunner) -> None:
+    """Wait until every agent is connected, or fail saying how many were."""
+    timeout = _connect_timeout(len(runner.slots))
+    try:
+        await runner.wait_connected(timeout)
+    except TimeoutError as exc:
+        msg = f"{runner.connected} of {len(runner.slots)} agents connected within {timeout:g} s"
+        raise SetupError(msg) from exc
+
+
 async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any]:
-    """Run a scenario in this process; returns the report (also written to disk)."""
+    """Run a scenario in this process; returns the report (also written to disk).
+
+    Raises:
+        SetupError: the broker, the emulator or the fleet could not be started or connected, or
+            the embedded broker was asked to hold more agents than it can.
+    """
     log = get_logger(component="simulate")
     workdir = options.workdir
-    broker = await open_broker(options.broker or scenario.broker, workdir)
+    slots = build_layout(scenario.fleet)
+    if options.shard is not None:
+        slots = shard(slots, *options.shard)
+    choice = choose_broker(options.broker or scenario.broker, sum(s.simulated for s in slots))
+    # Only a scenario that restarts the broker needs its queue to survive a SIGKILL.
+    durable = scenario.fleet.faults.broker_restarts > 0
+    broker = await _step(
+        f"starting the {choice} broker", open_broker(choice, workdir, durable=durable)
+    )
     emulator = build_emulator(
         EmulatorSettings(
             data_dir=workdir / "emulator",
@@ -107,21 +148,23 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
     runner: FleetRunner | None = None
     client: TaskClient | None = None
     try:
-        await emulator.start()
-        await emulator.wait_connected(30)
-        slots = build_layout(scenario.fleet)
-        if options.shard is not None:
-            slots = shard(slots, *options.shard)
-        await register_fleet(emulator, registration(slots, scenario.fleet))
+        await _step("starting the emulator", emulator.start())
+        await _step(
+            f"the emulator did not connect to the broker at {broker.url} within 30 s",
+            emulator.wait_connected(30),
+        )
+        await _step(
+            "registering the fleet", register_fleet(emulator, registration(slots, scenario.fleet))
+        )
         host, port = broker.host, broker.port
         if scenario.fleet.faults.network_flaps:
             proxy = FlakyProxy(host, port)
-            await proxy.start()
+            await _step("starting the flaky network proxy", proxy.start())
             host, port = "127.0.0.1", proxy.port
         runner = FleetRunner(scenario.fleet, slots, host=host, port=port, workdir=workdir)
         connect_started = time.monotonic()
-        await runner.start()
-        await runner.wait_connected(_connect_timeout(len(runner.slots)))
+        await _step("starting the fleet", runner.start())
+        await _connect(runner)
         await _until_seen_online(emulator, runner, log)
         connect_s = time.monotonic() - connect_started
         log.info("fleet.connected", agents=len(runner.slots), seconds=round(connect_s, 2))
@@ -172,6 +215,7 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
         executions=executions,
         downloads=downloads,
     )
+    report["verdict"] = judge(scenario.tasks, report["tasks"], scenario.timeout_s)
     json_path, png_path = write_report(report, options.report_dir or workdir / "report", records)
     report["files"] = {"json": str(json_path), "png": str(png_path)}
     return report
@@ -306,6 +350,7 @@ async def _drive(
         record.task_progress = task.progress()
         record.finished_at = task.finished_at
         for sub in engine.subtasks[task.task_id]:
+            record.attempts += sub.attempts
             if sub.state in TERMINAL and sub.dispatched_at and sub.finished_at:
                 record.latencies_s.append(sub.finished_at - sub.dispatched_at)
             if sub.state not in ("success",) and sub.error_code:

@@ -133,6 +133,30 @@ class FleetSpec(Spec):
     journal: Literal["sqlite", "memory"] = "sqlite"
 
 
+TaskStatus = Literal["Success", "PartialSuccess", "Fail", "Stopped"]
+
+
+class ExpectSpec(Spec):
+    """What a task must end as for the run to pass (``simulate`` exits 1 otherwise)."""
+
+    status: TaskStatus | list[TaskStatus] | None = None  # one of these statuses
+    min_success_ratio: float | None = Field(default=None, ge=0, le=1)  # success / total
+
+    @model_validator(mode="after")
+    def _something(self) -> ExpectSpec:
+        if self.status is None and self.min_success_ratio is None:
+            msg = "expect needs `status`, `min_success_ratio` or both"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def statuses(self) -> list[str]:
+        """The accepted statuses (empty: any)."""
+        if self.status is None:
+            return []
+        return [self.status] if isinstance(self.status, str) else list(self.status)
+
+
 class TaskSpec(Spec):
     """One batch task, in its API's request shape."""
 
@@ -143,6 +167,8 @@ class TaskSpec(Spec):
     body: dict[str, Any] = {}
     form: dict[str, Any] = {}  # tencent-iothub-v2: form fields (objects are sent as JSON)
     skip_if_unavailable: bool = False  # demo use: leave out types this build cannot carry out
+    # Without an expectation the task only has to end within the scenario's timeout_s.
+    expect: ExpectSpec | None = None
 
     @model_validator(mode="after")
     def _one_shape(self) -> TaskSpec:
@@ -170,7 +196,8 @@ class Scenario(Spec):
 
     name: str = "scenario"
     description: str = ""
-    broker: str = "embedded"  # embedded | mosquitto | mqtt://host:port
+    # auto (embedded for small fleets, else Mosquitto) | embedded | mosquitto | mqtt://host:port
+    broker: str = "auto"
     timeout_s: float = Field(default=300.0, gt=0, le=86400)
     minute_s: float = Field(default=60.0, gt=0, le=60)  # the APIs' minutes, in seconds
     command_timeout_s: float = Field(default=20.0, gt=0, le=86400)

@@ -15,6 +15,10 @@ from agent.core.errors import UpgradeFailed
 from agent.core.model import UpgradeStatus
 from agent.upgrade.installers.base import InstallJob, ProgressFn
 
+# One generator for every instance (simulated failures and jitter, not secrets): seeding one
+# per instance from the OS costs a fleet of thousands of agents seconds.
+SHARED_RNG = random.Random()  # noqa: S311
+
 _STEPS = 10
 
 
@@ -23,7 +27,7 @@ class SimulatedInstallerImpl:
 
     def __init__(self, settings: SimulatedInstaller, *, rng: random.Random | None = None) -> None:
         self.settings = settings
-        self._rng = rng or random.Random()  # noqa: S311 - simulated failures, not secrets
+        self._rng = rng or SHARED_RNG
 
     async def install(self, job: InstallJob, detail: dict[str, Any], progress: ProgressFn) -> None:
         """Wait ``duration_s`` in steps, then fail at ``failure_rate``."""
