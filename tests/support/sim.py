@@ -92,7 +92,13 @@ async def fleet(
     try:
         await runner.wait_connected(30)
         # The strict emulator takes a device for online once the broker's notice is in.
-        missing = await emu.wait_online([slot.device.device_id for slot in slots], 30)
+        devices = [slot.device.device_id for slot in slots] + [
+            child.device_id
+            for slot in slots
+            if slot.device.profile == "huawei-iotda"  # children its gateway reports ONLINE
+            for child in slot.children
+        ]
+        missing = await emu.wait_online(devices, 30)
         assert not missing, f"the emulator did not see {missing[:5]} come online"
         yield runner, prefix
     finally:

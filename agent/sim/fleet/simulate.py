@@ -89,11 +89,16 @@ def _connect_timeout(agents: int) -> float:
 
 
 async def _until_seen_online(emulator: Emulator, runner: FleetRunner, log: Any) -> None:
-    """Wait (bounded) until the emulator has the broker's word that the fleet is connected."""
+    """Wait (bounded) until the emulator sees the fleet online (the broker's and gateways' word)."""
     if emulator.presence.mode != "broker":
         return  # lenient: everyone is online; uplink presence comes with the first uplink
-    direct = [slot.device.device_id for slot in runner.slots]
-    missing = await emulator.wait_online(direct, _connect_timeout(len(direct)))
+    devices = [slot.device.device_id for slot in runner.slots] + [
+        child.device_id
+        for slot in runner.slots
+        if slot.device.profile == "huawei-iotda"  # children its gateway reports ONLINE
+        for child in slot.children
+    ]
+    missing = await emulator.wait_online(devices, _connect_timeout(len(devices)))
     if missing:
         log.warning("fleet.not_online", devices=len(missing), first=missing[:5])
 
