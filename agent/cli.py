@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from agent import __version__
 from agent.app import cli as daemon_cli
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # as the shell reports a program killed by SIGPIPE
 # The simulator's commands, with their one-line help; their own parser lives in agent.sim.cli.
 SIM_COMMANDS = {
     "demo": "the bundled fleet demo: agents, the task service emulator, a report",
@@ -25,6 +28,10 @@ SIM_COMMANDS = {
 # What the ``sim`` extra installs that the simulator cannot start without.
 SIM_MODULES = ("amqtt", "aiohttp", "re2", "rich", "matplotlib")
 SIM_HINT = "pip install 'device-agent[sim]'"
+# The Debian package's environment holds the daemon only; the simulator comes from a checkout.
+# scripts/build-deb leaves this file in the environment it builds.
+PACKAGE_MARK = ".debian-package"
+PACKAGE_HINT = "the Debian package leaves it out; from a checkout: pipx install '.[sim]'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +41,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The simulator parses its own arguments (``device-agent simulate --help`` included).
         return _simulator(words[0], words[1:])
     args = _parser().parse_args(words)
-    return int(args.handler(args))
+    try:
+        code = int(args.handler(args))
+        sys.stdout.flush()  # inside the try: a reader that went away is seen here
+    except BrokenPipeError:
+        # `device-agent status --json | head`: the reader has what it wanted. Exit as a program
+        # killed by SIGPIPE would, without a traceback (and without another one at exit, when
+        # Python flushes stdout again).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +69,7 @@ def _simulator(command: str, rest: list[str]) -> int:
     if missing:
         print(
             f"device-agent {command} needs the simulator extra ({', '.join(missing)} "
-            f"missing): {SIM_HINT}",
+            f"missing): {PACKAGE_HINT if Path(sys.prefix, PACKAGE_MARK).exists() else SIM_HINT}",
             file=sys.stderr,
         )
         return EXIT_USAGE

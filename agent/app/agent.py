@@ -127,6 +127,10 @@ class Agent:
         self._tasks.clear()
         return flushed
 
+    def set_secret(self, secret: str) -> None:
+        """Use a new device secret from the next connection on (a reload)."""
+        self._secret = secret
+
     @property
     def healthy(self) -> bool:
         """Whether every part of the agent is still running."""

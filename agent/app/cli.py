@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from agent.app.checks import check_environment
+from agent.app.checks import check_environment, service_problems
 from agent.config import AgentConfig, load_config
 from agent.config.permissions import file_permission_findings
 from agent.core.errors import AgentError, ConfigError, JournalError
@@ -19,24 +21,54 @@ from agent.runtime.logging import configure_logging, get_logger
 from agent.runtime.privileged import PHASES, REFUSED, request, serve_pending
 
 STATE_DIR = Path("/var/lib/device-agent")
+# Where the package installs the configuration and the unit reads it.
+DEFAULT_CONFIG = Path("/etc/device-agent/agent.toml")
+# The unit's User=; check-config run by root checks as this user.
+SERVICE_USER = "device-agent"
 EXIT_CONFIG = 2
 EXIT_FAILURE = 1
+
+
+def _config_option(parser: Any, *, dest: str = "config") -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        dest=dest,
+        default=None,
+        help=f"the agent's TOML file (default: {DEFAULT_CONFIG})",
+    )
 
 
 def add_commands(commands: Any) -> None:
     """Add the daemon's subcommands to the ``device-agent`` parser."""
     run = commands.add_parser("run", help="run the agent (as the systemd service does)")
-    run.add_argument("--config", type=Path, required=True, help="the agent's TOML file")
+    _config_option(run)
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="override logging.level of the configuration",
+    )
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check-config", help="validate a configuration file and exit")
-    check.add_argument("config", type=Path)
+    _config_option(check)
+    # The positional form of earlier versions stays as an alias of -c.
+    check.add_argument("file", type=Path, nargs="?", help=argparse.SUPPRESS)
+    check.add_argument(
+        "--as-user",
+        metavar="USER",
+        help=f"check as this user (root only; default under root: {SERVICE_USER}, the "
+        "service's user, when it exists; '' checks as yourself)",
+    )
     check.set_defaults(handler=_check_config)
 
-    status = commands.add_parser("status", help="subtasks in flight, recent results, outbox")
-    source = status.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", type=Path, help="read the journal this config names")
-    source.add_argument("--journal", type=Path, help="read this journal file")
+    status = commands.add_parser(
+        "status", help="connection, version, uptime, last error, queue, outbox, recent results"
+    )
+    source = status.add_mutually_exclusive_group()
+    _config_option(source)
+    source.add_argument("--journal", type=Path, help="read this journal file instead")
     status.add_argument("--json", action="store_true", help="print JSON instead of text")
     status.add_argument("--recent", type=int, default=20, help="how many recent results")
     status.set_defaults(handler=_status)
@@ -92,31 +124,101 @@ def _load(path: Path) -> AgentConfig | None:
     return config
 
 
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config) if args.config is not None else DEFAULT_CONFIG
+
+
 def _check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    if args.file is not None and args.config is not None and args.file != args.config:
+        print("check-config: give the file once (-c FILE or FILE)", file=sys.stderr)
+        return EXIT_CONFIG
+    path = args.file if args.file is not None else _config_path(args)
+    switched = _as_service_user(path, args.as_user)
+    if switched is not None:
+        return switched
+    config = _load(path)
     if config is None:
         return EXIT_CONFIG
-    for key, path, problem in file_permission_findings(config, args.config):
-        print(f"{args.config}: warning: {key} = {path!r}: {problem}", file=sys.stderr)
+    problems = service_problems(config)
+    refused = {key for key, _, _ in problems}
+    for key, file, problem in file_permission_findings(config, path):
+        if key not in refused:  # a secret others can read is refused below, not only warned
+            print(f"{path}: warning: {key} = {file!r}: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{path}: {ConfigError(problems)}", file=sys.stderr)
+        return EXIT_CONFIG
     routes = len(config.commands.routes)
     print(
-        f"{args.config}: ok ({config.device.profile}, device {config.device.device_id}, "
+        f"{path}: ok ({config.device.profile}, device {config.device.device_id}, "
         f"{routes} command route{'s' if routes != 1 else ''})"
     )
     return 0
 
 
+def _as_service_user(path: Path, as_user: str | None) -> int | None:
+    """Under root, run the check again as the service's user; its exit status, or None.
+
+    None means: check in this process (not root, ``--as-user ''``, or the same user).
+    """
+    import pwd
+
+    implicit = as_user is None
+    name = SERVICE_USER if as_user is None else as_user
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    if not name or name == me:
+        return None
+    if os.geteuid() != 0:
+        if implicit:
+            return None
+        print(f"check-config: only root can check as another user ({name})", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        user = pwd.getpwnam(name)
+    except KeyError:
+        if implicit:
+            print(
+                f"check-config: no user {name} here; checked as {me}, not as the service",
+                file=sys.stderr,
+            )
+            return None
+        print(f"check-config: no user {name}", file=sys.stderr)
+        return EXIT_CONFIG
+    return _check_as(path, user)
+
+
+def _check_as(path: Path, user: Any) -> int:
+    """check-config in a child process running as ``user`` (a pwd entry)."""
+    argv = [sys.executable, "-m", "agent", "check-config", "-c", str(path.absolute())]
+    try:
+        done = subprocess.run(
+            [*argv, "--as-user", ""],
+            user=user.pw_uid,
+            group=user.pw_gid,
+            extra_groups=os.getgrouplist(user.pw_name, user.pw_gid),
+            cwd="/",
+            check=False,
+        )
+    except OSError as exc:
+        print(f"check-config: could not check as {user.pw_name}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if done.returncode == 0:
+        print(f"(checked as {user.pw_name}, the service's user)")
+    return done.returncode
+
+
 def _run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(_config_path(args))
     if config is None:
         return EXIT_CONFIG
-    configure_logging(config.logging.level, config.logging.format)
-    for key, path, problem in file_permission_findings(config, args.config):
-        get_logger().warning("config.file.insecure", key=key, path=path, problem=problem)
+    configure_logging(args.log_level or config.logging.level, config.logging.format)
+    for key, file, problem in file_permission_findings(config, _config_path(args)):
+        get_logger().warning("config.file.insecure", key=key, path=file, problem=problem)
     from agent.app.daemon import run_daemon  # imported late: check-config and status stay light
 
     try:
-        return asyncio.run(run_daemon(config))
+        return asyncio.run(
+            run_daemon(config, config_path=_config_path(args), log_level=args.log_level)
+        )
     except ConfigError as exc:
         get_logger().error("agent.config.invalid", error=str(exc))
         return EXIT_CONFIG
@@ -126,27 +228,32 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from agent.journal.status import read_status
+    from agent.journal.status import read_daemon, read_status
 
     path = args.journal
     if path is None:
+        config_path = _config_path(args)
         try:
-            path = load_config(args.config).journal.path
+            path = load_config(config_path).journal.path
         except ConfigError as exc:
-            print(f"{args.config}: {exc}", file=sys.stderr)
+            print(f"{config_path}: {exc}", file=sys.stderr)
             return EXIT_CONFIG
     if not path.exists():
         print(f"{path}: no journal yet (the agent has not run)", file=sys.stderr)
         return EXIT_FAILURE
     try:
         open_rows, recent, outbox = read_status(path, recent=args.recent)
+        daemon = read_daemon(path)
     except JournalError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILURE
+    if daemon is not None:
+        daemon["running"] = _alive(daemon)
     if args.json:
         print(
             json.dumps(
                 {
+                    "daemon": daemon,
                     "in_flight": [_row_json(r) for r in open_rows],
                     "recent": [_row_json(r) for r in recent],
                     "outbox": {"count": outbox.count, "oldest": outbox.oldest},
@@ -156,6 +263,8 @@ def _status(args: argparse.Namespace) -> int:
         )
         return 0
     now = time.time()
+    for line in _daemon_lines(daemon, now):
+        print(line)
     print(f"in flight: {len(open_rows)}")
     for row in open_rows:
         print(f"  {row.kind:<12} {row.state:<10} {_age(now - row.received_at):>8}  {row.key}")
@@ -168,6 +277,36 @@ def _status(args: argparse.Namespace) -> int:
     oldest = "" if outbox.oldest is None else f", oldest {_age(now - outbox.oldest)} old"
     print(f"outbox: {outbox.count} awaiting the broker{oldest}")
     return 0
+
+
+def _alive(daemon: dict[str, Any]) -> bool:
+    """Whether the process that wrote the record still runs (and did not record its stop)."""
+    if daemon.get("state") == "stopped":
+        return False
+    try:
+        os.kill(int(daemon.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (the service's, seen by an operator)
+    return int(daemon.get("pid", 0)) > 0
+
+
+def _daemon_lines(daemon: dict[str, Any] | None, now: float) -> list[str]:
+    if daemon is None:
+        return ["agent: no record yet (this journal's agent predates status records)"]
+    version = daemon.get("version", "?")
+    if not daemon["running"]:
+        seen = _age(now - float(daemon.get("updated_at", now)))
+        lines = [f"agent: not running (device-agent {version}, last seen {seen} ago)"]
+    else:
+        up = _age(now - float(daemon.get("started_at", now)))
+        lines = [
+            f"agent: {daemon.get('state')} (device-agent {version}, pid {daemon.get('pid')}, "
+            f"up {up}, queue {daemon.get('queue')}, outbox {daemon.get('outbox')})"
+        ]
+    lines.append(f"last error: {daemon.get('last_error') or 'none'}")
+    return lines
 
 
 def _row_json(row: SubtaskRow) -> dict[str, object]:

@@ -31,6 +31,7 @@ from agent.config.sections import (
     LimitSettings,
     LoggingSettings,
     MessageSettings,
+    MetricsSettings,
     MqttSettings,
     TlsSettings,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "LimitSettings",
     "LoggingSettings",
     "MessageSettings",
+    "MetricsSettings",
     "MqttSettings",
     "ScriptHandler",
     "Section",

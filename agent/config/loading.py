@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from agent.config.sections import (
     LimitSettings,
     LoggingSettings,
     MessageSettings,
+    MetricsSettings,
     MqttSettings,
 )
 from agent.config.upgrades import GatewaySettings, UpgradeSettings
@@ -54,6 +56,7 @@ class AgentConfig(BaseSettings):
     desired: DesiredStateSettings = DesiredStateSettings()
     logging: LoggingSettings = LoggingSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    metrics: MetricsSettings = MetricsSettings()
     upgrades: UpgradeSettings = UpgradeSettings()
     gateway: GatewaySettings = GatewaySettings()
 
@@ -153,6 +156,11 @@ def _problems(
         if error["type"] == "missing":
             value = None
         message = error["msg"]
+        named = _NAMED_PROBLEM.fullmatch(message) if error["type"] == "value_error" else None
+        if named is not None and named[1].startswith(f"{key}." if key else ""):
+            # A check across keys (a table's validator) says which key it is about.
+            value = _lookup(value, named[1][len(key) + 1 if key else 0 :])
+            key, message = named[1], named[2]
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             # Name the key that selects the variant, not the whole table.
             ctx = error.get("ctx", {})
@@ -163,6 +171,18 @@ def _problems(
         key = key or "(top level)"
         problems.append((_with_source(key, overrides or {}), value, message))
     return problems
+
+
+_NAMED_PROBLEM = re.compile(r"Value error, ([a-z_]+(?:\.[a-z_]+)+): (.+)", re.DOTALL)
+
+
+def _lookup(data: object, dotted: str) -> object:
+    """The value at ``dotted`` inside a table as given, or None."""
+    for part in dotted.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
 
 
 def _with_source(key: str, overrides: dict[str, tuple[str, str]]) -> str:

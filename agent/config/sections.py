@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -28,11 +29,47 @@ class TlsSettings(Section):
         return self
 
 
-class MqttSettings(Section):
-    """The broker connection."""
+def _endpoint(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` as ``(host, port)``."""
+    host, port = text.strip(), default_port
+    if host.startswith("["):
+        inside, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            msg = f"{text!r} is not host, host:port or [address]:port"
+            raise ValueError(msg)
+        host, rest = inside, rest[1:]
+        if rest:
+            port = _port(text, rest)
+    elif host.count(":") == 1:
+        host, _, rest = host.partition(":")
+        port = _port(text, rest)
+    elif ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            msg = f"{text!r} is not host, host:port or [address]:port"
+            raise ValueError(msg) from None
+    if not host or any(c.isspace() or c in "/#+" for c in host):
+        msg = f"{text!r} has no valid host"
+        raise ValueError(msg)
+    return host, port
 
-    host: str
+
+def _port(text: str, value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        msg = f"{text!r} has no valid port (1-65535)"
+        raise ValueError(msg)
+    return int(value)
+
+
+class MqttSettings(Section):
+    """The broker connection: one endpoint (``host``/``port``), or several (and ``hosts``)."""
+
+    host: str | None = None
     port: int = Field(default=8883, ge=1, le=65535)
+    # Endpoints of one clustered broker, tried after ``host`` in this order: on a failed connect
+    # or a lost connection the agent moves on to the next ("host:port"; without one, ``port``).
+    hosts: list[str] = []
     keepalive_s: int = Field(default=120, ge=30, le=1200)
     clean_session: bool = False
     connect_timeout_s: float = Field(default=10.0, gt=0, le=120)
@@ -45,6 +82,31 @@ class MqttSettings(Section):
     # (the fleet simulator's) take them all in one round trip.
     filters_per_subscribe: int = Field(default=1, ge=1, le=32)
     tls: TlsSettings = TlsSettings()
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_valid(cls, hosts: list[str]) -> list[str]:
+        for text in hosts:
+            _endpoint(text, 1)
+        return hosts
+
+    @model_validator(mode="after")
+    def _somewhere_to_connect(self) -> MqttSettings:
+        # Worded "key: problem", so the loader reports them against that key.
+        if self.host is None and not self.hosts:
+            msg = "mqtt.host: Field required (or mqtt.hosts, a list of host:port endpoints)"
+            raise ValueError(msg)
+        endpoints = self.endpoints
+        if len(set(endpoints)) != len(endpoints):
+            msg = "mqtt.hosts: lists an endpoint more than once (mqtt.host counts as the first)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def endpoints(self) -> list[tuple[str, int]]:
+        """Where the broker listens, in the order to try: ``host`` first, then ``hosts``."""
+        first = [] if self.host is None else [(self.host, self.port)]
+        return first + [_endpoint(text, self.port) for text in self.hosts]
 
 
 class JournalSettings(Section):
@@ -154,6 +216,15 @@ class LoggingSettings(Section):
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
+
+
+class MetricsSettings(Section):
+    """Prometheus text-format metrics to a file (node_exporter's textfile collector); opt-in."""
+
+    # Unset: no metrics are written. No HTTP listener is ever opened.
+    textfile: Path | None = None
+    # The file is replaced atomically this often.
+    interval_s: float = Field(default=15.0, ge=1, le=3600)
 
 
 class LifecycleSettings(Section):

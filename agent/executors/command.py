@@ -36,10 +36,14 @@ class CommandExecutor:
     """Executes :class:`~agent.core.model.CommandRequest` subtasks."""
 
     def __init__(self, settings: CommandSettings, *, rng: random.Random | None = None) -> None:
-        self.settings = settings
         self._rng = rng or SHARED_RNG
-        self._routes = {(r.service_id, r.command_name): r for r in settings.routes}
         self._simulated_runs: dict[int, int] = {}  # id(handler) -> runs so far (fail_first)
+        self.reconfigure(settings)
+
+    def reconfigure(self, settings: CommandSettings) -> None:
+        """Take new routes and handler bounds (a reload); running commands keep theirs."""
+        self.settings = settings
+        self._routes = {(r.service_id, r.command_name): r for r in settings.routes}
 
     def route(self, service_id: str | None, command_name: str) -> CommandRoute | None:
         """The route for a command: an exact service match first, then one for any service."""

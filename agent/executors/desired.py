@@ -79,7 +79,6 @@ class DesiredStateExecutor:
         agent_id: str,
         rng: random.Random | None = None,
     ) -> None:
-        self.settings = settings
         self.agent_id = agent_id
         self._journal = journal
         self._lock = asyncio.Lock()
@@ -88,15 +87,21 @@ class DesiredStateExecutor:
         # memory on purpose: the read after a connect is the platform's current word, even
         # if its version is lower than one seen before (a shadow that was reset).
         self._versions: dict[str, int] = {}
-        rng = rng or SHARED_RNG
-        self._handlers: dict[str, HandlerApplier | SimulatedApplier] = {}
+        self._rng = rng or SHARED_RNG
+        self.reconfigure(settings, commands)
+
+    def reconfigure(self, settings: DesiredStateSettings, commands: CommandSettings) -> None:
+        """Take new appliers and bounds (a reload); the versions seen since connect stay."""
+        self.settings = settings
+        handlers: dict[str, HandlerApplier | SimulatedApplier] = {}
         for applier in settings.appliers:
             handler = applier.handler
-            self._handlers[applier.section] = (
+            handlers[applier.section] = (
                 HandlerApplier(handler, commands, settings.default_timeout_s)
                 if isinstance(handler, ExecHandler)
-                else SimulatedApplier(handler, rng)
+                else SimulatedApplier(handler, self._rng)
             )
+        self._handlers = handlers
         self._state_file = (
             StateFileApplier(settings.state_file) if settings.state_file is not None else None
         )

@@ -115,6 +115,10 @@ class MessageExecutor:
     """Executes :class:`~agent.core.model.MessageDelivery` subtasks."""
 
     def __init__(self, settings: MessageSettings, commands: CommandSettings) -> None:
+        self.reconfigure(settings, commands)
+
+    def reconfigure(self, settings: MessageSettings, commands: CommandSettings) -> None:
+        """Take a new spool directory, handler and bounds (a reload)."""
         self.settings = settings
         self.commands = commands
 

@@ -50,3 +50,30 @@ def read_status(
         )
 
     return [row(r) for r in open_rows], [row(r) for r in recent_rows], OutboxSummary(count, oldest)
+
+
+# The key of the daemon's own record (agent/app/report.py writes it).
+DAEMON_STATUS = "daemon_status"
+
+
+def read_daemon(path: Path) -> dict[str, Any] | None:
+    """The daemon's last record of itself (connection state, version, ...), or None."""
+    try:
+        conn = connect(path, read_only=True)
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read journal {path}: {exc}") from exc
+    try:
+        row = conn.execute(
+            "SELECT value FROM kv WHERE name = ? ORDER BY agent_id LIMIT 1", (DAEMON_STATUS,)
+        ).fetchone()
+    except sqlite3.Error as exc:
+        raise JournalError(f"cannot read journal {path}: {exc}") from exc
+    finally:
+        conn.close()
+    if row is None:
+        return None
+    try:
+        value = json.loads(row[0])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

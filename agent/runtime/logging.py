@@ -1,13 +1,15 @@
 """Logging setup: the only place that configures structlog, and the secret redactor it installs.
 
-Lines are JSON when stdout is not a terminal (journald keeps them; each line starts with the
-``<N>`` priority prefix journald understands) and human-readable on a terminal. Event names are
-dotted identifiers such as ``subtask.finished``.
+Lines are JSON when stdout is not a terminal and human-readable on a terminal. When stdout is
+the journal (systemd sets ``JOURNAL_STREAM`` to its device and inode) each JSON line starts with
+the ``<N>`` priority prefix journald strips and records; on a pipe or a file the lines are plain
+JSON, so ``jq`` reads them. Event names are dotted identifiers such as ``subtask.finished``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import MutableMapping
@@ -124,6 +126,23 @@ class _PriorityJSONRenderer:
         return f"<{priority}>{text}"
 
 
+def stdout_is_journal(stream: Any) -> bool:
+    """Whether ``stream`` is the journal stream systemd connected (sd_journal_stream_fd(3)).
+
+    systemd sets ``JOURNAL_STREAM=DEVICE:INODE`` for a service whose output goes to the journal;
+    a stream with another device or inode (redirected to a file or a pipe) is not the journal.
+    """
+    value = os.environ.get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        info = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file descriptor behind it (StringIO)
+        return False
+    return (info.st_dev, info.st_ino) == (int(device), int(inode))
+
+
 def configure_logging(
     level: str = "info",
     fmt: Literal["auto", "json", "console"] = "auto",
@@ -140,9 +159,11 @@ def configure_logging(
         redactor,
     ]
     renderer: Any
-    if use_json:
+    if use_json and stdout_is_journal(out):
         shared.append(_journald_priority)
         renderer = _PriorityJSONRenderer()
+    elif use_json:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(

@@ -48,7 +48,7 @@ def add_commands(commands: Any) -> None:
     sim.add_argument(
         "--broker",
         help="auto (default: embedded for small fleets, else mosquitto), embedded, mosquitto,"
-        " or mqtt://host:port",
+        " or mqtt://host:port (shards: a comma-separated list of a cluster's endpoints)",
     )
     sim.add_argument("--shard", help="run slice i/n of the fleet (connections round robin)")
     sim.add_argument("--emulator", help="URL of a separate emulator (shard mode: agents only)")
@@ -59,7 +59,11 @@ def add_commands(commands: Any) -> None:
     sim.set_defaults(handler=simulate_command)
 
     emu = commands.add_parser("emulator", help="run the task service emulator on its own")
-    emu.add_argument("--broker", required=True, help="mqtt://host:port of the devices' broker")
+    emu.add_argument(
+        "--broker",
+        required=True,
+        help="mqtt://host:port of the devices' broker (a cluster: its endpoints, comma-separated)",
+    )
     emu.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (0: any)")
     emu.add_argument("--data-dir", type=Path, required=True, help="the emulator's SQLite file")
     emu.add_argument("--minute-s", type=float, default=60.0, help="seconds per API minute")

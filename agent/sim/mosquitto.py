@@ -147,6 +147,11 @@ class Mosquitto:
             process.wait(timeout)
         self._process = None
 
+    def reload(self) -> None:
+        """SIGHUP: the broker reads its configuration again (access control files included)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGHUP)
+
     def restart(self, *, kill: bool = False) -> None:
         """Stop and start again on the same port with the same persistence."""
         self.stop(kill=kill)

@@ -88,6 +88,10 @@ class Transport(Publisher, Protocol):
     owns it (the agent), so the builder can choose the transport without knowing the agent.
     """
 
+    # Set while connected with every filter accepted (``ready`` may come first: a refused
+    # filter is retried while the rest is served).
+    subscribed: asyncio.Event
+
     def attach(self, link: Link) -> None:
         """Serve ``link``; called once, before :meth:`run`."""
 

@@ -124,6 +124,7 @@ class MemoryTransport:
     def __init__(self, broker: MemoryBroker, *, link: Link | None = None) -> None:
         self.broker = broker
         self.ready = asyncio.Event()
+        self.subscribed = asyncio.Event()  # this broker refuses no filter: set with ready
         self._link = link
         self._session: _Session | None = None
         self._client_id = ""
@@ -154,11 +155,13 @@ class MemoryTransport:
                 self.broker.subscribe(session, subscription.topic_filter, subscription.qos)
             await self._link.on_connected()
             self.ready.set()
+            self.subscribed.set()
             waits = [loop.create_task(self._lost.wait()), loop.create_task(self._stop.wait())]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for wait in waits:
                 wait.cancel()
             self.ready.clear()
+            self.subscribed.clear()
             self.broker.detach(session, self)
             self._session = None
 

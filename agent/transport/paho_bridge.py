@@ -28,6 +28,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttSettings
 from agent.core.errors import ConnectRefused, LocalProtocolError, TransportError
+from agent.core.model import Subscription
 from agent.runtime.logging import get_logger, redactor
 from agent.transport.base import Backoff, InboundMessage, Link
 from agent.transport.tls import build_tls_context, describe_tls_error
@@ -119,6 +120,13 @@ def _ticker() -> _Ticker:
     return ticker
 
 
+# The connection states (MqttConnection.state).
+CONNECTING = "connecting"
+CONNECTED = "connected"
+# CONNACK refused the credentials; the next attempt waits auth_retry_s.
+AUTH_REFUSED = "auth refused"
+
+
 class MqttConnection:
     """One device's connection: connect, subscribe, serve, and reconnect with backoff."""
 
@@ -133,13 +141,17 @@ class MqttConnection:
     ) -> None:
         self.settings = settings
         self.ready = asyncio.Event()
+        # Set once every filter is accepted; a refused one is retried while connected.
+        self.subscribed = asyncio.Event()
+        # What `systemctl status`, `device-agent status` and the metrics show of the link.
+        self.state = CONNECTING
+        self.last_error: str | None = None
+        self.connects = 0
         self._link = link
         self._gate = connect_gate
         self._backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._log = log or get_logger()
         self._tls = build_tls_context(settings.tls) if settings.tls.enabled else None
-        # Plain TCP to an IP address connects on the event loop (see _open_socket).
-        self._family = None if self._tls is not None else _numeric_family(settings.host)
         self._client: mqtt.Client | None = None
         self._connected = False
         self._session = 0
@@ -149,7 +161,19 @@ class MqttConnection:
         self._lost: asyncio.Future[str] | None = None
         self._stop = asyncio.Event()
         self._unwatch: Callable[[], None] | None = None
+        self._resubscribing: asyncio.Task[None] | None = None
         self._paho_errors = _LastError()
+        # Endpoints of one (clustered) broker; a failed connect or a lost connection moves on
+        # to the next, so a dead node costs one attempt, not a backoff per retry.
+        self._endpoints = settings.endpoints
+        self._at = 0
+        self._failed_in_round = 0
+        self._established = False
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """The endpoint connected to, or the one the next attempt goes to."""
+        return self._endpoints[self._at]
 
     # -- public API -----------------------------------------------------------------------
 
@@ -168,10 +192,13 @@ class MqttConnection:
                 if self._stop.is_set():
                     self._log.info("mqtt.disconnected")
                     break
-                self._log.warning("mqtt.connection.lost", reason=reason)
+                self._log.warning("mqtt.connection.lost", reason=reason, endpoint=self._where())
+                self._set_state(CONNECTING, f"connection lost: {reason}")
                 delay = self._backoff.next_delay()
             except ConnectRefused as exc:
+                refusal = f"CONNACK {exc.rc} ({exc.reason})"
                 if exc.bad_credentials:
+                    self._set_state(AUTH_REFUSED, refusal)
                     # Jittered downwards, so a fleet refused together does not retry together.
                     delay = self.settings.auth_retry_s * self._backoff.jitter(0.8, 1.0)
                     self._log.error(
@@ -182,22 +209,47 @@ class MqttConnection:
                         retry_in_s=round(delay, 2),
                     )
                 else:
-                    delay = self._backoff.next_delay()
+                    self._set_state(CONNECTING, refusal)
+                    delay = self._after_failed_connect()
                     self._log.warning(
                         "mqtt.connect.refused",
                         rc=exc.rc,
                         reason=exc.reason,
+                        endpoint=self._where(),
                         retry_in_s=round(delay, 2),
                     )
             except TransportError as exc:
-                delay = self._backoff.next_delay()
-                self._log.warning("mqtt.connect.failed", error=str(exc), retry_in_s=round(delay, 2))
+                self._set_state(CONNECTING, str(exc))
+                if self._established:  # lost while subscribing: like any lost connection
+                    delay = self._backoff.next_delay()
+                else:
+                    delay = self._after_failed_connect()
+                self._log.warning(
+                    "mqtt.connect.failed",
+                    error=str(exc),
+                    endpoint=self._where(),
+                    retry_in_s=round(delay, 2),
+                )
             finally:
                 self._teardown()
+            if len(self._endpoints) > 1 and not self._stop.is_set():
+                self._at = (self._at + 1) % len(self._endpoints)
             if loop.time() - started >= _STABLE_AFTER_S:
                 self._backoff.reset()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _after_failed_connect(self) -> float:
+        """The delay after a failed attempt: none while endpoints of this round remain untried."""
+        self._failed_in_round += 1
+        if self._failed_in_round < len(self._endpoints):
+            return 0.0
+        self._failed_in_round = 0
+        return self._backoff.next_delay()
+
+    def _where(self) -> str:
+        host, port = self.endpoint
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     def publish(self, topic: str, payload: bytes, qos: int) -> asyncio.Future[None]:
         """Publish; the future resolves on PUBACK (QoS 1) or once written (QoS 0)."""
@@ -251,17 +303,14 @@ class MqttConnection:
         client = self._new_client(identity.client_id)
         if identity.username is not None:
             client.username_pw_set(identity.username, identity.password)
-        client.connect_async(self.settings.host, self.settings.port, self.settings.keepalive_s)
+        host, port = self.endpoint
+        self._established = False
+        client.connect_async(host, port, self.settings.keepalive_s)
         self._session += 1
         self._client = client
         self._connack = loop.create_future()
         self._lost = loop.create_future()
-        self._log.debug(
-            "mqtt.connect.started",
-            host=self.settings.host,
-            port=self.settings.port,
-            client_id=identity.client_id,
-        )
+        self._log.debug("mqtt.connect.started", host=host, port=port, client_id=identity.client_id)
         await self._open_socket(client)
         try:
             code = await self._until_lost(self._connack, self.settings.connect_timeout_s, "CONNACK")
@@ -271,18 +320,24 @@ class MqttConnection:
             raise ConnectRefused(
                 code.value, code.getName(), bad_credentials=code.value in _BAD_CREDENTIALS
             )
-        self._connected = True
+        self._connected = self._established = True
+        self._failed_in_round = 0
         _ticker().add(client)
-        self._log.info(
-            "mqtt.connected",
-            host=self.settings.host,
-            port=self.settings.port,
-            client_id=identity.client_id,
-        )
-        await self._subscribe_all(client)
+        self._log.info("mqtt.connected", host=host, port=port, client_id=identity.client_id)
+        refused = await self._subscribe_all(client)
         await self._attached.on_connected()
+        self.connects += 1
+        self._set_state(CONNECTED, self.last_error)
         self.ready.set()
+        if refused:
+            self._resubscribing = loop.create_task(self._resubscribe(client, refused))
+        else:
+            self.subscribed.set()
         return await self._lost
+
+    def _set_state(self, state: str, error: str | None) -> None:
+        self.state = state
+        self.last_error = error
 
     def _new_client(self, client_id: str) -> _Client:
         client = _Client(
@@ -315,11 +370,13 @@ class MqttConnection:
         """
         loop = asyncio.get_running_loop()
         gate: contextlib.AbstractAsyncContextManager[Any] = self._gate or contextlib.nullcontext()
-        family = self._family
+        host, port = self.endpoint
+        # Plain TCP to an IP address connects on the event loop.
+        family = None if self._tls is not None else _numeric_family(host)
         try:
             async with gate:
                 if family is not None:
-                    client.preconnected = await self._connect_on_loop(family)
+                    client.preconnected = await self._connect_on_loop(family, host, port)
                     try:
                         client.reconnect()  # nothing left that blocks: it sends CONNECT
                     finally:
@@ -341,8 +398,7 @@ class MqttConnection:
         except ssl.SSLError as exc:  # also unknown CAs and name mismatches
             raise TransportError(describe_tls_error(exc)) from exc
         except (OSError, ValueError) as exc:
-            where = f"{self.settings.host}:{self.settings.port}"
-            raise TransportError(f"cannot connect to {where}: {exc}") from exc
+            raise TransportError(f"cannot connect to {self._where()}: {exc}") from exc
         sock = cast(socket.socket | None, client.socket())
         if sock is None:
             cause = self._paho_errors.message or "no reason given"
@@ -356,15 +412,15 @@ class MqttConnection:
         except (OSError, ValueError) as exc:  # the peer closed it already (a flapping network)
             raise TransportError(f"connection closed during connect: {exc}") from exc
 
-    async def _connect_on_loop(self, family: socket.AddressFamily) -> socket.socket:
+    async def _connect_on_loop(
+        self, family: socket.AddressFamily, host: str, port: int
+    ) -> socket.socket:
         """A TCP connection to the broker's IP address, made without leaving the loop."""
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             async with asyncio.timeout(self.settings.connect_timeout_s):
-                await asyncio.get_running_loop().sock_connect(
-                    sock, (self.settings.host, self.settings.port)
-                )
+                await asyncio.get_running_loop().sock_connect(sock, (host, port))
         except BaseException:
             sock.close()
             raise
@@ -432,12 +488,24 @@ class MqttConnection:
         if client.want_write():
             loop.add_writer(fd, writable)
 
-    async def _subscribe_all(self, client: mqtt.Client) -> None:
-        """Send SUBSCRIBEs of ``filters_per_subscribe`` filters each, then await the SUBACKs."""
+    async def _subscribe_all(self, client: mqtt.Client) -> list[Subscription]:
+        """Send SUBSCRIBEs of ``filters_per_subscribe`` filters each, then await the SUBACKs.
+
+        Returns the subscriptions the broker refused.
+        """
+        refused = await self._subscribe(client, self._attached.subscriptions())
+        for subscription in refused:
+            # A policy problem on the platform, or a clustered broker too busy to set the
+            # subscription up (NATS: its JetStream consumer); the rest keeps working meanwhile.
+            self._log.error("mqtt.subscribe.refused", topic_filter=subscription.topic_filter)
+        return refused
+
+    async def _subscribe(
+        self, client: mqtt.Client, subscriptions: list[Subscription]
+    ) -> list[Subscription]:
         loop = asyncio.get_running_loop()
         per_packet = self.settings.filters_per_subscribe
-        subscriptions = self._attached.subscriptions()
-        waits: list[tuple[list[str], asyncio.Future[list[ReasonCode]]]] = []
+        waits: list[tuple[list[Subscription], asyncio.Future[list[ReasonCode]]]] = []
         for start in range(0, len(subscriptions), per_packet):
             batch = subscriptions[start : start + per_packet]
             pairs: list[tuple[str, int]] = [(s.topic_filter, s.qos) for s in batch]
@@ -445,13 +513,26 @@ class MqttConnection:
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                 raise TransportError(f"subscribe failed: {mqtt.error_string(rc)}")
             self._subacks[mid] = future = loop.create_future()
-            waits.append(([s.topic_filter for s in batch], future))
-        for names, future in waits:
+            waits.append((batch, future))
+        refused = []
+        for batch, future in waits:
             codes = await self._until_lost(future, self.settings.connect_timeout_s, "SUBACK")
-            for topic_filter, code in zip(names, codes, strict=False):
-                if code.is_failure:
-                    # A refused filter is a policy problem on the platform; the rest works.
-                    self._log.error("mqtt.subscribe.refused", topic_filter=topic_filter)
+            refused += [s for s, code in zip(batch, codes, strict=False) if code.is_failure]
+        return refused
+
+    async def _resubscribe(self, client: mqtt.Client, refused: list[Subscription]) -> None:
+        """Subscribe refused filters again, backing off, until accepted or the connection ends."""
+        backoff = Backoff(self.settings.backoff_initial_s, self.settings.backoff_max_s)
+        while refused:
+            await asyncio.sleep(self.settings.backoff_initial_s + backoff.next_delay())
+            try:
+                refused = await self._subscribe(client, refused)
+            except TransportError:
+                if client is not self._client or not self._connected:
+                    return  # the connection is gone; the next one subscribes afresh
+                # No SUBACK in time (a busy broker answers late): ask again.
+        self._log.info("mqtt.subscribe.accepted", after_retries=backoff.attempt)
+        self.subscribed.set()
 
     async def _until_lost(self, future: asyncio.Future[Any], timeout: float, what: str) -> Any:
         lost = self._lost
@@ -469,6 +550,10 @@ class MqttConnection:
         client = self._client
         self._connected = False
         self.ready.clear()
+        self.subscribed.clear()
+        if self._resubscribing is not None:
+            self._resubscribing.cancel()
+            self._resubscribing = None
         if client is not None:
             _ticker().discard(client)
             if self._unwatch is not None:
@@ -490,6 +575,7 @@ class MqttConnection:
     def _mark_lost(self, reason: str) -> None:
         self._connected = False
         self.ready.clear()
+        self.subscribed.clear()
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
         self._fail_pending(reason)

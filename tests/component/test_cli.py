@@ -28,6 +28,11 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+def _check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """check-config as the invoking user (under root it would switch to the service's)."""
+    return _cli("check-config", *args, "--as-user", "", env=env)
+
+
 def _config(tmp_path: Path, **changes: dict[str, object]) -> Path:
     secret = tmp_path / "secret"
     secret.write_text("s3cret-value\n")
@@ -51,7 +56,7 @@ def _config(tmp_path: Path, **changes: dict[str, object]) -> Path:
 
 def test_check_config_accepts_a_valid_configuration(tmp_path: Path) -> None:
     """A valid file: exit 0 and a one-line summary."""
-    result = _cli("check-config", str(_config(tmp_path)))
+    result = _check(str(_config(tmp_path)))
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("ok (huawei-iotda, device dev-1, 1 command route)")
@@ -75,7 +80,7 @@ def test_check_config_names_the_bad_key_and_value_and_exits_2(
     tmp_path: Path, changes: dict[str, dict[str, object]], named: str
 ) -> None:
     """Each problem is printed as ``key = value: message`` and the exit status is 2."""
-    result = _cli("check-config", str(_config(tmp_path, **changes)))
+    result = _check(str(_config(tmp_path, **changes)))
 
     assert result.returncode == 2
     assert named in result.stderr
@@ -84,7 +89,7 @@ def test_check_config_names_the_bad_key_and_value_and_exits_2(
 
 def test_check_config_names_a_bad_environment_override(tmp_path: Path) -> None:
     """An override from the environment is blamed on its variable."""
-    result = _cli("check-config", str(_config(tmp_path)), env={"DEVICE_AGENT_MQTT__PORT": "eighty"})
+    result = _check(str(_config(tmp_path)), env={"DEVICE_AGENT_MQTT__PORT": "eighty"})
 
     assert result.returncode == 2
     assert "mqtt.port (from DEVICE_AGENT_MQTT__PORT) = 'eighty'" in result.stderr
@@ -92,7 +97,7 @@ def test_check_config_names_a_bad_environment_override(tmp_path: Path) -> None:
 
 def test_check_config_reports_malformed_override_json_without_a_traceback(tmp_path: Path) -> None:
     """A table override that is not JSON is a configuration error (exit 2), not a crash."""
-    result = _cli("check-config", str(_config(tmp_path)), env={"DEVICE_AGENT_MQTT__TLS": "{on"})
+    result = _check(str(_config(tmp_path)), env={"DEVICE_AGENT_MQTT__TLS": "{on"})
 
     assert result.returncode == 2
     assert "DEVICE_AGENT_MQTT__TLS = '{on'" in result.stderr
@@ -101,7 +106,7 @@ def test_check_config_reports_malformed_override_json_without_a_traceback(tmp_pa
 
 def test_check_config_reports_a_missing_file(tmp_path: Path) -> None:
     """A file that is not there: exit 2 and the reason."""
-    result = _cli("check-config", str(tmp_path / "absent.toml"))
+    result = _check(str(tmp_path / "absent.toml"))
 
     assert result.returncode == 2
     assert "cannot read: No such file or directory" in result.stderr
@@ -109,7 +114,7 @@ def test_check_config_reports_a_missing_file(tmp_path: Path) -> None:
 
 def test_check_config_on_the_example_only_misses_the_installation(tmp_path: Path) -> None:
     """The shipped example is valid; only its missing secret, CA and handlers are reported."""
-    result = _cli("check-config", str(EXAMPLE))
+    result = _check(str(EXAMPLE))
 
     assert result.returncode == 2
     problems = [line.strip() for line in result.stderr.splitlines()[1:]]
@@ -160,6 +165,7 @@ def test_status_json_on_an_empty_journal(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
+        "daemon": None,
         "in_flight": [],
         "recent": [],
         "outbox": {"count": 0, "oldest": None},

@@ -197,28 +197,30 @@ def test_work_sent_after_sigterm_waits_at_the_broker_for_the_next_run(
     assert answers["running"][0].result_code == 0
 
 
-def test_ready_waits_for_the_broker_and_status_follows_the_connection(
+def test_ready_comes_offline_and_status_follows_the_connection(
     tmp_path: Path, own_broker: Mosquitto
 ) -> None:
-    """No READY=1 while the broker is down; READY once subscribed; STATUS tracks the link."""
+    """READY=1 with the broker down (STATUS=connecting); STATUS=connected once subscribed."""
     own_broker.stop()
     agent, gates = _agent(tmp_path, own_broker.port)
     agent.start(wait_ready=False)
-    agent.wait_event("mqtt.connect.failed", 30, count=2)
-    assert not any("READY=1" in n for n in agent.collect_notifications())
-
-    own_broker.start()
     agent.wait_notification("READY=1", 30)
     ready = next(n for n in agent.notifications if "READY=1" in n)
-    assert "STATUS=connected" in ready
-    # READY means subscribed: a command published right now is delivered and answered.
+    assert "STATUS=connecting" in ready
+    agent.wait_event("mqtt.connect.failed", 30, count=2)
+    assert not any("STATUS=connected" in n for n in agent.collect_notifications())
+
+    own_broker.start()
+    agent.wait_notification("STATUS=connected", 30)
+    # STATUS=connected means subscribed: a command published right now is answered.
     with PlatformClient(own_broker.port, DEVICE, client_id="platform-ready") as platform:
         gates.release("first")
         platform.send(platform.side.command("first", "GATED"))
         platform.wait_for(lambda: "first" in platform.command_answers(), 30, "the answer")
 
+    connecting = sum("STATUS=connecting" in n for n in agent.collect_notifications())
     own_broker.stop(kill=True)
-    agent.wait_notification("STATUS=reconnecting", 30)
+    agent.wait_notification("STATUS=connecting", 30, count=connecting + 1)
     own_broker.start()
     agent.wait_notification("STATUS=connected", 30, count=2)
     assert agent.stop() == 0

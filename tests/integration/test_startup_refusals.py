@@ -68,15 +68,15 @@ def test_the_simulated_installer_is_accepted_as_a_rehearsal(tmp_path: Path) -> N
 def test_run_warns_about_secret_and_config_files_others_may_read_or_change(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    """A world-readable secret and a world-writable config are named at start; it still runs."""
+    """Run warns about a readable secret and a writable config; check-config refuses the secret."""
     config = agent_config(tmp_path, broker.port)
     secret = tmp_path / "secret"
     secret.chmod(0o644)
     config.chmod(0o666)
     done = _cli("check-config", str(config))
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 2, done.stderr
     assert "device.secret_file" in done.stderr
-    assert "readable by others" in done.stderr
+    assert "readable or writable by others (mode 0644" in done.stderr
     assert "writable by group or others" in done.stderr
     agent = AgentProcess(config, tmp_path)
     agent.start()

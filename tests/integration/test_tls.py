@@ -90,7 +90,7 @@ def _refused(agent: AgentProcess) -> str:
     agent.start(wait_ready=False)
     failures = agent.wait_event("mqtt.connect.failed", 30, count=2)
     assert agent.stop() == 0
-    assert not any("READY=1" in n for n in agent.notifications)
+    assert not any("STATUS=connected" in n for n in agent.notifications)
     assert not agent.events("mqtt.connected")
     return str(failures[0]["error"])
 

@@ -61,6 +61,7 @@ def agent_config(
     """
     secret = workdir / "secret"
     secret.write_text(DEVICE_SECRET + "\n")
+    secret.chmod(0o600)
     identity = {"profile": "huawei-iotda", "device_id": device_id, "secret_file": str(secret)}
     data: dict[str, Any] = {
         "device": device if device is not None else identity,
@@ -79,6 +80,8 @@ def agent_config(
     }
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
+    if "hosts" in data["mqtt"]:  # a list of endpoints replaces host and port
+        data["mqtt"].pop("host")
     path = workdir / "agent.toml"
     path.write_text(toml.dumps(data) + "\n")
     return path
@@ -99,10 +102,21 @@ def stop_leftover_agents() -> None:
 
 
 class AgentProcess:
-    """``device-agent run`` as a child process, with a notify socket to see READY=1."""
+    """``device-agent run`` as a child process, with a notify socket to see READY=1 and STATUS."""
 
-    def __init__(self, config: Path, workdir: Path, *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        workdir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        program: list[str] | None = None,
+        run_args: list[str] | None = None,
+    ) -> None:
         self.config = config
+        # The command that is ``device-agent``: this checkout's by default, or an installed one.
+        self.program = program or [sys.executable, "-m", "agent"]
+        self.run_args = run_args or []
         self.workdir = workdir
         self.log_path = workdir / "agent.log"
         self.env = env or {}
@@ -111,7 +125,10 @@ class AgentProcess:
         self.notifications: list[str] = []
 
     def start(self, *, wait_ready: bool = True, timeout: float = 30.0) -> None:
-        """Start the daemon; by default wait for READY=1 (connected and subscribed)."""
+        """Start the daemon; by default wait until it is connected and subscribed.
+
+        READY=1 comes once the agent can work offline; ``STATUS=connected`` once subscribed.
+        """
         self._close_notify()
         self.notifications = []
         notify_path = self.workdir / f"notify-{time.monotonic_ns()}.sock"
@@ -123,7 +140,7 @@ class AgentProcess:
         env.update(self.env, NOTIFY_SOCKET=str(notify_path), PYTHONPATH=str(REPO))
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(self.config)],
+            [*self.program, "run", "--config", str(self.config), *self.run_args],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -134,6 +151,7 @@ class AgentProcess:
         _started.append(self)
         if wait_ready:
             self.wait_notification("READY=1", timeout)
+            self.wait_notification("STATUS=connected", timeout)
 
     def wait_notification(self, field: str, timeout: float, *, count: int = 1) -> None:
         """Wait until ``count`` notify datagrams containing ``field`` have arrived."""

@@ -235,7 +235,64 @@ def test_missing_required_keys_are_named(tmp_path: Path) -> None:
     problems = _problems(_write(tmp_path, data))
 
     assert sorted(k for k, _, _ in problems) == ["device.device_id", "mqtt.host"]
-    assert all(message == "Field required" for _, _, message in problems)
+    assert all(message.startswith("Field required") for _, _, message in problems)
+    assert "mqtt.hosts" in problems[-1][2]  # the other way to name the broker
+
+
+def test_a_list_of_broker_endpoints_replaces_host(tmp_path: Path) -> None:
+    """mqtt.hosts: host:port, a bare host (mqtt.port), [v6]:port, in the order given."""
+    data = _base(tmp_path)
+    del data["mqtt"]["host"]
+    data["mqtt"]["hosts"] = ["node-1:1884", "node-2", "[::1]:1885"]
+
+    config = load_config(_write(tmp_path, data))
+
+    assert config.mqtt.endpoints == [("node-1", 1884), ("node-2", 1883), ("::1", 1885)]
+    assert load_config(_write(tmp_path, _base(tmp_path))).mqtt.endpoints == [("127.0.0.1", 1883)]
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        (["node-1:0"], "'node-1:0' has no valid port (1-65535)"),
+        (["node-1:http"], "'node-1:http' has no valid port"),
+        ([":1883"], "':1883' has no valid host"),
+        (["a:b:c"], "is not host, host:port or [address]:port"),
+        (["[::1"], "is not host, host:port or [address]:port"),
+        (["node-1:1883", "node-1"], "lists an endpoint more than once"),
+    ],
+)
+def test_bad_broker_endpoints_are_named(tmp_path: Path, hosts: list[str], message: str) -> None:
+    """Each bad endpoint list is reported against mqtt.hosts with what is wrong."""
+    data = _base(tmp_path)
+    del data["mqtt"]["host"]
+    data["mqtt"]["hosts"] = hosts
+
+    problems = _problems(_write(tmp_path, data))
+
+    assert [(key, value) for key, value, _ in problems] == [("mqtt.hosts", hosts)]
+    assert message in problems[0][2]
+
+
+def test_host_comes_first_and_no_endpoint_twice(tmp_path: Path) -> None:
+    """mqtt.host is tried before mqtt.hosts; naming it again in the list is reported."""
+    data = _base(tmp_path)
+    data["mqtt"]["hosts"] = ["node-1:1883"]
+    assert load_config(_write(tmp_path, data)).mqtt.endpoints == [
+        ("127.0.0.1", 1883),
+        ("node-1", 1883),
+    ]
+    data["mqtt"]["hosts"] = ["127.0.0.1"]
+
+    problems = _problems(_write(tmp_path, data))
+
+    assert problems == [
+        (
+            "mqtt.hosts",
+            ["127.0.0.1"],
+            "lists an endpoint more than once (mqtt.host counts as the first)",
+        )
+    ]
 
 
 def test_a_missing_profile_is_named(tmp_path: Path) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,11 +92,21 @@ def test_an_event_dict_is_scrubbed_in_place(scrubber: SecretRedactor) -> None:
     assert result == {"event": f"leaked.{REDACTED}", "password": REDACTED, "n": 1}
 
 
-def test_configured_logging_writes_json_lines_without_secrets() -> None:
-    """End to end: JSON lines with a priority prefix; secrets gone, tracebacks included."""
+def _journal_file(path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A file that JOURNAL_STREAM names, as systemd names the journal's stream."""
+    out = path.open("w+")
+    info = os.fstat(out.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino}")
+    return out
+
+
+def test_configured_logging_writes_json_lines_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the journal: JSON lines with a priority prefix; secrets gone, tracebacks included."""
     secret = f"s3cret-{secrets.token_hex(8)}"
     redactor.register(secret)
-    out = io.StringIO()
+    out = _journal_file(tmp_path / "journal", monkeypatch)
     configure_logging("debug", "json", stream=out)
     log = get_logger(device_id="dev-1")
 
@@ -104,8 +117,11 @@ def test_configured_logging_writes_json_lines_without_secrets() -> None:
         log.exception("mqtt.connect.failed")
     log.debug("debug.line")
 
-    lines = out.getvalue().splitlines()
-    assert secret not in out.getvalue()
+    out.seek(0)
+    text = out.read()
+    out.close()
+    lines = text.splitlines()
+    assert secret not in text
     assert [line[:3] for line in lines] == ["<6>", "<3>", "<7>"]
     first, second, _ = (json.loads(line[3:]) for line in lines)
     assert first["event"] == "mqtt.connect.started"
@@ -116,6 +132,26 @@ def test_configured_logging_writes_json_lines_without_secrets() -> None:
     assert REDACTED in second["exception"]
 
 
+@pytest.mark.parametrize("journal_stream", [None, "1:2", "garbage", "for-the-other-file"])
+def test_a_file_or_pipe_gets_plain_json_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, journal_stream: str | None
+) -> None:
+    """Without JOURNAL_STREAM naming stdout, every line is plain JSON (jq reads it)."""
+    if journal_stream == "for-the-other-file":
+        _journal_file(tmp_path / "journal", monkeypatch).close()
+    elif journal_stream is None:
+        monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    else:
+        monkeypatch.setenv("JOURNAL_STREAM", journal_stream)
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as out:
+        configure_logging("info", "json", stream=out)
+        get_logger().warning("disk.low", free=3)
+    with os.fdopen(read_end) as pipe:
+        line = pipe.read()
+    assert json.loads(line)["event"] == "disk.low"
+
+
 def test_the_level_filters_lines() -> None:
     """Below the configured level nothing is written."""
     out = io.StringIO()
@@ -124,7 +160,7 @@ def test_the_level_filters_lines() -> None:
     get_logger().info("quiet")
     get_logger().warning("loud")
 
-    assert [json.loads(line[3:])["event"] for line in out.getvalue().splitlines()] == ["loud"]
+    assert [json.loads(line)["event"] for line in out.getvalue().splitlines()] == ["loud"]
 
 
 def test_console_format_is_plain_text() -> None:

@@ -66,6 +66,7 @@ class PlatformLink:
         host: str,
         port: int,
         *,
+        hosts: list[str] | None = None,
         client_id: str,
         readers: list[UplinkReader],
         on_answer: Callable[[Answer | Report], None],
@@ -81,6 +82,7 @@ class PlatformLink:
         settings = MqttSettings(
             host=host,
             port=port,
+            hosts=hosts or [],
             keepalive_s=30,
             clean_session=False,
             backoff_initial_s=0.2,

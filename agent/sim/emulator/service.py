@@ -23,7 +23,7 @@ from agent.sim.emulator.link import PlatformLink
 from agent.sim.emulator.ota_downloads import PackageDownloads
 from agent.sim.emulator.presence import Presence, PresenceReader
 from agent.sim.emulator.registry import Registry
-from agent.sim.emulator.settings import EmulatorSettings, broker_address
+from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.emulator.store import EmulatorStore
 
 AppFactory = Callable[["Emulator"], web.Application]
@@ -102,10 +102,11 @@ class Emulator:
         if known is not None:
             self.presence.restore(known)
         if self.settings.broker_url:
-            host, port = broker_address(self.settings.broker_url)
+            host, port, hosts = broker_endpoints(self.settings.broker_url)
             self.link = PlatformLink(
                 host,
                 port,
+                hosts=hosts,
                 client_id=self.settings.client_id,
                 readers=[self.presence_reader, *self.table.readers],
                 on_answer=self.engine.on_answer,
@@ -135,9 +136,9 @@ class Emulator:
         self.log.info("emulator.started", url=self.url, broker=self.settings.broker_url)
 
     async def wait_connected(self, timeout: float) -> None:
-        """Wait until the MQTT link is up (no-op without a broker)."""
+        """Wait until the MQTT link is up and every filter accepted (no-op without a broker)."""
         if self.link is not None:
-            await asyncio.wait_for(self.link.ready.wait(), timeout)
+            await asyncio.wait_for(self.link.connection.subscribed.wait(), timeout)
 
     async def wait_online(self, device_ids: list[str], timeout: float) -> list[str]:
         """Wait (bounded) until the devices are ONLINE as the broker announced; the rest.

@@ -84,6 +84,19 @@ class EmulatorSettings(BaseModel):
         return host
 
 
+def broker_endpoints(urls: str) -> tuple[str, int, list[str]]:
+    """The first endpoint of ``mqtt://a:1883,mqtt://b:1883`` (a clustered broker) and the rest.
+
+    The rest come as ``host:port`` strings, the form of the agent's ``mqtt.hosts``.
+
+    Raises:
+        ConfigError: one of the URLs is not a plain ``mqtt://`` URL with a host.
+    """
+    endpoints = [broker_address(url.strip()) for url in urls.split(",")]
+    host, port = endpoints[0]
+    return host, port, [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in endpoints[1:]]
+
+
 def broker_address(url: str) -> tuple[str, int]:
     """Host and port of an ``mqtt://host:port`` URL.
 

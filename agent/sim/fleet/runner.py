@@ -98,8 +98,13 @@ def device_section(slot: Slot, workdir: Path) -> dict[str, Any]:
     return {"profile": profile, "device_id": device.device_id, "secret_file": secret}
 
 
-def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentConfig:
-    """The configuration every agent shares (each gets a copy with its own device id)."""
+def base_config(
+    spec: FleetSpec, host: str, port: int, workdir: Path, hosts: list[str] | None = None
+) -> AgentConfig:
+    """The configuration every agent shares (each gets a copy with its own device id).
+
+    ``hosts`` are further endpoints of a clustered broker (``mqtt.hosts``).
+    """
     routes = [
         CommandRoute(
             service_id=h.service_id,
@@ -148,6 +153,7 @@ def base_config(spec: FleetSpec, host: str, port: int, workdir: Path) -> AgentCo
             "mqtt": {
                 "host": host,
                 "port": port,
+                "hosts": hosts or [],
                 "keepalive_s": 60,
                 "clean_session": False,
                 "backoff_initial_s": 0.2,
@@ -202,13 +208,20 @@ class FleetRunner:
     """Starts, kills, restarts and stops the agents of one fleet (or one shard of it)."""
 
     def __init__(
-        self, spec: FleetSpec, slots: list[Slot], *, host: str, port: int, workdir: Path
+        self,
+        spec: FleetSpec,
+        slots: list[Slot],
+        *,
+        host: str,
+        port: int,
+        workdir: Path,
+        hosts: list[str] | None = None,
     ) -> None:
         self.spec = spec
         self.slots = [slot for slot in slots if slot.simulated]
         self.skipped = [slot for slot in slots if not slot.simulated]
         self.workdir = workdir
-        self.base = base_config(spec, host, port, workdir)
+        self.base = base_config(spec, host, port, workdir, hosts)
         self.gate = asyncio.Semaphore(spec.connect_concurrency)
         self.executions = Executions()
         self.agents: dict[str, Agent] = {}
@@ -269,8 +282,11 @@ class FleetRunner:
         return agent
 
     async def wait_connected(self, timeout: float) -> None:
-        """Wait until every agent is connected and subscribed."""
-        waits = [agent.transport.ready.wait() for agent in self.agents.values()]
+        """Wait until every agent is connected and every one of its filters accepted.
+
+        (A clustered broker may refuse a subscription while busy; the agent retries it.)
+        """
+        waits = [agent.transport.subscribed.wait() for agent in self.agents.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*waits), timeout)
         finally:

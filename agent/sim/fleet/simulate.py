@@ -26,7 +26,7 @@ from agent.sim.emulator.broker_auth import ConnectCheck
 from agent.sim.emulator.records import TERMINAL
 from agent.sim.emulator.server import build_emulator
 from agent.sim.emulator.service import Emulator
-from agent.sim.emulator.settings import EmulatorSettings, broker_address
+from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.fleet.broker import BrokerHandle, SetupError, choose_broker, open_broker
 from agent.sim.fleet.client import TaskClient
 from agent.sim.fleet.faults import FaultLog, run_faults
@@ -367,13 +367,19 @@ async def _drive(
 async def run_shard(
     scenario: Scenario, options: RunOptions, *, emulator_url: str, broker_url: str
 ) -> int:
-    """Run one shard's agents against a broker and an emulator elsewhere, until SIGTERM/SIGINT."""
+    """Run one shard's agents against a broker and an emulator elsewhere, until SIGTERM/SIGINT.
+
+    ``broker_url`` may list the endpoints of a clustered broker, ``mqtt://a:1883,mqtt://b:1883``:
+    agents connect to the first and move on to the next when one fails.
+    """
     log = get_logger(component="shard")
     index, count = options.shard or (0, 1)
     slots: list[Slot] = shard(build_layout(scenario.fleet), index, count)
-    host, port = broker_address(broker_url)
+    host, port, hosts = broker_endpoints(broker_url)
     client = TaskClient(emulator_url)
-    runner = FleetRunner(scenario.fleet, slots, host=host, port=port, workdir=options.workdir)
+    runner = FleetRunner(
+        scenario.fleet, slots, host=host, port=port, hosts=hosts, workdir=options.workdir
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -381,7 +387,9 @@ async def run_shard(
     try:
         await client.register_fleet(registration(slots, scenario.fleet))
         await runner.start()
-        await runner.wait_connected(_connect_timeout(len(runner.slots)))
+        # Shards run against clustered brokers, where every subscription of every agent is set
+        # up as a replicated consumer (NATS JetStream): allow far more than one machine needs.
+        await runner.wait_connected(max(_connect_timeout(len(runner.slots)), len(runner.slots)))
         print(json.dumps({"event": "shard.ready", "shard": f"{index}/{count}",
                           "agents": len(runner.slots)}), flush=True)  # fmt: skip
         log.info("shard.ready", agents=len(runner.slots))
@@ -391,5 +399,6 @@ async def run_shard(
             await client.close()
         await runner.stop()
     print(json.dumps({"event": "shard.stopped", "executions": runner.executions.total,
+                      "by_kind": dict(runner.executions.by_kind),
                       "repeated": len(runner.executions.repeated())}), flush=True)  # fmt: skip
     return 0
