@@ -17,7 +17,7 @@ from agent.sim.emulator.dispatchers import DispatcherTable
 from agent.sim.emulator.server import build_emulator
 from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings
-from agent.sim.fleet.layout import build_layout, registration
+from agent.sim.fleet.layout import build_layout, registration, seen_online
 from agent.sim.fleet.runner import FleetRunner
 from agent.sim.fleet.spec import ApplierSpec, CohortSpec, FleetSpec, HandlerSpec, UpgradeSpec
 
@@ -92,13 +92,7 @@ async def fleet(
     try:
         await runner.wait_connected(30)
         # The strict emulator takes a device for online once the broker's notice is in.
-        devices = [slot.device.device_id for slot in slots] + [
-            child.device_id
-            for slot in slots
-            if slot.device.profile == "huawei-iotda"  # children its gateway reports ONLINE
-            for child in slot.children
-        ]
-        missing = await emu.wait_online(devices, 30)
+        missing = await emu.wait_online(seen_online(slots), 30)
         assert not missing, f"the emulator did not see {missing[:5]} come online"
         yield runner, prefix
     finally:

@@ -30,7 +30,7 @@ from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.fleet.broker import BrokerHandle, SetupError, choose_broker, open_broker
 from agent.sim.fleet.client import TaskClient
 from agent.sim.fleet.faults import FaultLog, run_faults
-from agent.sim.fleet.layout import Slot, build_layout, registration, shard
+from agent.sim.fleet.layout import Slot, build_layout, registration, seen_online, shard
 from agent.sim.fleet.progress import LiveBars
 from agent.sim.fleet.proxy import FlakyProxy
 from agent.sim.fleet.report import ProgressSamples, TaskRecord, build_report, write_report
@@ -92,12 +92,7 @@ async def _until_seen_online(emulator: Emulator, runner: FleetRunner, log: Any) 
     """Wait (bounded) until the emulator sees the fleet online (the broker's and gateways' word)."""
     if emulator.presence.mode != "broker":
         return  # lenient: everyone is online; uplink presence comes with the first uplink
-    devices = [slot.device.device_id for slot in runner.slots] + [
-        child.device_id
-        for slot in runner.slots
-        if slot.device.profile == "huawei-iotda"  # children its gateway reports ONLINE
-        for child in slot.children
-    ]
+    devices = seen_online(runner.slots)
     missing = await emulator.wait_online(devices, _connect_timeout(len(devices)))
     if missing:
         log.warning("fleet.not_online", devices=len(missing), first=missing[:5])
