@@ -24,8 +24,10 @@ from agent.config.base import ENV_PREFIX
 from agent.core.errors import ConfigError
 
 _DELIMITER = "__"
-# ``DEVICE_AGENT_*`` variables that are not configuration overrides.
+# ``DEVICE_AGENT_*`` variables that are not configuration overrides: the fault injector's, and
+# the task service emulator's credentials (``DEVICE_AGENT_EMULATOR_*``), which may share a shell.
 NON_CONFIG_ENV = frozenset({"FAILPOINTS"})
+NON_CONFIG_PREFIXES = ("EMULATOR_",)
 
 
 def overrides(environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
@@ -35,7 +37,7 @@ def overrides(environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, 
         if not name.upper().startswith(ENV_PREFIX):
             continue
         rest = name[len(ENV_PREFIX) :]
-        if rest.upper() in NON_CONFIG_ENV:
+        if rest.upper() in NON_CONFIG_ENV or rest.upper().startswith(NON_CONFIG_PREFIXES):
             continue
         found[rest.lower().replace(_DELIMITER, ".")] = (name, value)
     return found

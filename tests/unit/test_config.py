@@ -481,6 +481,15 @@ def test_failpoints_variable_is_not_a_setting(
     assert load_config(_write(tmp_path, _base(tmp_path))).mqtt.port == 1883
 
 
+def test_the_emulators_credential_variables_are_not_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent started in a shell that holds the emulator's DEVICE_AGENT_EMULATOR_* still runs."""
+    monkeypatch.setenv("DEVICE_AGENT_EMULATOR_HUAWEI_SK", "not-a-setting")
+
+    assert load_config(_write(tmp_path, _base(tmp_path))).mqtt.port == 1883
+
+
 # -- the handler allow-list ------------------------------------------------------------------
 
 
