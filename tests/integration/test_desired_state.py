@@ -10,9 +10,9 @@ import pytest
 
 from agent.core.model import Publish
 from agent.profiles.huawei_iotda.platform import PropertiesSetAnswer
-from agent.profiles.tencent_iothub import TencentShadow
 from agent.profiles.tencent_iothub.platform import ShadowRequest
 from agent.sim.mosquitto import Mosquitto
+from agent.sim.shadows import TencentShadow
 from tests.support.agents import AgentProcess, agent_config
 from tests.support.dialects import (
     TENCENT_PRODUCT,

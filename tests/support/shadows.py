@@ -1,7 +1,7 @@
 """The platforms' shadow services played in tests: answer a device's reads and take its reports.
 
-Each wraps the pure platform-side model (:class:`~agent.profiles.tencent_iothub.TencentShadow`,
-:class:`~agent.profiles.huawei_iotda.platform.HuaweiShadow`) and is used as a
+Each wraps the pure platform-side model (:class:`~agent.sim.shadows.TencentShadow`,
+:class:`~agent.sim.shadows.HuaweiShadow`) and is used as a
 :class:`~tests.support.platform.PlatformClient` responder, on paho's thread; the test thread
 changes desired state through the same lock.
 """
@@ -16,9 +16,10 @@ from typing import Any
 from agent.core.errors import RemoteProtocolError
 from agent.core.model import Publish
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform
-from agent.profiles.huawei_iotda.platform import HuaweiShadow, PropertiesReport, ShadowGetRequest
-from agent.profiles.tencent_iothub import TencentIothubPlatform, TencentShadow
+from agent.profiles.huawei_iotda.platform import PropertiesReport, ShadowGetRequest
+from agent.profiles.tencent_iothub import TencentIothubPlatform
 from agent.profiles.tencent_iothub.platform import ShadowRequest
+from agent.sim.shadows import HuaweiShadow, TencentShadow
 
 
 class TencentShadowService:

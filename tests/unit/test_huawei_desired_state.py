@@ -23,12 +23,12 @@ from agent.core.model import (
 )
 from agent.profiles.huawei_iotda import HuaweiIotdaPlatform, HuaweiIotdaProfile
 from agent.profiles.huawei_iotda.platform import (
-    HuaweiShadow,
     PropertiesGetAnswer,
     PropertiesReport,
     PropertiesSetAnswer,
     ShadowGetRequest,
 )
+from agent.sim.shadows import HuaweiShadow
 
 DEV = "dev-1"
 SYS = f"$oc/devices/{DEV}/sys/"

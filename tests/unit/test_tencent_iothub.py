@@ -22,7 +22,8 @@ from agent.core.model import (
     MessageDelivery,
 )
 from agent.profiles.tencent_iothub import TencentIothubPlatform, TencentIothubProfile, auth
-from agent.profiles.tencent_iothub.platform import ShadowRequest, TencentShadow
+from agent.profiles.tencent_iothub.platform import ShadowRequest
+from agent.sim.shadows import TencentShadow
 
 PID, DN = "ABCDEFGHIJ", "dev1"
 REF = "t"  # a client token

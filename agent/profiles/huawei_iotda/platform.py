@@ -12,7 +12,6 @@ import re
 from typing import Any
 
 from agent.core.errors import RemoteProtocolError
-from agent.core.merge_patch import merge, pending
 from agent.core.model import Model, Publish
 from agent.profiles.base import dump_json, parse_json
 from agent.profiles.huawei_iotda import wire
@@ -78,65 +77,6 @@ class ShadowGetRequest(Model):
 Uplink = (
     CommandAnswer | PropertiesSetAnswer | PropertiesGetAnswer | PropertiesReport | ShadowGetRequest
 )
-
-
-class HuaweiShadow:
-    """The platform's device shadow for one device: desired and reported per service.
-
-    Pure state, as the task service emulator and the tests keep it: ``updateDeviceShadows``
-    writes desired values, reports merge into reported ones, and a shadow read is answered
-    with both halves and a version that grows with every change.
-    """
-
-    def __init__(self, device_id: str) -> None:
-        self.device_id = device_id
-        self.desired: dict[str, dict[str, Any]] = {}
-        self.reported: dict[str, dict[str, Any]] = {}
-        self.versions: dict[str, int] = {}
-
-    def set_desired(self, service_id: str, properties: dict[str, Any]) -> None:
-        """Write desired properties of one service (an ``updateDeviceShadows`` subtask)."""
-        self.desired[service_id] = merge(self.desired.get(service_id, {}), properties)
-        self._bump(service_id)
-
-    def report(self, services: dict[str, dict[str, Any]]) -> None:
-        """Merge a device's property report into the reported half."""
-        for service_id, properties in services.items():
-            self.reported[service_id] = merge(self.reported.get(service_id, {}), properties)
-            self._bump(service_id)
-
-    def pending_desired(self) -> dict[str, dict[str, Any]]:
-        """Desired properties the reported half does not hold (what the platform would push)."""
-        left = {}
-        for service_id, properties in self.desired.items():
-            missing = pending(properties, self.reported.get(service_id, {}))
-            if missing:
-                left[service_id] = missing
-        return left
-
-    def response(self, request: ShadowGetRequest) -> Publish:
-        """The platform's answer to a shadow read."""
-        services = sorted(set(self.desired) | set(self.reported))
-        if request.service_id is not None:
-            services = [s for s in services if s == request.service_id]
-        shadow = []
-        for service_id in services:
-            entry: dict[str, Any] = {"service_id": service_id}
-            if service_id in self.desired:
-                entry["desired"] = {"properties": self.desired[service_id]}
-            if service_id in self.reported:
-                entry["reported"] = {"properties": self.reported[service_id]}
-            entry["version"] = self.versions.get(service_id, 0)
-            shadow.append(entry)
-        body = {"object_device_id": self.device_id, "shadow": shadow}
-        topic = (
-            f"$oc/devices/{request.device_id}/sys/shadow/get/response/"
-            f"request_id={request.request_id}"
-        )
-        return Publish(topic=topic, payload=dump_json(body))
-
-    def _bump(self, service_id: str) -> None:
-        self.versions[service_id] = self.versions.get(service_id, 0) + 1
 
 
 class EventReport(Model):

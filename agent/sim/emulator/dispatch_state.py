@@ -27,11 +27,12 @@ from typing import Any
 from agent.core.merge_patch import pending
 from agent.core.model import Publish
 from agent.profiles.huawei_oceanconnect.platform import OceanConnectPlatform
-from agent.profiles.tencent_iothub.platform import TencentIothubPlatform, TencentShadow
+from agent.profiles.tencent_iothub.platform import TencentIothubPlatform
 from agent.sim.emulator.dispatch import Answer, DeviceOffline, UplinkReader, Verdict
 from agent.sim.emulator.dispatch_huawei import COMMAND_TIMEOUT_S, HuaweiCommands, _route
 from agent.sim.emulator.records import HUAWEI_IOTDA, OCEANCONNECT, Device, Subtask, Task
 from agent.sim.emulator.tencent_gateways import TencentGateways
+from agent.sim.shadows import TencentShadow
 
 STATUS_KEY = "device_agent"  # where the agent reports each desired-state outcome (Tencent)
 
