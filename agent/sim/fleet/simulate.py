@@ -12,7 +12,7 @@ import hashlib
 import json
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +58,10 @@ class RunOptions:
     shard: tuple[int, int] | None = None
     progress: bool | None = None
     report_dir: Path | None = None
+    # The console: told the emulator's URL once it listens, and awaited with the report once
+    # the fleet has stopped; the emulator and the broker stay up until it returns.
+    announce: Callable[[str], None] | None = None
+    hold: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
 
 def task_type_of(task: TaskSpec) -> str:
@@ -98,7 +102,9 @@ async def _connect(runner: FleetRunner) -> None:
         raise SetupError(msg) from exc
 
 
-async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any]:
+async def run_scenario(  # noqa: PLR0915 - the steps of one run, in order, and its teardown
+    scenario: Scenario, options: RunOptions
+) -> dict[str, Any]:
     """Run a scenario in this process; returns the report (also written to disk).
 
     Raises:
@@ -133,6 +139,8 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
     client: TaskClient | None = None
     try:
         await _step("starting the emulator", emulator.start())
+        if options.announce is not None:
+            options.announce(emulator.url)
         await _step(
             f"the emulator did not connect to the broker at {broker.url} within 30 s",
             emulator.wait_connected(30),
@@ -178,6 +186,29 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
             "repeated": runner.executions.repeated(),
         }
         downloads = package_downloads(emulator)
+        await client.close()
+        client = None
+        await runner.stop()
+        runner = None
+        report = build_report(
+            scenario=scenario.name,
+            records=records,
+            samples=samples,
+            duration_s=duration,
+            fleet=fleet,
+            faults={
+                k: getattr(faults, k) for k in ("agent_kills", "broker_restarts", "network_flaps")
+            }
+            | {"events": faults.events},
+            executions=executions,
+            downloads=downloads,
+        )
+        report["verdict"] = judge(scenario.tasks, report["tasks"], scenario.timeout_s)
+        report_dir = options.report_dir or workdir / "report"
+        json_path, png_path = write_report(report, report_dir, records)
+        report["files"] = {"json": str(json_path), "png": str(png_path)}
+        if options.hold is not None:
+            await options.hold(report)
     finally:
         if client is not None:
             await client.close()
@@ -187,20 +218,6 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
         if proxy is not None:
             await proxy.close()
         await broker.close()
-    report = build_report(
-        scenario=scenario.name,
-        records=records,
-        samples=samples,
-        duration_s=duration,
-        fleet=fleet,
-        faults={k: getattr(faults, k) for k in ("agent_kills", "broker_restarts", "network_flaps")}
-        | {"events": faults.events},
-        executions=executions,
-        downloads=downloads,
-    )
-    report["verdict"] = judge(scenario.tasks, report["tasks"], scenario.timeout_s)
-    json_path, png_path = write_report(report, options.report_dir or workdir / "report", records)
-    report["files"] = {"json": str(json_path), "png": str(png_path)}
     return report
 
 
