@@ -81,6 +81,33 @@ def add_commands(commands: Any) -> None:
         "--upgrade-timeout-s", type=float, default=86400.0, help="upgrades: result wait"
     )
     emu.add_argument(
+        "--lenient",
+        action="store_true",
+        help="every device counts as online and reports are not held to the documented rules",
+    )
+    emu.add_argument(
+        "--presence",
+        choices=("broker", "uplink"),
+        default="broker",
+        help="who is online: the broker's $SYS/broker/log/N notices, or first uplinks (weaker)",
+    )
+    emu.add_argument(
+        "--children-follow-gateway",
+        action="store_true",
+        help="children are online whenever their gateway is (gateways that do not report them)",
+    )
+    emu.add_argument(
+        "--online-timeout-s",
+        type=float,
+        default=90000.0,
+        help="upgrades: how long to wait for an offline device to come online",
+    )
+    emu.add_argument(
+        "--strict-faq",
+        action="store_true",
+        help="upgrades: a result reported before the download completed ends the upgrade",
+    )
+    emu.add_argument(
         "--obs-dir", type=Path, help="CreateOtaPackage: bucket B is the directory OBS_DIR/B"
     )
     # Credentials: each also from DEVICE_AGENT_EMULATOR_<NAME> or a file (--<name>-file), so
@@ -256,6 +283,11 @@ def emulator_command(args: argparse.Namespace) -> int:
             version_timeout_s=args.version_timeout_s,
             upgrade_timeout_s=args.upgrade_timeout_s,
             obs_dir=args.obs_dir,
+            lenient=args.lenient,
+            presence=args.presence,
+            children_follow_gateway=args.children_follow_gateway,
+            online_timeout_s=args.online_timeout_s,
+            strict_faq=args.strict_faq,
             **secrets,
         )
     except ConfigError as exc:

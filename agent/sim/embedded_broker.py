@@ -11,6 +11,10 @@ devices (a handful of filters each) costs O(N) per message and O(N^2) per batch 
 broker keeps its filters indexed by their literal leading levels and only tests the filters
 that can match.
 
+Like a Mosquitto configured with ``log_dest topic``, it publishes a notice on
+``$SYS/broker/log/N`` when a client connects and when its connection ends (in Mosquitto's
+words), so the task service emulator learns who is online the same way from either broker.
+
 A broker the emulator runs can check device passwords: :attr:`EmbeddedBroker.connect_check`
 (set by whoever owns the device registry) is asked about every CONNECT that amqtt's own
 plugins accept, and a reason it gives refuses the connection (CONNACK "not authorised").
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +35,8 @@ from amqtt.events import BrokerEvents
 
 # Filters are indexed by at most this many literal levels before their first wildcard.
 _INDEX_DEPTH = 4
+# Where Mosquitto's ``log_dest topic`` publishes notices (and this broker its connection ones).
+NOTICE_TOPIC = "$SYS/broker/log/N"
 # (client id, username, password) -> why the CONNECT is refused, or None.
 ConnectCheck = Callable[[str, str | None, str | None], str | None]
 
@@ -151,6 +158,28 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
                             handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
                         )
                     )
+
+    async def _client_message_loop(self, client_session: Any, handler: Any) -> None:
+        """Amqtt's per-connection loop, announced on the notice topic as it starts."""
+        peer = getattr(getattr(handler, "writer", None), "get_peer_info", lambda: None)()
+        address = f"{peer[0]}:{peer[1]}" if peer else "127.0.0.1:0"
+        await self._notice(
+            f"New client connected from {address} as {client_session.client_id} (p2, c1, k60)."
+        )
+        await super()._client_message_loop(client_session, handler)
+
+    async def _handle_disconnect(
+        self, client_session: Any, handler: Any, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        """Amqtt's end of a connection, announced unless a newer one took its client id over."""
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+        current = self._sessions.get(client_session.client_id)
+        if current is None or current[1] is handler:
+            await self._notice(f"Client {client_session.client_id} disconnected.")
+
+    async def _notice(self, line: str) -> None:
+        stamp = int(time.time())
+        await self.internal_message_broadcast(NOTICE_TOPIC, f"{stamp}: {line}".encode(), 0)
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int

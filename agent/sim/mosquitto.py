@@ -1,7 +1,9 @@
 """A Mosquitto broker run as a child process on a loopback port (tests, benches, fleet runs).
 
 It can be stopped (gracefully or with SIGKILL) and started again on the same port with the
-same persistence file, which is what broker-restart scenarios need.
+same persistence file, which is what broker-restart scenarios need. Its connect and disconnect
+notices also go to ``$SYS/broker/log/N`` (``log_dest topic``): that is how the task service
+emulator learns which devices are online.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class Mosquitto:
                     "max_queued_messages 0",
                     "max_inflight_messages 0",
                     "log_dest stderr",
+                    # Connection notices on $SYS/broker/log/N: the emulator's presence source.
+                    "log_dest topic",
                     "log_type error",
                     "log_type warning",
                     "log_type notice",

@@ -25,6 +25,7 @@ from agent.sim.emulator.dispatch_huawei import ota_correlation
 from agent.sim.emulator.service import Emulator
 from agent.sim.fleet.spec import UpgradeSpec
 from agent.sim.mosquitto import Mosquitto
+from tests.support.raw_device import RawDevice
 from tests.support.sim import call, emulator, fleet, wait_for
 
 TASKS = "/v5/iot/proj/batchtasks"
@@ -181,7 +182,7 @@ async def test_a_gateway_mode_upgrade_reports_per_child_with_one_download_per_ga
             assert paras["task_id"] == created["task_id"]
             assert paras["sub_device_count"] == 5
             assert paras["task_ext_info"] == EXT_INFO
-            assert service["event_id"]
+            assert "event_id" not in service  # as the platform's (reference §6.4)
     for _, child, service in listener.services("firmware_upgrade"):
         paras = service["paras"]
         assert paras["url"] == (f"{emu.url}/ota/packages/{package['package_id']}?device={child}")
@@ -242,6 +243,10 @@ async def test_direct_devices_upgrade_and_a_device_at_the_target_version_is_not_
     }
     v2 = listener.services("software_upgrade_v2")
     assert sorted(topic.split("/")[2] for topic, _, _ in v2) == devices
+    # A directly connected device is named in its own events, which carry no event_id (§6.4).
+    for topic, target, service in [*v2, *listener.services("version_query")]:
+        assert target == topic.split("/")[2]
+        assert "event_id" not in service
     assert all("access_token" not in s["paras"] and "&token=" in s["paras"]["url"] for *_, s in v2)
     # The device at the target version got a version query and no upgrade event.
     assert listener.services("firmware_upgrade") == []
@@ -257,6 +262,13 @@ async def test_a_device_that_never_answers_times_out_after_each_retry(
         tmp_path, broker_url=broker.url, version_timeout_s=0.3, minute_s=0.1
     ) as emu:
         await call(emu, "POST", "/sim/v1/fleet", json={"devices": [{"device_id": "silent-1"}]})
+        silent = RawDevice(broker.port, "silent-1").__enter__()  # online, and never answers
+        device = emu.registry.devices["silent-1"]
+
+        async def online() -> bool:
+            return emu.presence.online(device)
+
+        await wait_for(online, 10, "the broker to announce silent-1")
         package = await _package(emu, "2.0", b"image")
         body = {
             "task_name": "nobody_home",
@@ -275,6 +287,7 @@ async def test_a_device_that_never_answers_times_out_after_each_retry(
 
         await wait_for(ended, 20, "the subtask to fail")
         (sub,) = (await _subtasks(emu, created["task_id"])).values()
+        silent.close()
     assert "fail_wait_retry" in states
     assert (sub["attempts"], sub["error_code"]) == (2, "TIMEOUT")
     assert sub["error_msg"] == "no version_report within 0.3 s"
@@ -287,6 +300,8 @@ async def test_progress_reports_move_the_subtask_and_the_final_report_decides(
     async with emulator(tmp_path) as emu:
         devices = [{"device_id": f"dev-{i}"} for i in range(3)]
         await call(emu, "POST", "/sim/v1/fleet", json={"devices": devices})
+        for entry in devices:  # no broker here: what it would have announced
+            emu.presence.set_connected(entry["device_id"], connected=True)
         package = await _package(emu, "2.0", b"image")
         body = {
             "task_name": "rules",

@@ -17,7 +17,7 @@ from agent.sim.emulator.dispatchers import DispatcherTable
 from agent.sim.emulator.server import build_emulator
 from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings
-from agent.sim.fleet.layout import build_layout, registration
+from agent.sim.fleet.layout import build_layout, registration, seen_online
 from agent.sim.fleet.runner import FleetRunner
 from agent.sim.fleet.spec import ApplierSpec, CohortSpec, FleetSpec, HandlerSpec, UpgradeSpec
 
@@ -91,6 +91,9 @@ async def fleet(
     await runner.start()
     try:
         await runner.wait_connected(30)
+        # The strict emulator takes a device for online once the broker's notice is in.
+        missing = await emu.wait_online(seen_online(slots), 30)
+        assert not missing, f"the emulator did not see {missing[:5]} come online"
         yield runner, prefix
     finally:
         await runner.stop()

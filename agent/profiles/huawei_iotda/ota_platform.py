@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from agent.core.errors import RemoteProtocolError
@@ -20,6 +21,7 @@ from agent.profiles.base import parse_json
 from agent.profiles.huawei_iotda import wire
 
 _EVENTS_UP = re.compile(r"^\$oc/devices/(?P<dev>[^/]+)/sys/events/up$")
+_EVENT_TIME = re.compile(r"\d{8}T\d{6}Z")
 OTA = "$ota"
 
 # upgrade_progress_report result codes (iot_06_v5_3031).
@@ -73,7 +75,17 @@ class ProgressReported:
     description: str | None
 
 
-OtaReport = VersionReported | ProgressReported
+@dataclass(frozen=True, slots=True)
+class RejectedReport:
+    """A ``$ota`` report that breaks a documented rule (strict reading): why, naming the field."""
+
+    connection: str
+    device_id: str
+    event_type: str
+    reason: str
+
+
+OtaReport = VersionReported | ProgressReported | RejectedReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +98,10 @@ class Judgement:
     message: str = ""
 
 
-def decode_ota(topic: str, payload: bytes) -> list[OtaReport]:
+def decode_ota(topic: str, payload: bytes, *, strict: bool = False) -> list[OtaReport]:
     """The ``$ota`` reports in an ``events/up`` publication (other services are left out).
+
+    ``strict`` turns a report that breaks a documented rule into a :class:`RejectedReport`.
 
     Raises:
         RemoteProtocolError: it is not an event report, or an ``$ota`` report is malformed.
@@ -110,12 +124,17 @@ def decode_ota(topic: str, payload: bytes) -> list[OtaReport]:
         if service.service_id != OTA:
             continue
         paras: dict[str, Any] = service.paras or {}
-        if service.event_type == "version_report":
+        if service.event_type not in ("version_report", "upgrade_progress_report"):
+            continue
+        reason = _broken_rule(service.event_type, service.event_time, paras) if strict else None
+        if reason is not None:
+            reports.append(RejectedReport(connection, device_id, service.event_type, reason))
+        elif service.event_type == "version_report":
             version = wire.parse(wire.VersionReportParas, paras, what="version_report paras")
             reports.append(
                 VersionReported(connection, device_id, version.fw_version, version.sw_version)
             )
-        elif service.event_type == "upgrade_progress_report":
+        else:
             progress = wire.parse(
                 wire.UpgradeProgressParas, paras, what="upgrade_progress_report paras"
             )
@@ -156,3 +175,49 @@ def judge(report: ProgressReported, target_version: str) -> Judgement:
         return Judgement("success", 100)
     message = meaning if not report.description else f"{meaning}: {report.description}"
     return Judgement("failed", report.progress, report.result_code, message[:256])
+
+
+def _broken_rule(event_type: str, event_time: str | None, paras: dict[str, Any]) -> str | None:
+    """Which documented rule a report breaks (the reason names the field), or None."""
+    if event_time is not None and not _valid_time(event_time):
+        return f"{event_type}: event_time {event_time!r} is not in yyyyMMdd'T'HHmmss'Z'"
+    if event_type == "version_report":
+        return _version_rule(paras)
+    return _progress_rule(paras)
+
+
+def _version_rule(paras: dict[str, Any]) -> str | None:
+    present = [f for f in ("fw_version", "sw_version") if paras.get(f) is not None]
+    if not present:
+        return "version_report: neither fw_version nor sw_version is reported"
+    for field in present:
+        value = paras[field]
+        if not isinstance(value, str) or not value.strip():
+            return f"version_report: {field} {value!r} is not a version"
+    return None
+
+
+def _progress_rule(paras: dict[str, Any]) -> str | None:
+    what = "upgrade_progress_report"
+    version = paras.get("version")
+    if not isinstance(version, str) or not version.strip():
+        return f"{what}: version {version!r} is not a version (mandatory: the running version)"
+    code = paras.get("result_code")
+    if isinstance(code, bool) or not isinstance(code, int) or code not in RESULT_MEANINGS:
+        return f"{what}: result_code {code!r} is not a documented code (0-10, 255)"
+    progress = paras.get("progress")
+    if progress is not None and (
+        isinstance(progress, bool) or not isinstance(progress, int) or not 0 <= progress <= 100
+    ):
+        return f"{what}: progress {progress!r} is outside 0-100"
+    return None
+
+
+def _valid_time(text: str) -> bool:
+    if not _EVENT_TIME.fullmatch(text):
+        return False
+    try:
+        datetime.strptime(text, "%Y%m%dT%H%M%SZ")
+    except ValueError:
+        return False
+    return True

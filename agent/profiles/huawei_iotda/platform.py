@@ -29,6 +29,7 @@ _PROPS_GET_RESPONSE = re.compile(
     r"^\$oc/devices/(?P<dev>[^/]+)/sys/properties/get/response/request_id=(?P<rid>.+)$"
 )
 _REPORT = re.compile(r"^\$oc/devices/(?P<dev>[^/]+)/sys/properties/report$")
+SUB_DEVICE_MANAGER = "$sub_device_manager"
 _SHADOW_GET = re.compile(r"^\$oc/devices/(?P<dev>[^/]+)/sys/shadow/get/request_id=(?P<rid>.+)$")
 
 
@@ -146,6 +147,8 @@ class EventReport(Model):
     service_id: str
     event_type: str
     paras: dict[str, Any]
+    event_id: str | None = None
+    event_time: str | None = None
 
     @property
     def target(self) -> str:
@@ -367,17 +370,21 @@ class HuaweiIotdaPlatform:
                     service_id=service.service_id,
                     event_type=service.event_type,
                     paras=service.paras or {},
+                    event_id=service.event_id,
+                    event_time=service.event_time,
                 )
             )
         return reports
 
-    def decode_ota(self, topic: str, payload: bytes) -> list[OtaReport]:
+    def decode_ota(self, topic: str, payload: bytes, *, strict: bool = False) -> list[OtaReport]:
         """Read the ``$ota`` reports (version and upgrade progress) of an ``events/up``.
+
+        ``strict``: a report breaking a documented rule is a ``RejectedReport`` saying which.
 
         Raises:
             RemoteProtocolError: it is not an event report, or a report is malformed.
         """
-        return decode_ota(topic, payload)
+        return decode_ota(topic, payload, strict=strict)
 
     def decode_uplink(self, topic: str, payload: bytes) -> Uplink:
         """Read a device's answer, report or request.
@@ -440,15 +447,30 @@ def sub_device_notify(
     gateway_id: str, event_type: str, devices: list[dict[str, Any]], version: int, event_time: str
 ) -> Publish:
     """``add_sub_device_notify`` / ``delete_sub_device_notify`` on the gateway's ``events/down``."""
-    body = {
-        "object_device_id": gateway_id,
-        "services": [
-            {
-                "service_id": "$sub_device_manager",
-                "event_type": event_type,
-                "event_time": event_time,
-                "paras": {"devices": devices, "version": version},
-            }
-        ],
+    paras = {"devices": devices, "version": version}
+    return sub_device_event(gateway_id, event_type, paras, event_time=event_time)
+
+
+def sub_device_event(
+    gateway_id: str,
+    event_type: str,
+    paras: dict[str, Any],
+    *,
+    event_time: str,
+    event_id: str | None = None,
+) -> Publish:
+    """A ``$sub_device_manager`` event to a gateway: a notification or a response (reference §7).
+
+    Responses (``add_sub_device_response``, ``delete_sub_device_response``,
+    ``sub_device_update_status_response``) echo the request's ``event_id``.
+    """
+    service: dict[str, Any] = {
+        "service_id": SUB_DEVICE_MANAGER,
+        "event_type": event_type,
+        "event_time": event_time,
     }
+    if event_id is not None:
+        service["event_id"] = event_id
+    service["paras"] = paras
+    body = {"object_device_id": gateway_id, "services": [service]}
     return Publish(topic=f"$oc/devices/{gateway_id}/sys/events/down", payload=dump_json(body))

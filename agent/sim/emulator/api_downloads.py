@@ -49,6 +49,14 @@ async def download(request: web.Request) -> web.StreamResponse:
         return web.json_response(
             {"error_code": "IOTDA.000002", "error_msg": "invalid token"}, status=401
         )
+    if emulator.downloads.refused(package_id, subject):
+        # strict_faq: a result was reported before the download completed; the upgrade is over.
+        emulator.downloads.record(package_id, connection, subject, 403)
+        emulator.log.warning("emulator.download.closed", package_id=package_id, device=subject)
+        return web.json_response(
+            {"error_code": "UPGRADE_FINISHED", "error_msg": "a result was already reported"},
+            status=403,
+        )
     return await _serve(request, package, connection, subject)
 
 
@@ -87,6 +95,8 @@ async def _serve(
             offset += len(chunk)
             counters[1] += len(chunk)
         await response.write_eof()
+        if offset > last == package.size - 1:
+            emulator.downloads.completed_on(package.package_id, connection)
     return response
 
 

@@ -47,13 +47,10 @@ async def _notify(emulator: EmulatorContext, device: r.Device, event_type: str) 
 
 
 def device_status(emulator: EmulatorContext, device: r.Device) -> str:
-    """IoTDA's status: FROZEN, ONLINE/OFFLINE as last seen on the broker, INACTIVE if never."""
+    """IoTDA's status: FROZEN, ONLINE/OFFLINE as the broker and gateways say, INACTIVE if never."""
     if device.frozen:
         return "FROZEN"
-    connected = emulator.registry.connected.get(device.device_id)
-    if connected is None:
-        return "INACTIVE"
-    return "ONLINE" if connected else "OFFLINE"
+    return emulator.presence.status(device)
 
 
 def device_view(emulator: EmulatorContext, device: r.Device) -> dict[str, Any]:

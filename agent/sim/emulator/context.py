@@ -13,6 +13,7 @@ from agent.sim.emulator.dispatchers import DispatcherTable
 from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink
 from agent.sim.emulator.ota_downloads import PackageDownloads
+from agent.sim.emulator.presence import Presence
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.settings import EmulatorSettings
 
@@ -31,6 +32,7 @@ class EmulatorContext(Protocol):
     table: DispatcherTable
     link: PlatformLink | None
     downloads: PackageDownloads
+    presence: Presence
     url: str
     state: dict[str, Any]
     on_close: list[Callable[[], Awaitable[None]]]

@@ -40,8 +40,9 @@ class HuaweiReader:
 
     name = "huawei-iotda"
 
-    def __init__(self) -> None:
+    def __init__(self, *, strict: bool = True) -> None:
         self._any = HuaweiIotdaPlatform("+")
+        self.strict = strict  # reports breaking a documented rule fail their upgrade
 
     def filters(self) -> list[str]:
         """The platform's uplink filters, for every device."""
@@ -53,7 +54,7 @@ class HuaweiReader:
             # Events carry no request id: a report finds its upgrade by the device it is about.
             return [
                 Report(ota_correlation(report.device_id), report)
-                for report in self._any.decode_ota(topic, payload)
+                for report in self._any.decode_ota(topic, payload, strict=self.strict)
             ]
         if "/response/" not in topic:
             return None
@@ -83,9 +84,13 @@ def _command_answer(answer: CommandAnswer) -> Answer:
 
 
 class HuaweiCommands:
-    """``createCommands``: one synchronous command per device, answered within the deadline."""
+    """``createCommands``: one synchronous command per device, answered within the deadline.
+
+    A command is not delivered to an offline device: the attempt fails (``IOTDA.014016``).
+    """
 
     fire_and_forget: bool = False
+    when_offline: str = "fail"
 
     def __init__(self, reader: HuaweiReader, timeout_s: float = COMMAND_TIMEOUT_S) -> None:
         self.reader: UplinkReader | None = reader

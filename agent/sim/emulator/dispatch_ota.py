@@ -17,8 +17,15 @@ iot_01_0047):
 
 In ``task_mode: GATEWAY`` a child's events also carry ``task_id`` and ``sub_device_count`` (how
 many of its gateway's children the task upgrades); every upgrade event carries the task's
-``task_ext_info``. Events carry an ``event_id`` derived from the attempt and stage, so an event
-sent again after a reconnect is recognised by the agent as the one it has.
+``task_ext_info``. Events are shaped as the documentation's examples and the field capture
+(reference §6.4): ``object_device_id`` names the device (a child, or the directly connected
+device itself) and there is no ``event_id``.
+
+Strictly (the default), a report that breaks a documented rule fails the attempt with a reason
+naming the field (``INVALID_REPORT``), and so does a ``version`` that is neither the version the
+device reported running nor the package's. With ``strict_faq``, a report that arrives before the
+device finished downloading the package is taken as the upgrade's result, as the FAQ says
+(reference §6.6): the attempt ends on it and the package can no longer be downloaded.
 """
 
 from __future__ import annotations
@@ -29,9 +36,16 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 from agent.core.model import Publish
-from agent.profiles.huawei_iotda.ota_platform import ProgressReported, VersionReported, judge
+from agent.profiles.huawei_iotda.ota_platform import (
+    VERSION_FIELDS,
+    ProgressReported,
+    RejectedReport,
+    VersionReported,
+    judge,
+)
 from agent.sim.emulator.dispatch import Report, Step, UplinkReader, Verdict
 from agent.sim.emulator.dispatch_huawei import _route, ota_correlation
+from agent.sim.emulator.ota_downloads import PackageDownloads
 from agent.sim.emulator.records import Device, Subtask, Task
 from agent.sim.emulator.registry import TOKEN_TTL_S, Package, Registry
 
@@ -44,12 +58,18 @@ UPGRADE_TIMEOUT_S = 86400.0
 OBS = "obs"
 _EVENT_TYPES = {"firmwareUpgrade": "firmware_upgrade", "softwareUpgrade": "software_upgrade"}
 _TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+INVALID_REPORT = "INVALID_REPORT"
+RESULT_BEFORE_DOWNLOAD = "RESULT_BEFORE_DOWNLOAD"
 
 
 class HuaweiUpgrades:
-    """A :class:`~agent.sim.emulator.dispatch.Conversation` for IoTDA upgrade tasks."""
+    """A :class:`~agent.sim.emulator.dispatch.Conversation` for IoTDA upgrade tasks.
+
+    An upgrade waits for its device to come online (the engine's ``online_timeout_s``).
+    """
 
     fire_and_forget: bool = False
+    when_offline: str = "wait"
 
     def __init__(
         self,
@@ -57,8 +77,16 @@ class HuaweiUpgrades:
         *,
         version_timeout_s: float = VERSION_TIMEOUT_S,
         upgrade_timeout_s: float = UPGRADE_TIMEOUT_S,
+        strict: bool = True,
+        strict_faq: bool = False,
     ) -> None:
         self.reader: UplinkReader | None = reader
+        self.strict = strict
+        self.strict_faq = strict_faq
+        self._downloads: PackageDownloads | None = None
+        # The version each attempt's device reported running, by subtask (a progress report's
+        # version must be it, or the package's).
+        self._running: dict[tuple[str, int], str] = {}
         self.timeout_s: float = version_timeout_s
         self.version_timeout_s = version_timeout_s
         self.upgrade_timeout_s = upgrade_timeout_s
@@ -73,6 +101,10 @@ class HuaweiUpgrades:
         self._registry = registry
         self._base_url = base_url
         self._clock = clock
+
+    def use_downloads(self, downloads: PackageDownloads) -> None:
+        """The package server's log (the FAQ rule asks whether a download completed)."""
+        self._downloads = downloads
 
     # -- the conversation -----------------------------------------------------------------
 
@@ -103,17 +135,16 @@ class HuaweiUpgrades:
         count = task.extra.get("sub_device_count", {}).get(device.gateway_id or "")
         sub_device_count = count if gateway_mode else None
         ext = task.request.get("task_ext_info")
-        event_id = f"{task.task_id}-{subtask.seq}-{subtask.attempts}-{stage}"
+        target = child or device.device_id  # the platform names the device itself too
         event_time = datetime.fromtimestamp(now, UTC).strftime(_TIME_FORMAT)
         if stage == VERSION:
             return [
                 platform.version_query(
-                    object_device_id=child,
+                    object_device_id=target,
                     task_id=task_id,
                     sub_device_count=sub_device_count,
                     task_ext_info=ext,
                     event_time=event_time,
-                    event_id=event_id,
                 )
             ]
         registry = self._bound()
@@ -138,12 +169,11 @@ class HuaweiUpgrades:
                 file_name=package.name,
                 access_token=access_token,
                 expires=int(TOKEN_TTL_S),
-                object_device_id=child,
+                object_device_id=target,
                 task_id=task_id,
                 sub_device_count=sub_device_count,
                 task_ext_info=ext,
                 event_time=event_time,
-                event_id=event_id,
             )
         ]
 
@@ -154,17 +184,65 @@ class HuaweiUpgrades:
         the subtask's progress, the final one ends it.
         """
         data = report.data
-        target = self._package(task).version
+        package = self._package(task)
+        target = package.version
+        if isinstance(data, RejectedReport):
+            stage = subtask.stage or VERSION
+            if (data.event_type == "version_report") != (stage == VERSION):
+                return None  # about another stage (an earlier attempt's, a reconnect's)
+            return Verdict.failed(INVALID_REPORT, data.reason)
         if isinstance(data, VersionReported):
-            if subtask.stage not in (None, VERSION):
-                return None  # versions reported after a reconnect, mid-upgrade
-            running = data.version(task.task_type)
-            if running == target:
-                return Verdict(ok=True, output={"version": running, "upgraded": False})
-            return Step(stage=UPGRADE, progress=0)
+            return self._version_report(task, subtask, data, target)
         if isinstance(data, ProgressReported) and subtask.stage == UPGRADE:
-            return _progress(data, target)
+            return self._progress_report(subtask, data, package)
         return None  # a report from an earlier attempt
+
+    def _version_report(
+        self, task: Task, subtask: Subtask, data: VersionReported, target: str
+    ) -> Verdict | Step | None:
+        if subtask.stage not in (None, VERSION):
+            return None  # versions reported after a reconnect, mid-upgrade
+        running = data.version(task.task_type)
+        if self.strict and not running:
+            field = VERSION_FIELDS.get(task.task_type, "fw_version")
+            return Verdict.failed(
+                INVALID_REPORT, f"version_report: {field} is not reported ({task.task_type})"
+            )
+        if running == target:
+            self._running.pop(subtask.key, None)
+            return Verdict(ok=True, output={"version": running, "upgraded": False})
+        if running:
+            self._running[subtask.key] = running
+        return Step(stage=UPGRADE, progress=0)
+
+    def _progress_report(
+        self, subtask: Subtask, report: ProgressReported, package: Package
+    ) -> Verdict | Step:
+        target = package.version
+        downloads = self._downloads if self.strict_faq else None
+        if downloads is not None and not downloads.completed(package.package_id, report.connection):
+            # FAQ: a reported result ends the upgrade; downloading again then fails.
+            downloads.refuse(package.package_id, report.device_id)
+            if judge(report, target).outcome == "success":
+                return Verdict(ok=True, output={"version": report.version, "upgraded": True})
+            return Verdict.failed(
+                RESULT_BEFORE_DOWNLOAD,
+                f"upgrade_progress_report (result_code {report.result_code}, progress "
+                f"{report.progress}) came before the package was downloaded: the platform "
+                "takes it as the upgrade's result and refuses further downloads",
+            )
+        verdict = _progress(report, target)
+        running = self._running.get(subtask.key)
+        if isinstance(verdict, Verdict):
+            self._running.pop(subtask.key, None)
+        elif self.strict and running is not None and report.version not in (running, target):
+            # While in progress, the version is the one running (or already the package's).
+            return Verdict.failed(
+                INVALID_REPORT,
+                f"upgrade_progress_report: version {report.version!r} is neither the running "
+                f"version {running!r} nor the package's {target!r}",
+            )
+        return verdict
 
     # -- helpers --------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.sim.emulator.dispatch import Dispatcher, Unavailable, UplinkReader
+from agent.sim.emulator.dispatch_gateway import HuaweiGateways
 from agent.sim.emulator.dispatch_huawei import HuaweiCommands, HuaweiMessages, HuaweiReader
 from agent.sim.emulator.dispatch_ota import UPGRADE_TIMEOUT_S, VERSION_TIMEOUT_S, HuaweiUpgrades
 from agent.sim.emulator.dispatch_registry import CreateDevices, DeleteDevices, Freeze, UpdateDevices
@@ -61,9 +62,11 @@ def build_table(
     command_timeout_s: float | None = None,
     version_timeout_s: float = VERSION_TIMEOUT_S,
     upgrade_timeout_s: float = UPGRADE_TIMEOUT_S,
+    strict: bool = True,
+    strict_faq: bool = False,
 ) -> DispatcherTable:
-    """The table for this build."""
-    huawei = HuaweiReader()
+    """The table for this build (``strict``: uplinks are held to the documented rules)."""
+    huawei = HuaweiReader(strict=strict)
     oceanconnect = OceanConnectReader()
     gateways = TencentGateways()
     shadows = TencentShadowService(gateways=gateways)
@@ -71,7 +74,11 @@ def build_table(
     commands = HuaweiCommands(huawei, timeout)
     oc_commands = OceanConnectCommands(oceanconnect, timeout)
     upgrades = HuaweiUpgrades(
-        huawei, version_timeout_s=version_timeout_s, upgrade_timeout_s=upgrade_timeout_s
+        huawei,
+        version_timeout_s=version_timeout_s,
+        upgrade_timeout_s=upgrade_timeout_s,
+        strict=strict,
+        strict_faq=strict_faq,
     )
     entries: dict[tuple[str, str], Dispatcher] = {
         (HUAWEI_IOTDA, "createCommands"): commands,
@@ -94,5 +101,12 @@ def build_table(
         (TENCENT_WEDATA, "30"): WeDataScripts(commands, oc_commands, timeout),
         (TENCENT_WEDATA, "35"): WeDataScripts(commands, oc_commands, timeout),
     }
-    readers: list[UplinkReader] = [huawei, oceanconnect, shadows, gateways, TencentOtaReports()]
+    readers: list[UplinkReader] = [
+        huawei,
+        HuaweiGateways(),
+        oceanconnect,
+        shadows,
+        gateways,
+        TencentOtaReports(),
+    ]
     return DispatcherTable(entries=entries, readers=readers)

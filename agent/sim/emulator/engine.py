@@ -36,12 +36,19 @@ from agent.sim.emulator.dispatch import (
 )
 from agent.sim.emulator.dispatchers import DispatcherTable
 from agent.sim.emulator.link import PlatformLink
+from agent.sim.emulator.presence import Presence
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.store import EmulatorStore
 
 TIMEOUT = "TIMEOUT"
 # A subtask whose device is busy with another task's conversation (two upgrades at once) waits.
 BUSY_WAIT_S = 1.0
+# What an offline device means for a task type (a dispatcher's ``when_offline``): the attempt
+# fails as the platform's does (``IOTDA.014016``, "the device is not online"), or it waits for
+# the device to come online (an upgrade: up to 25 hours, usermanual iot_01_0047).
+FAIL_OFFLINE = "fail"
+WAIT_ONLINE = "wait"
+NOT_ONLINE = "IOTDA.014016"
 SubtaskObserver = Callable[[r.Task, r.Subtask], None]
 
 
@@ -83,6 +90,11 @@ class TaskEngine:
         self._wake = asyncio.Event()
         self._runners: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        # Who is online (None: everyone, the lenient emulator), and how long an attempt that
+        # waits for its device to come online may wait.
+        self.presence: Presence | None = None
+        self.online_timeout_s = 90000.0
+        self._awaiting_online: dict[str, dict[tuple[str, int], r.Subtask]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -95,6 +107,8 @@ class TaskEngine:
                 if sub.state == r.PROCESSING:
                     self._resume(task, sub, now)
                 elif sub.state in (r.WAITTING, r.FAIL_WAIT_RETRY):
+                    if sub.deadline is not None:  # it waited for its device: look again now
+                        sub.due = min(sub.due, now)
                     self._schedule(sub)
         loop = asyncio.get_running_loop()
         self._loops = [
@@ -407,6 +421,8 @@ class TaskEngine:
             sub.dispatched_at = sub.dispatched_at or now
             self._finish_now(task, sub, Verdict.failed("IOTDA.014112", "the device is frozen"))
             return
+        if not self._reachable(dispatcher, task, sub, device, now):
+            return
         correlate = getattr(dispatcher, "correlate", None)
         custom = correlate(task, sub, device) if correlate is not None else None
         correlation = custom or f"{task.task_id}-{sub.seq}-{sub.attempts}"
@@ -427,6 +443,50 @@ class TaskEngine:
         heapq.heappush(self._deadlines, (sub.deadline, next(self._order), correlation))
         self._move(task, sub, r.PROCESSING)
         self._send(dispatcher, task, sub, device, correlation)
+
+    def _reachable(
+        self, dispatcher: MqttDispatcher, task: r.Task, sub: r.Subtask, device: r.Device, now: float
+    ) -> bool:
+        """Whether the device is online; if not, the attempt fails or waits (as the type says)."""
+        policy = getattr(dispatcher, "when_offline", None)
+        if policy is None or self.presence is None or self.presence.online(device):
+            self._awaiting_online.get(device.device_id, {}).pop(sub.key, None)
+            return True
+        if policy == FAIL_OFFLINE:
+            sub.dispatched_at = sub.dispatched_at or now
+            self._conclude(
+                sub, Verdict.failed(NOT_ONLINE, f"the device {device.device_id} is not online")
+            )
+            return False
+        sub.attempts -= 1  # waiting is not an attempt
+        if sub.deadline is None:
+            sub.deadline = now + self.online_timeout_s
+        if now >= sub.deadline:
+            sub.attempts += 1
+            sub.dispatched_at = sub.dispatched_at or now
+            waited = f"{self.online_timeout_s:g}"
+            self._awaiting_online.get(device.device_id, {}).pop(sub.key, None)
+            verdict = Verdict.failed(TIMEOUT, f"the device did not come online within {waited} s")
+            self._finish_now(task, sub, verdict)
+            return False
+        self._awaiting_online.setdefault(device.device_id, {})[sub.key] = sub
+        sub.due = sub.deadline
+        self._dirty[sub.key] = sub
+        self._schedule(sub)
+        return False
+
+    def awaiting_online(self, device_id: str) -> int:
+        """How many subtasks wait for this device to come online."""
+        return len(self._awaiting_online.get(device_id, {}))
+
+    def came_online(self, device_id: str) -> None:
+        """A device went ONLINE: attempts waiting for it are dispatched now."""
+        waiting = self._awaiting_online.pop(device_id, {})
+        now = self.clock()
+        for sub in waiting.values():
+            if sub.state in (r.WAITTING, r.FAIL_WAIT_RETRY):
+                sub.due = now
+                self._schedule(sub)
 
     def _send(
         self,

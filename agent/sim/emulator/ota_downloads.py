@@ -6,6 +6,9 @@ default executor, which must never be what the server waits for. The routes are 
 
 Every request is logged with the device it was for and that device's connection (a child's
 gateway), so a rehearsal can show that a gateway fetched a package once for all its children.
+A response that reached the package's last byte marks the package downloaded on that
+connection. A download the upgrade has closed (``strict_faq``: a result reported before the
+download completed ends the upgrade) is refused with 403.
 """
 
 from __future__ import annotations
@@ -25,6 +28,24 @@ class PackageDownloads:
         # (package_id, connection, device) -> [requests, body bytes sent]
         self._log: dict[tuple[str, str, str], list[int]] = {}
         self.statuses: Counter[int] = Counter()
+        self._completed: set[tuple[str, str]] = set()  # (package_id, connection)
+        self._closed: set[tuple[str, str]] = set()  # (package_id, device)
+
+    def completed(self, package_id: str, connection: str) -> bool:
+        """Whether a download of the package to its last byte went out on this connection."""
+        return (package_id, connection) in self._completed
+
+    def completed_on(self, package_id: str, connection: str) -> None:
+        """A response carried the package to its last byte on this connection."""
+        self._completed.add((package_id, connection))
+
+    def refuse(self, package_id: str, device: str) -> None:
+        """Refuse further downloads of the package for this device (its upgrade has ended)."""
+        self._closed.add((package_id, device))
+
+    def refused(self, package_id: str, device: str) -> bool:
+        """Whether downloads of the package are refused for this device."""
+        return (package_id, device) in self._closed
 
     def record(self, package_id: str, connection: str, device: str, status: int) -> list[int]:
         """Count one request; returns its counters (bytes are added as they are sent)."""

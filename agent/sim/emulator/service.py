@@ -21,6 +21,7 @@ from agent.sim.emulator.dispatchers import DispatcherTable, build_table
 from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink
 from agent.sim.emulator.ota_downloads import PackageDownloads
+from agent.sim.emulator.presence import Presence, PresenceReader
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.emulator.store import EmulatorStore
@@ -50,9 +51,25 @@ class Emulator:
             command_timeout_s=settings.command_timeout_s,
             version_timeout_s=settings.version_timeout_s,
             upgrade_timeout_s=settings.upgrade_timeout_s,
+            strict=not settings.lenient,
+            strict_faq=settings.strict_faq and not settings.lenient,
         )
         self.table.bind(self.registry, lambda: self.url, clock)
+        self.presence = Presence(
+            "off" if settings.lenient else settings.presence,
+            self.registry,
+            children_follow_gateway=settings.children_follow_gateway,
+        )
+        self.presence_reader = PresenceReader(self.presence)
+        for reader in self.table.readers:
+            use_presence = getattr(reader, "use_presence", None)
+            if use_presence is not None:
+                use_presence(self.presence)
         self.downloads = PackageDownloads()
+        for dispatcher in self.table.entries.values():
+            use_downloads = getattr(dispatcher, "use_downloads", None)
+            if use_downloads is not None:  # the FAQ rule asks whether a download completed
+                use_downloads(self.downloads)
         self.engine = TaskEngine(
             self.store,
             self.registry,
@@ -62,6 +79,10 @@ class Emulator:
             log=self.log,
             clock=clock,
         )
+        if not settings.lenient:
+            self.engine.presence = self.presence
+            self.presence.listeners.append(self.engine.came_online)
+        self.engine.online_timeout_s = settings.online_timeout_s
         self.link: PlatformLink | None = None
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -77,6 +98,9 @@ class Emulator:
         """Open the store, start the engine, connect to the broker, listen for HTTP."""
         await self.store.open()
         await self.registry.load()
+        known = (await self.store.load_objects("presence")).get("last")
+        if known is not None:
+            self.presence.restore(known)
         if self.settings.broker_url:
             host, port, hosts = broker_endpoints(self.settings.broker_url)
             self.link = PlatformLink(
@@ -84,10 +108,11 @@ class Emulator:
                 port,
                 hosts=hosts,
                 client_id=self.settings.client_id,
-                readers=self.table.readers,
+                readers=[self.presence_reader, *self.table.readers],
                 on_answer=self.engine.on_answer,
                 on_connected=self.engine.redeliver,
                 log=self.log,
+                on_uplink=self.presence_reader.heard,
             )
             self.engine.link = self.link
             link = self.link
@@ -115,6 +140,23 @@ class Emulator:
         if self.link is not None:
             await asyncio.wait_for(self.link.connection.subscribed.wait(), timeout)
 
+    async def wait_online(self, device_ids: list[str], timeout: float) -> list[str]:
+        """Wait (bounded) until the devices are ONLINE as the broker announced; the rest.
+
+        A fleet that has connected is online for the emulator only once the broker's notices
+        have arrived: tasks created before that would find their devices offline.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            devices = self.registry.devices
+            missing = [
+                d for d in device_ids if d in devices and not self.presence.online(devices[d])
+            ]
+            if not missing or loop.time() >= deadline:
+                return missing
+            await asyncio.sleep(0.05)  # notices arrive in batches; polling the set is cheap
+
     async def close(self) -> None:
         """Stop serving and write everything down."""
         if self._runner is not None:
@@ -122,6 +164,7 @@ class Emulator:
         for hook in self.on_close:
             await hook()
         await self.engine.close()
+        await self.store.put_objects("presence", {"last": self.presence.snapshot()})
         if self.link is not None:
             await self.link.close()
         if self._link_task is not None:

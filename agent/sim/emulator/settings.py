@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -29,6 +30,22 @@ class EmulatorSettings(BaseModel):
     # for the upgrade's result (24 hours).
     version_timeout_s: float = Field(default=180.0, gt=0, le=86400)
     upgrade_timeout_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    # Strict by default: devices are ONLINE only while the broker says they are connected
+    # (children: while their gateway says so), uplinks are checked against the documented
+    # rules. ``lenient`` brings back the emulator that took every device for online and
+    # accepted any well-formed report.
+    lenient: bool = False
+    # How the emulator learns who is connected: the broker's $SYS/broker/log/N notices, or
+    # (for a broker without them; weaker) a device's first uplink.
+    presence: Literal["broker", "uplink"] = "broker"
+    # A gateway's children count as ONLINE whenever their gateway is, for gateways that do not
+    # report their children's status (weaker: the platform waits for sub_device_update_status).
+    children_follow_gateway: bool = False
+    # IoTDA waits up to 25 hours for an upgrade's device to come online.
+    online_timeout_s: float = Field(default=90000.0, gt=0, le=7 * 86400)
+    # The FAQ's reading: a result reported before the package was downloaded ends the upgrade,
+    # and a later download fails.
+    strict_faq: bool = False
     flush_interval_s: float = Field(default=0.25, gt=0, le=60)
     max_targets: int = Field(default=30000, ge=1)
     tencent_task_limit: int = Field(default=5, ge=1)  # waiting + processing per account

@@ -118,3 +118,14 @@ def secret_of(device_id: str) -> str:
     Base64, as Tencent's device secrets are; the other platforms take any string.
     """
     return base64.b64encode(f"sim-secret-{device_id}".encode()).decode()
+
+
+def seen_online(slots: list[Slot]) -> list[str]:
+    """Devices the emulator sees online once the fleet is up.
+
+    Every connection, and the children of Huawei gateways (their gateway reports them ONLINE).
+    """
+    children = [
+        c.device_id for s in slots if s.device.profile == "huawei-iotda" for c in s.children
+    ]
+    return [slot.device.device_id for slot in slots] + children

@@ -30,7 +30,7 @@ from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.fleet.broker import BrokerHandle, SetupError, choose_broker, open_broker
 from agent.sim.fleet.client import TaskClient
 from agent.sim.fleet.faults import FaultLog, run_faults
-from agent.sim.fleet.layout import Slot, build_layout, registration, shard
+from agent.sim.fleet.layout import Slot, build_layout, registration, seen_online, shard
 from agent.sim.fleet.progress import LiveBars
 from agent.sim.fleet.proxy import FlakyProxy
 from agent.sim.fleet.report import ProgressSamples, TaskRecord, build_report, write_report
@@ -92,6 +92,16 @@ def _connect_timeout(agents: int) -> float:
     return max(60.0, agents * 0.02)
 
 
+async def _until_seen_online(emulator: Emulator, runner: FleetRunner, log: Any) -> None:
+    """Wait (bounded) until the emulator sees the fleet online (the broker's and gateways' word)."""
+    if emulator.presence.mode != "broker":
+        return  # lenient: everyone is online; uplink presence comes with the first uplink
+    devices = seen_online(runner.slots)
+    missing = await emulator.wait_online(devices, _connect_timeout(len(devices)))
+    if missing:
+        log.warning("fleet.not_online", devices=len(missing), first=missing[:5])
+
+
 async def _connect(runner: FleetRunner) -> None:
     """Wait until every agent is connected, or fail saying how many were."""
     timeout = _connect_timeout(len(runner.slots))
@@ -130,6 +140,12 @@ async def run_scenario(  # noqa: PLR0915 - the steps of one run, in order, and i
             command_timeout_s=scenario.command_timeout_s,
             version_timeout_s=scenario.version_timeout_s,
             upgrade_timeout_s=scenario.upgrade_timeout_s,
+            online_timeout_s=scenario.online_timeout_s,
+            lenient=scenario.lenient,
+            children_follow_gateway=scenario.children_follow_gateway,
+            strict_faq=scenario.strict_faq,
+            # Brokers the simulator starts announce connections; another may not (weaker).
+            presence="broker" if broker.kind in ("embedded", "mosquitto") else "uplink",
         )
     )
     # Device passwords are checked where the broker lets the emulator see them.
@@ -157,6 +173,7 @@ async def run_scenario(  # noqa: PLR0915 - the steps of one run, in order, and i
         connect_started = time.monotonic()
         await _step("starting the fleet", runner.start())
         await _connect(runner)
+        await _until_seen_online(emulator, runner, log)
         connect_s = time.monotonic() - connect_started
         log.info("fleet.connected", agents=len(runner.slots), seconds=round(connect_s, 2))
         client = TaskClient(emulator.url)

@@ -204,6 +204,12 @@ class Scenario(Spec):
     # IoTDA upgrades: waits for the version report (3 minutes) and for the result (24 hours).
     version_timeout_s: float = Field(default=180.0, gt=0, le=86400)
     upgrade_timeout_s: float = Field(default=86400.0, gt=0, le=7 * 86400)
+    # The emulator is strict unless told otherwise (docs/simulator.md, "Strict emulator"):
+    # upgrades wait this long for an offline device (IoTDA: 25 hours).
+    online_timeout_s: float = Field(default=90000.0, gt=0, le=7 * 86400)
+    lenient: bool = False
+    children_follow_gateway: bool = False
+    strict_faq: bool = False
     fleet: FleetSpec = FleetSpec()
     packages: list[PackageSpec] = []
     tasks: list[TaskSpec] = []
