@@ -182,7 +182,8 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
     from agent.runtime.logging import configure_logging
     from agent.sim.fleet.broker import SetupError
     from agent.sim.fleet.layout import parse_shard
-    from agent.sim.fleet.simulate import RunOptions, run_scenario, run_shard
+    from agent.sim.fleet.options import RunOptions
+    from agent.sim.fleet.simulate import run_scenario, run_shard
 
     # Thousands of agents reconnecting after a fault would bury the progress in warnings.
     configure_logging("error", "console", stream=sys.stderr)

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from agent.sim.fleet.simulate import RunOptions, run_scenario
+from agent.sim.fleet.options import RunOptions
+from agent.sim.fleet.simulate import run_scenario
 from agent.sim.fleet.spec import load_scenario
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -12,9 +12,7 @@ import hashlib
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import aiohttp
@@ -31,6 +29,7 @@ from agent.sim.fleet.broker import BrokerHandle, SetupError, choose_broker, open
 from agent.sim.fleet.client import TaskClient
 from agent.sim.fleet.faults import FaultLog, run_faults
 from agent.sim.fleet.layout import Slot, build_layout, registration, seen_online, shard
+from agent.sim.fleet.options import RunOptions
 from agent.sim.fleet.progress import LiveBars
 from agent.sim.fleet.proxy import FlakyProxy
 from agent.sim.fleet.report import ProgressSamples, TaskRecord, build_report, write_report
@@ -47,21 +46,6 @@ API_NAMES = {
     "oceanconnect": "oceanconnect",
     "tencent-wedata": "tencent-wedata",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """Command-line choices that override or complete the scenario."""
-
-    workdir: Path
-    broker: str | None = None
-    shard: tuple[int, int] | None = None
-    progress: bool | None = None
-    report_dir: Path | None = None
-    # The console: told the emulator's URL once it listens, and awaited with the report once
-    # the fleet has stopped; the emulator and the broker stay up until it returns.
-    announce: Callable[[str], None] | None = None
-    hold: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
 
 def task_type_of(task: TaskSpec) -> str:
