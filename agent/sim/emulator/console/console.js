@@ -7,6 +7,9 @@ const FINISHED = new Set(["Success", "Fail", "PartialSuccess", "Stopped"]);
 const TERMINAL = ["success", "fail", "stopped", "removed"];
 const view = { taskId: null, offset: 0, state: "", device: "" };
 let timer = null;
+// Each refresh has a number; only the latest may draw or schedule the next poll, so an answer
+// that arrives after a filter changed can neither overwrite the table nor start a second poll.
+let generation = 0;
 
 const $ = (id) => document.getElementById(id);
 
@@ -80,8 +83,9 @@ function taskRow(task) {
   return row;
 }
 
-async function drawList() {
+async function drawList(stale) {
   const { tasks } = await getJson("/sim/v1/tasks");
+  if (stale()) return false;
   tasks.sort((a, b) => b.created_at - a.created_at);
   $("tasks").tBodies[0].replaceChildren(...tasks.map(taskRow));
   $("no-tasks").hidden = tasks.length > 0;
@@ -92,9 +96,10 @@ function fact(name, value) {
   return [el("dt", {}, name), el("dd", {}, value)];
 }
 
-async function drawTask() {
+async function drawTask(stale) {
   const id = view.taskId;
   const { tasks } = await getJson("/sim/v1/tasks");
+  if (stale()) return false;
   const task = tasks.find((t) => t.task_id === id);
   if (!task) throw new Error(`no task ${id}`);
   const progress = task.task_progress;
@@ -120,6 +125,7 @@ async function drawTask() {
   const page = await getJson(
     `/sim/v1/tasks/${encodeURIComponent(id)}/subtask-page?${query}`
   );
+  if (stale()) return false;
   const rows = page.subtasks.map((s) =>
     el(
       "tr",
@@ -144,11 +150,15 @@ async function drawTask() {
 
 async function refresh() {
   clearTimeout(timer);
+  const mine = ++generation;
+  const stale = () => mine !== generation;
   try {
-    const done = view.taskId === null ? await drawList() : await drawTask();
+    const done = view.taskId === null ? await drawList(stale) : await drawTask(stale);
+    if (stale()) return;
     $("error").hidden = true;
     $("updated").textContent = `updated ${time(Date.now() / 1000)}${done ? "" : " (live)"}`;
   } catch (error) {
+    if (stale()) return;
     $("error").textContent = `Cannot reach the emulator: ${error.message}`;
     $("error").hidden = false;
   }
