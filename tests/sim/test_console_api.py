@@ -42,6 +42,18 @@ def test_subtask_page_filters_by_state_and_device_then_pages() -> None:
     assert subtask_page(subs, offset=200)["subtasks"] == []
 
 
+def test_subtask_page_counts_failure_reasons_over_the_whole_task() -> None:
+    """Reasons count every failed subtask, most frequent first, whatever the filter."""
+    subs = _subtasks("t", 9)  # seq 0, 3, 6 failed with HANDLER_FAILED
+    subs[6].error_code, subs[6].error_msg = "TIMEOUT", "no answer"
+    subs[1].error_code = "IGNORED"  # a success's error fields are not a failure reason
+    page = subtask_page(subs, state=r.SUCCESS, limit=1)
+    assert page["reasons"] == [
+        {"error_code": "HANDLER_FAILED", "error_msg": None, "count": 2},
+        {"error_code": "TIMEOUT", "error_msg": "no answer", "count": 1},
+    ]
+
+
 async def test_console_files_and_subtask_page_over_http(tmp_path: Path) -> None:
     """``/`` serves the page and its files; the endpoint checks its query and finds the task."""
     async with emulator(tmp_path) as emu, aiohttp.ClientSession() as http:

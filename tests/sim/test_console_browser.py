@@ -121,6 +121,10 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
             await page.click(f"{row} a")
             await page.wait_for_selector("#subtasks tbody tr")
             assert await page.locator("#subtasks").get_attribute("data-matched") == "30"
+            reasons = await page.locator("#reasons tbody tr").evaluate_all(
+                "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+            )
+            assert reasons == [["1", "simulated_failure", str(failed)]]
             await page.select_option("#filter-state", "fail")
             await page.wait_for_function(
                 f"""() => document.querySelector("#subtasks").dataset.matched === "{failed}" """

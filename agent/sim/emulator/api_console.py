@@ -6,6 +6,7 @@ The page is plain HTML, CSS and JavaScript shipped in the package (``console/``)
 
 from __future__ import annotations
 
+from collections import Counter
 from importlib import resources
 from typing import Any
 
@@ -22,6 +23,7 @@ FILES = {
 }
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
+MAX_REASONS = 20
 
 
 def _asset(name: str) -> bytes:
@@ -36,14 +38,23 @@ def subtask_page(
     offset: int = 0,
     limit: int = DEFAULT_LIMIT,
 ) -> dict[str, Any]:
-    """The subtasks matching ``state`` and a device id substring, from ``offset`` on."""
+    """The subtasks matching ``state`` and a device id substring, from ``offset`` on.
+
+    ``reasons`` counts the task's failed subtasks by error code and message (all of them, not
+    only the matching ones), most frequent first.
+    """
     needle = (device or "").lower()
     matching = [
         s
         for s in subtasks
         if (state is None or s.state == state) and (not needle or needle in s.device_id.lower())
     ]
+    reasons = Counter((s.error_code, s.error_msg) for s in subtasks if s.state == r.FAIL)
     return {
+        "reasons": [
+            {"error_code": code, "error_msg": msg, "count": count}
+            for (code, msg), count in reasons.most_common(MAX_REASONS)
+        ],
         "matched": len(matching),
         "offset": offset,
         "limit": limit,

@@ -139,6 +139,18 @@ async function drawTask(stale) {
     )
   );
   $("subtasks").tBodies[0].replaceChildren(...rows);
+  $("reasons").tBodies[0].replaceChildren(
+    ...page.reasons.map((reason) =>
+      el(
+        "tr",
+        { "data-count": String(reason.count) },
+        el("td", {}, reason.error_code ?? ""),
+        el("td", { class: "error-cell" }, reason.error_msg ?? ""),
+        el("td", {}, String(reason.count))
+      )
+    )
+  );
+  $("no-reasons").hidden = page.reasons.length > 0;
   $("subtasks").dataset.matched = String(page.matched);
   $("matched").textContent = `${page.matched} matching`;
   const last = Math.min(page.offset + page.subtasks.length, page.matched);
