@@ -40,6 +40,8 @@ def test_subtask_page_filters_by_state_and_device_then_pages() -> None:
     assert by_device["matched"] == 10  # unit-00090 .. unit-00099, case-insensitive
     assert subtask_page(subs, state=r.FAIL, device="unit-00001")["matched"] == 0
     assert subtask_page(subs, offset=200)["subtasks"] == []
+    assert subtask_page(subs, error="handler_f")["matched"] == 34  # code or message, any case
+    assert subtask_page(subs, state=r.SUCCESS, error="handler")["matched"] == 0
 
 
 def test_subtask_page_counts_failure_reasons_over_the_whole_task() -> None:

@@ -133,6 +133,14 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
                 "rows => rows.map(r => r.dataset.state)"
             )
             assert states == ["fail"] * failed
+            await page.fill("#filter-error", "no such reason")
+            await page.wait_for_function(
+                """() => document.querySelector("#subtasks").dataset.matched === "0" """
+            )
+            await page.fill("#filter-error", "SIMULATED")
+            await page.wait_for_function(
+                f"""() => document.querySelector("#subtasks").dataset.matched === "{failed}" """
+            )
             shot = tmp_path / "console-task.png"
             await page.screenshot(path=str(shot), full_page=True)
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -35,19 +35,23 @@ def subtask_page(
     *,
     state: str | None = None,
     device: str | None = None,
+    error: str | None = None,
     offset: int = 0,
     limit: int = DEFAULT_LIMIT,
 ) -> dict[str, Any]:
-    """The subtasks matching ``state`` and a device id substring, from ``offset`` on.
+    """The subtasks matching ``state``, a device id and an error substring, from ``offset`` on.
 
     ``reasons`` counts the task's failed subtasks by error code and message (all of them, not
     only the matching ones), most frequent first.
     """
     needle = (device or "").lower()
+    wanted = (error or "").lower()
     matching = [
         s
         for s in subtasks
-        if (state is None or s.state == state) and (not needle or needle in s.device_id.lower())
+        if (state is None or s.state == state)
+        and (not needle or needle in s.device_id.lower())
+        and (not wanted or wanted in f"{s.error_code or ''}: {s.error_msg or ''}".lower())
     ]
     reasons = Counter((s.error_code, s.error_msg) for s in subtasks if s.state == r.FAIL)
     return {
@@ -88,7 +92,7 @@ def _int(request: web.Request, name: str, default: int, high: int) -> int:
 
 
 async def get_subtask_page(request: web.Request) -> web.StreamResponse:
-    """GET /sim/v1/tasks/{task_id}/subtask-page?state=&device=&offset=&limit=."""
+    """GET /sim/v1/tasks/{task_id}/subtask-page?state=&device=&error=&offset=&limit=."""
     emulator = emulator_of(request)
     subs = emulator.engine.subtasks.get(request.match_info["task_id"])
     if subs is None:
@@ -100,6 +104,7 @@ async def get_subtask_page(request: web.Request) -> web.StreamResponse:
         subs,
         state=state,
         device=request.query.get("device", "")[:128],
+        error=request.query.get("error", "")[:128],
         offset=_int(request, "offset", 0, 10_000_000),
         limit=_int(request, "limit", DEFAULT_LIMIT, MAX_LIMIT) or DEFAULT_LIMIT,
     )

@@ -5,7 +5,7 @@ const POLL_MS = 1000;
 const PAGE_SIZE = 50;
 const FINISHED = new Set(["Success", "Fail", "PartialSuccess", "Stopped"]);
 const TERMINAL = ["success", "fail", "stopped", "removed"];
-const view = { taskId: null, offset: 0, state: "", device: "" };
+const view = { taskId: null, offset: 0, state: "", device: "", error: "" };
 let timer = null;
 // Each refresh has a number; only the latest may draw or schedule the next poll, so an answer
 // that arrives after a filter changed can neither overwrite the table nor start a second poll.
@@ -122,6 +122,7 @@ async function drawTask(stale) {
   const query = new URLSearchParams({ offset: view.offset, limit: PAGE_SIZE });
   if (view.state) query.set("state", view.state);
   if (view.device) query.set("device", view.device);
+  if (view.error) query.set("error", view.error);
   const page = await getJson(
     `/sim/v1/tasks/${encodeURIComponent(id)}/subtask-page?${query}`
   );
@@ -182,9 +183,10 @@ function route() {
   const match = location.hash.match(/^#\/task\/(.+)$/);
   const taskId = match ? decodeURIComponent(match[1]) : null;
   if (taskId !== view.taskId) {
-    Object.assign(view, { taskId, offset: 0, state: "", device: "" });
+    Object.assign(view, { taskId, offset: 0, state: "", device: "", error: "" });
     $("filter-state").value = "";
     $("filter-device").value = "";
+    $("filter-error").value = "";
   }
   $("list-view").hidden = taskId !== null;
   $("task-view").hidden = taskId === null;
@@ -197,6 +199,10 @@ $("filter-state").addEventListener("change", (event) => {
 });
 $("filter-device").addEventListener("input", (event) => {
   Object.assign(view, { device: event.target.value.trim(), offset: 0 });
+  refresh();
+});
+$("filter-error").addEventListener("input", (event) => {
+  Object.assign(view, { error: event.target.value.trim(), offset: 0 });
   refresh();
 });
 $("filters").addEventListener("submit", (event) => event.preventDefault());
