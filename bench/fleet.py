@@ -17,6 +17,7 @@ end of every task, against the floor on the same broker.
 
 Usage: python -m bench.fleet [--devices 10000] [--embedded 1000] [--demo 10000] [--floor PATH]
        [--upgrade-devices 1000] [--upgrade-gateways 20 --upgrade-children 50] [--package-kb 256]
+       [--out bench/results/fleet.json]
 Prints one JSON object. Measured on a shared 2-core machine: read ratios, not absolutes.
 """
 
@@ -356,7 +357,12 @@ async def one(kind: str, devices: int, floor: Path, args: argparse.Namespace) ->
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
     """Each configuration in a process of its own, so memory figures do not mix."""
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "fd_limit": raise_fd_limit()}
+    results: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "fd_limit": raise_fd_limit(),
+        "load_average_before": os.getloadavg(),
+        "command": " ".join(["python -m bench.fleet", *sys.argv[1:]]),
+    }
     for kind, devices in (
         ("mosquitto", args.devices),
         ("embedded", args.embedded),
@@ -377,6 +383,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             results[kind] = json.loads(out.stdout)
         except ValueError:
             results[kind] = {"error": out.stderr[-500:]}
+    results["load_average_after"] = os.getloadavg()
     return results
 
 
@@ -398,6 +405,7 @@ if __name__ == "__main__":
     )
     parser.add_argument("--upgrade-children", type=int, default=50, help="children per gateway")
     parser.add_argument("--package-kb", type=int, default=256, help="size of the package")
+    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
     parser.add_argument(
         "--only",
         choices=["mosquitto", "embedded", "demo", "upgrade-devices", "upgrade-gateways"],
@@ -408,6 +416,10 @@ if __name__ == "__main__":
         result = asyncio.run(one(arguments.only, arguments.devices, arguments.floor, arguments))
     else:
         result = main(arguments)
-    print(json.dumps(result, indent=1))
+    text = json.dumps(result, indent=1)
+    if arguments.out is not None and not arguments.only:
+        arguments.out.parent.mkdir(parents=True, exist_ok=True)
+        arguments.out.write_text(text + "\n")
+    print(text)
     sys.stdout.flush()
     os._exit(0)  # skip tearing down thousands of sockets one by one

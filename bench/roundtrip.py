@@ -8,7 +8,8 @@ PUBACK, execute, journal the result, publish, forget after PUBACK. The service s
 agent measurement is the baseline's own service loop, unchanged but for the topics.
 
 Usage: python bench/roundtrip.py [--baseline PATH] [--requests N] [--window W] [--serial N]
-Prints one JSON object.
+       [--rounds R] [--growth N] [--out bench/results/roundtrip.json]
+Prints one JSON object (every figure of the README's table; see bench/report.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -39,7 +41,12 @@ DEFAULT_BASELINE = REPO.parent / "shared" / "tools" / "paho_echo_baseline.py"
 
 
 def run_baseline(script: Path, port: int, n: int, window: int) -> dict[str, Any]:
-    """Run the bare paho echo baseline against the broker; returns its JSON line."""
+    """Run the bare paho echo baseline against the broker; returns its JSON line.
+
+    Its CPU per command is the whole process's (both the device and the service end, and the
+    interpreter's start), so it overstates what the device end alone costs.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, str(script), "127.0.0.1", str(port), str(n), str(window)],
         capture_output=True,
@@ -47,7 +54,11 @@ def run_baseline(script: Path, port: int, n: int, window: int) -> dict[str, Any]
         timeout=300,
         check=True,
     )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    result = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    result["cpu_us_per_command"] = round(cpu * 1e6 / n)
+    return result
 
 
 def drive_agent(port: int, n: int, window: int, tag: str) -> dict[str, Any]:
@@ -124,32 +135,86 @@ def start_agent(workdir: Path, port: int, synchronous: str) -> AgentProcess:
         journal={"synchronous": synchronous},
         logging={"level": "warning"},
         limits={"max_concurrent_subtasks": 128},
+        # Idle memory is measured with every feature a device would enable switched on.
+        desired={"state_file": str(workdir / "desired.json")},
+        upgrades={
+            "enabled": True,
+            "state_dir": str(workdir / "upgrades"),
+            "installer": "simulated",
+            "simulated": {"rehearsal_only": True},
+        },
     )
     agent = AgentProcess(config, workdir)
     agent.start()
     return agent
 
 
+def cpu_s(pid: int) -> float:
+    """User plus system CPU time a process has used, in seconds (load-independent)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def first_answer(port: int, start: Any) -> tuple[AgentProcess, dict[str, Any]]:
+    """Start the daemon with a service already connected; time READY and the first answer."""
+    prefix = f"$oc/devices/{DEVICE}/sys/commands/"
+    answered = threading.Event()
+    svc = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-svc-first")
+    svc.on_message = lambda client, userdata, msg: answered.set()
+    svc.connect("127.0.0.1", port)
+    subscribed = threading.Event()
+    svc.on_subscribe = lambda *args: subscribed.set()
+    svc.subscribe(prefix + "response/+", 1)
+    svc.loop_start()
+    try:
+        subscribed.wait(10)
+        started = time.perf_counter()
+        agent = start()
+        ready = time.perf_counter()
+        body = {"service_id": "Switch", "command_name": "ON_OFF", "paras": {"value": "ON"}}
+        svc.publish(f"{prefix}request_id=first", json.dumps(body), qos=1)
+        answered.wait(30)
+        done = time.perf_counter()
+    finally:
+        svc.loop_stop()
+        svc.disconnect()
+    cpu = cpu_s(agent.process.pid) if agent.process else float("nan")
+    return agent, {
+        "start_to_ready_s": round(ready - started, 3),
+        "start_to_first_answer_s": round(done - started, 3) if answered.is_set() else None,
+        "start_cpu_s": round(cpu, 3),
+    }
+
+
 def measure_agent(
     tmp: Path, port: int, synchronous: str, args: argparse.Namespace, tag: str
 ) -> dict[str, Any]:
-    """One round against a freshly started daemon: idle RSS, windowed and serial runs."""
+    """One round against a freshly started daemon: start-up, idle RSS, windowed, serial, growth."""
     workdir = tmp / f"agent-{synchronous}-{tag}"
     workdir.mkdir()
-    agent = start_agent(workdir, port, synchronous)
+    agent, start = first_answer(port, lambda: start_agent(workdir, port, synchronous))
+    pid = agent.process.pid if agent.process else 0
     try:
         time.sleep(2.0)
-        idle = rss_mb(agent.process.pid) if agent.process else float("nan")
+        idle = rss_mb(pid)
+        cpu_before = cpu_s(pid)
         windowed = drive_agent(port, args.requests, args.window, f"w{tag}")
+        windowed["cpu_us_per_command"] = round((cpu_s(pid) - cpu_before) * 1e6 / args.requests)
         serial = drive_agent(port, args.serial, 1, f"s{tag}")
-        loaded = rss_mb(agent.process.pid) if agent.process else float("nan")
+        loaded = rss_mb(pid)
+        growth = None
+        if args.growth:
+            drive_agent(port, args.growth, args.window, f"g{tag}")
+            growth = round(rss_mb(pid) - loaded, 2)
     finally:
         agent.stop()
     return {
+        **start,
         "windowed": windowed,
         "serial": serial,
         "idle_rss_mb": round(idle, 1),
         "rss_after_load_mb": round(loaded, 1),
+        "rss_growth_mb": growth,
     }
 
 
@@ -168,11 +233,16 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="alternating rounds; medians reported"
     )
+    parser.add_argument(
+        "--growth", type=int, default=100_000, help="commands after which RSS growth is read"
+    )
+    parser.add_argument("--out", type=Path, help="also write the JSON to this file")
     args = parser.parse_args()
     if not args.baseline.exists():
         parser.error(f"baseline script not found: {args.baseline}")
 
     rounds: dict[str, list[dict[str, Any]]] = {"baseline": [], "full": [], "normal": []}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-roundtrip-") as tmp:
         broker = Mosquitto(Path(tmp) / "mosquitto", save_every_change=False)
         broker.start()
@@ -197,33 +267,58 @@ def main() -> None:
     def median_of(name: str, mode: str, field: str) -> float:
         return _median([float(r[mode][field]) for r in rounds[name]])
 
-    report: dict[str, Any] = {"rounds": args.rounds, "load_average": os.getloadavg()}
+    report: dict[str, Any] = {
+        "rounds": args.rounds,
+        "requests": args.requests,
+        "serial": args.serial,
+        "load_average_before": load_before,
+    }
     base_rps = median_of("baseline", "windowed", "rps")
     base_p50 = median_of("baseline", "serial", "p50_ms")
     report["baseline"] = {
         "windowed_rps": base_rps,
         "serial_p50_ms": base_p50,
         "serial_p99_ms": median_of("baseline", "serial", "p99_ms"),
+        "cpu_us_per_command": median_of("baseline", "windowed", "cpu_us_per_command"),
     }
     for synchronous in ("full", "normal"):
         rps = median_of(synchronous, "windowed", "rps")
         p50 = median_of(synchronous, "serial", "p50_ms")
+        p99 = median_of(synchronous, "serial", "p99_ms")
+        runs = rounds[synchronous]
+        growths = [r["rss_growth_mb"] for r in runs if r["rss_growth_mb"] is not None]
+        firsts = [r["start_to_first_answer_s"] for r in runs if r["start_to_first_answer_s"]]
         report[f"agent_journal_{synchronous}"] = {
             "windowed_rps": rps,
             "serial_p50_ms": p50,
-            "serial_p99_ms": median_of(synchronous, "serial", "p99_ms"),
+            "serial_p99_ms": p99,
             "throughput_ratio": round(rps / base_rps, 2),
             "serial_p50_ratio": round(p50 / base_p50, 2),
-            "idle_rss_mb": _median([r["idle_rss_mb"] for r in rounds[synchronous]]),
-            "rss_after_load_mb": _median([r["rss_after_load_mb"] for r in rounds[synchronous]]),
+            "serial_p99_ratio": round(p99 / report["baseline"]["serial_p99_ms"], 2),
+            "cpu_us_per_command": median_of(synchronous, "windowed", "cpu_us_per_command"),
+            "idle_rss_mb": _median([r["idle_rss_mb"] for r in runs]),
+            "rss_after_load_mb": _median([r["rss_after_load_mb"] for r in runs]),
+            "rss_growth_mb": _median(growths) if growths else None,
+            "growth_commands": args.growth or None,
+            "start_to_ready_s": _median([r["start_to_ready_s"] for r in runs]),
+            "start_to_first_answer_s": _median(firsts) if firsts else None,
+            "start_cpu_s": _median([r["start_cpu_s"] for r in runs]),
         }
     report["targets"] = {
-        "throughput_ratio_min": 0.8,
+        "throughput_ratio_min": 0.9,
         "serial_p50_ratio_max": 2.0,
+        "serial_p99_ratio_max": 4.0,
         "idle_rss_mb_max": 30,
+        "rss_growth_mb_max": 2,
+        "start_to_first_answer_s_max": 0.5,
     }
+    report["load_average_after"] = os.getloadavg()
     report["rounds_detail"] = rounds
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

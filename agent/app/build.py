@@ -35,9 +35,6 @@ from agent.gateway.tasks import TaskGroups
 from agent.journal.base import Journal
 from agent.pipeline.executor import Executor
 from agent.profiles.base import Profile
-from agent.profiles.huawei_iotda.codec import HuaweiIotdaProfile
-from agent.profiles.huawei_oceanconnect.codec import OceanConnectProfile
-from agent.profiles.tencent_iothub.codec import TencentIothubProfile
 from agent.runtime.logging import get_logger
 from agent.transport.base import Transport
 from agent.transport.paho_bridge import MqttConnection
@@ -129,7 +126,12 @@ def build_executors(
 # -- profiles ------------------------------------------------------------------------------
 
 
+# Each builder imports its own codecs: a daemon loads only the platform it speaks.
+
+
 def _huawei_iotda(device: HuaweiIotdaDevice, config: AgentConfig) -> Profile:
+    from agent.profiles.huawei_iotda.codec import HuaweiIotdaProfile
+
     return HuaweiIotdaProfile(
         device.device_id,
         sign_type=device.sign_type,
@@ -140,6 +142,8 @@ def _huawei_iotda(device: HuaweiIotdaDevice, config: AgentConfig) -> Profile:
 
 
 def _tencent_iothub(device: TencentIothubDevice, config: AgentConfig) -> Profile:
+    from agent.profiles.tencent_iothub.codec import TencentIothubProfile
+
     return TencentIothubProfile(
         device.product_id,
         device.device_name,
@@ -158,6 +162,8 @@ def _tencent_iothub(device: TencentIothubDevice, config: AgentConfig) -> Profile
 
 
 def _huawei_oceanconnect(device: HuaweiOceanConnectDevice, config: AgentConfig) -> Profile:
+    from agent.profiles.huawei_oceanconnect.codec import OceanConnectProfile
+
     return OceanConnectProfile(
         device.device_id,
         sign_type=device.sign_type,

@@ -12,7 +12,6 @@ from pathlib import Path
 from agent.config import AgentConfig, environment_problems, handler_problem
 from agent.config.upgrades import ExecAdapter
 from agent.core.errors import ConfigError, LocalProtocolError
-from agent.profiles.tencent_iothub.ota import split_child
 from agent.upgrade.verify import load_public_keys
 
 
@@ -57,6 +56,9 @@ def _tencent_children(config: AgentConfig) -> Iterator[tuple[str, object, str]]:
     """Tencent children are named ``{product_id}/{device_name}`` (their topics need both)."""
     if config.device.profile != "tencent-iothub" or not config.gateway.enabled:
         return
+    # Imported here: the Tencent codecs are loaded only on a device that speaks Tencent.
+    from agent.profiles.tencent_iothub.ota import split_child
+
     for index, child in enumerate(config.gateway.children):
         try:
             split_child(child.device_id)

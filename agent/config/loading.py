@@ -9,16 +9,11 @@ import re
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    SettingsError,
-)
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
-from agent.config.base import ENV_PREFIX
+from agent.config.environment import NON_CONFIG_ENV, deep_update, environment_table, overrides
 from agent.config.handlers import CommandSettings, ExecHandler, ScriptHandler
 from agent.config.identity import DeviceIdentity, HuaweiOceanConnectDevice, TencentIothubDevice
 from agent.config.programs import handler_problem, interpreter_problem, script_problem
@@ -36,16 +31,10 @@ from agent.config.upgrades import GatewaySettings, UpgradeSettings
 from agent.core.errors import ConfigError
 
 
-class AgentConfig(BaseSettings):
+class AgentConfig(BaseModel):
     """The whole configuration, as loaded from TOML and overridden from the environment."""
 
-    model_config = SettingsConfigDict(
-        frozen=True,
-        extra="forbid",
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter="__",
-        case_sensitive=False,
-    )
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     device: DeviceIdentity
     mqtt: MqttSettings
@@ -79,21 +68,18 @@ class AgentConfig(BaseSettings):
                 raise ValueError(msg)
         return self
 
+    @model_validator(mode="before")
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment overrides win over the file; no dotenv or secrets-dir magic."""
-        return env_settings, init_settings
+    def _environment_wins(cls, data: Any, info: ValidationInfo) -> Any:
+        """``DEVICE_AGENT_*`` overrides win over the given values, however it is built."""
+        if (info.context or {}).get(_MERGED) or not isinstance(data, dict):
+            return data
+        return deep_update(data, environment_table(cls, os.environ))
 
 
-# ``DEVICE_AGENT_*`` variables that are not configuration overrides.
-NON_CONFIG_ENV = frozenset({"FAILPOINTS"})
+# Validation context of a table that already holds the environment's overrides.
+_MERGED = "environment_merged"
+__all__ = ["NON_CONFIG_ENV", "AgentConfig", "environment_problems", "load_config"]
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -109,40 +95,20 @@ def load_config(path: Path) -> AgentConfig:
         raise ConfigError([(str(path), None, f"cannot read: {exc.strerror}")]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([(str(path), None, f"not valid TOML: {exc}")]) from exc
-    overrides = _env_overrides()
+    found = overrides()
     unknown: list[tuple[str, object, str]] = [
         (name, value, "is not a setting (overrides look like DEVICE_AGENT_MQTT__PORT)")
-        for key, (name, value) in overrides.items()
+        for key, (name, value) in found.items()
         if key.split(".")[0] not in AgentConfig.model_fields
     ]
     if unknown:
         raise ConfigError(unknown)
+    # A variable for a table or list that is not valid JSON raises ConfigError naming it.
+    merged = deep_update(data, environment_table(AgentConfig, os.environ))
     try:
-        return AgentConfig(**data)
+        return AgentConfig.model_validate(merged, context={_MERGED: True})
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, overrides)) from exc
-    except SettingsError as exc:
-        # A variable for a table or list that is not valid JSON.
-        field = str(exc).split('"')[1] if '"' in str(exc) else ""
-        bad: list[tuple[str, object, str]] = [
-            (name, value, "must be JSON for a table or list setting")
-            for key, (name, value) in overrides.items()
-            if key.split(".")[0] == field
-        ]
-        raise ConfigError(bad or [("(environment)", None, str(exc))]) from exc
-
-
-def _env_overrides() -> dict[str, tuple[str, str]]:
-    """Dotted setting -> (variable, value) for every ``DEVICE_AGENT_*`` override set."""
-    found: dict[str, tuple[str, str]] = {}
-    for name, value in os.environ.items():
-        if not name.upper().startswith(ENV_PREFIX):
-            continue
-        rest = name[len(ENV_PREFIX) :]
-        if rest.upper() in NON_CONFIG_ENV:
-            continue
-        found[rest.lower().replace("__", ".")] = (name, value)
-    return found
+        raise ConfigError(_problems(exc, found)) from exc
 
 
 def _problems(

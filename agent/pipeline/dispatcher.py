@@ -67,8 +67,11 @@ class Dispatcher:
         self._kind_slots = {kind: asyncio.Semaphore(n) for kind, n in (kind_limits or {}).items()}
         self._log = log
         self._clock = clock
-        self._inbox: asyncio.Queue[InboundMessage] = asyncio.Queue()
-        self._acks: asyncio.Queue[tuple[InboundMessage, asyncio.Task[bool]]] = asyncio.Queue()
+        # The latest publication being admitted: each waits for its predecessor before its
+        # PUBACK, so acknowledgements leave in arrival order without a queue or a task of
+        # their own (a simulated fleet has thousands of dispatchers).
+        self._last_admit: asyncio.Task[None] | None = None
+        self._acking = True
         self._running: set[asyncio.Task[None]] = set()
         self._accepting = True
 
@@ -77,31 +80,39 @@ class Dispatcher:
     def receive(self, message: InboundMessage) -> None:
         """Take a publication from the transport (called on the loop, must not block)."""
         if self._accepting:
-            self._inbox.put_nowait(message)
+            previous = self._last_admit
+            task = asyncio.get_running_loop().create_task(self._admit_in_order(message, previous))
+            self._last_admit = task
+            task.add_done_callback(self._admitted)
             return
         # When stopping, the message is left unacknowledged: the broker keeps it for next time.
         self._log.info("message.deferred", topic=message.topic, reason="stopping")
 
-    async def run(self) -> None:
-        """Journal received publications and acknowledge them in order, until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._acknowledge(), name=f"{self.agent_id}.acks")
-            while True:
-                message = await self._inbox.get()
-                admit = asyncio.get_running_loop().create_task(self._admit(message))
-                self._acks.put_nowait((message, admit))
+    def _admitted(self, task: asyncio.Task[None]) -> None:
+        if self._last_admit is task:
+            self._last_admit = None  # an idle dispatcher holds no finished task
 
-    async def _acknowledge(self) -> None:
-        while True:
-            message, admit = await self._acks.get()
-            try:
-                admitted = await admit
-            except Exception:
-                # Left unacknowledged: the broker redelivers it on the next connection.
-                self._log.exception("message.admit.crashed", topic=message.topic)
-                continue
-            if admitted:
-                self._ack(message)
+    async def run(self) -> None:
+        """Acknowledge admitted publications until cancelled (they are admitted on arrival)."""
+        try:
+            await asyncio.get_running_loop().create_future()
+        finally:
+            self._acking = False
+
+    async def _admit_in_order(
+        self, message: InboundMessage, previous: asyncio.Task[None] | None
+    ) -> None:
+        """Admit one publication, then PUBACK it once every earlier one has had its turn."""
+        try:
+            admitted = await self._admit(message)
+        except Exception:
+            # Left unacknowledged: the broker redelivers it on the next connection.
+            self._log.exception("message.admit.crashed", topic=message.topic)
+            admitted = False
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        if admitted and self._acking:
+            self._ack(message)
 
     async def _admit(self, message: InboundMessage) -> bool:
         """Decode and journal one publication; True when it may be acknowledged."""

@@ -101,7 +101,18 @@ def strict_loads(data: bytes | str) -> Any:
     except ValueError as exc:  # JSONDecodeError, NaN, out-of-range numbers, huge integers
         msg = f"is not valid JSON: {exc}"
         raise JsonRejected(msg) from exc
+    if isinstance(data, bytes) and b"\\u" not in data:
+        # Without a \u escape no surrogate can be in the text (UTF-8 decoding refuses encoded
+        # ones), and with fewer brackets than the limit nothing can nest deeper: a command's
+        # payload needs no walk at all.
+        if data.count(b"{") + data.count(b"[") <= MAX_JSON_DEPTH:
+            return value
+        return _checked_depth(_inspect(value)[0], has_surrogate=False, value=value)
     depth, has_surrogate = _inspect(value)
+    return _checked_depth(depth, has_surrogate=has_surrogate, value=value)
+
+
+def _checked_depth(depth: int, *, has_surrogate: bool, value: Any) -> Any:
     if depth > MAX_JSON_DEPTH:
         msg = f"is nested deeper than {MAX_JSON_DEPTH} levels"
         raise JsonRejected(msg)

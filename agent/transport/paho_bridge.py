@@ -18,11 +18,22 @@ import ipaddress
 import logging
 import socket
 import ssl
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
-import paho.mqtt.client as mqtt
+if "paho.mqtt.client" in sys.modules or "dns" in sys.modules:
+    import paho.mqtt.client as mqtt
+else:
+    # paho imports dnspython, where it is installed, for SRV lookups (connect_srv) the agent
+    # never makes: dnspython and idna are 2 MB of an idle daemon's memory. Hide it while paho
+    # loads, as agent/runtime/logging.py hides rich from structlog.
+    sys.modules["dns"] = None  # type: ignore[assignment]
+    try:
+        import paho.mqtt.client as mqtt
+    finally:
+        del sys.modules["dns"]
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -57,7 +68,43 @@ class _LastError(logging.Logger):
             self.message = str(msg) % args if args else str(msg)
 
 
-class _Client(mqtt.Client):
+# One read takes whatever the kernel holds, up to this much (many packets at once).
+_READ_CHUNK = 64 * 1024
+
+
+class _BufferedClient(mqtt.Client):
+    """paho's client, reading the socket in chunks instead of a few bytes at a time.
+
+    paho asks for one byte (the packet type), then one per remaining-length byte, then the rest:
+    four or more ``recv`` calls per packet, which under load cost more than the agent's own work
+    on a command. Here one ``recv`` takes everything the kernel holds and paho's small reads are
+    served from that buffer; :meth:`buffered` tells the reader to go on while bytes are left.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunk = b""
+        self._chunk_at = 0
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self._chunk_at >= len(self._chunk):
+            data = super()._sock_recv(max(bufsize, _READ_CHUNK))
+            if len(data) <= bufsize:  # all of it wanted, or the end of the stream (b"")
+                return data
+            self._chunk, self._chunk_at = data, 0
+        start = self._chunk_at
+        end = self._chunk_at = min(start + bufsize, len(self._chunk))
+        piece = self._chunk[start:end]
+        if end == len(self._chunk):  # hold no bytes while idle (a fleet has thousands of us)
+            self._chunk, self._chunk_at = b"", 0
+        return piece
+
+    def buffered(self) -> int:
+        """Bytes read from the socket that paho has not taken yet."""
+        return len(self._chunk) - self._chunk_at
+
+
+class _Client(_BufferedClient):
     """paho's client, which can be handed a TCP socket the event loop has already connected."""
 
     preconnected: socket.socket | None = None
@@ -446,11 +493,16 @@ class MqttConnection:
         if fd < 0:
             raise TransportError("connection closed during connect")
 
+        buffered = client.buffered if isinstance(client, _BufferedClient) else (lambda: 0)
+
         def readable() -> None:
             try:
                 client.loop_read()
-                # TLS may hold decrypted bytes the kernel no longer reports as readable.
-                while client.socket() is sock and getattr(sock, "pending", lambda: 0)() > 0:
+                # Bytes already read (ours, or decrypted ones TLS holds) are not reported as
+                # readable by the kernel again: take every packet they hold now.
+                while client.socket() is sock and (
+                    buffered() > 0 or getattr(sock, "pending", lambda: 0)() > 0
+                ):
                     client.loop_read()
             except Exception as exc:
                 self._log.exception("mqtt.read.failed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import queue
@@ -127,13 +128,18 @@ def _load_sync_file_range() -> Callable[[int, int, int], None] | None:
     return start
 
 
-_sync_file_range = _load_sync_file_range() if os.name == "posix" else None
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int], None] | None:
+    # Loaded on the first download, not at import: ctypes and its library search (which runs
+    # ldconfig) cost an idle daemon a megabyte of memory and its start-up a subprocess.
+    return _load_sync_file_range() if os.name == "posix" else None
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a range to disk without waiting (the final fsync then has little to do)."""
-    if _sync_file_range is not None:
-        _sync_file_range(fd, offset, length)
+    writeback = _sync_file_range()
+    if writeback is not None:
+        writeback(fd, offset, length)
 
 
 class TransferStop:
