@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 
 from agent.sim.emulator import records as r
-from agent.sim.emulator.api_console import subtask_page
+from agent.sim.emulator.api_console import latency_histogram, subtask_page
 from tests.support.sim import emulator
 
 
@@ -54,6 +54,18 @@ def test_subtask_page_counts_failure_reasons_over_the_whole_task() -> None:
         {"error_code": "HANDLER_FAILED", "error_msg": None, "count": 2},
         {"error_code": "TIMEOUT", "error_msg": "no answer", "count": 1},
     ]
+
+
+def test_latency_histogram_bins_ended_subtasks_by_dispatch_to_end() -> None:
+    """Equal bins up to the slowest; subtasks not dispatched or not ended are left out."""
+    subs = _subtasks("t", 6)
+    for sub, span in zip(subs, (1.0, 1.2, 3.9, 4.0, 0.0), strict=False):
+        sub.dispatched_at, sub.finished_at = 100.0, 100.0 + span
+    subs[5].dispatched_at = 100.0  # still running
+    histogram = latency_histogram(subs, bins=4)
+    assert histogram == {"bin_s": 1.0, "counts": [1, 2, 0, 2], "ended": 5}
+    assert latency_histogram(subs[4:5], bins=4)["counts"] == [1, 0, 0, 0]
+    assert latency_histogram([])["ended"] == 0
 
 
 async def test_console_files_and_subtask_page_over_http(tmp_path: Path) -> None:

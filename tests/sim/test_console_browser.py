@@ -121,6 +121,13 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
             await page.click(f"{row} a")
             await page.wait_for_selector("#subtasks tbody tr")
             assert await page.locator("#subtasks").get_attribute("data-matched") == "30"
+            # The histogram counts every ended subtask, one SVG bar per bin.
+            assert await page.locator("#latency svg").get_attribute("data-ended") == "30"
+            heights = await page.locator("#latency rect").evaluate_all(
+                "bars => bars.map(b => Number(b.getAttribute('height')))"
+            )
+            assert len(heights) == 20
+            assert max(heights) > 0
             reasons = await page.locator("#reasons tbody tr").evaluate_all(
                 "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
             )

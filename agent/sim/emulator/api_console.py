@@ -24,6 +24,23 @@ FILES = {
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 50
 MAX_REASONS = 20
+LATENCY_BINS = 20
+
+
+def latency_histogram(subtasks: list[r.Subtask], bins: int = LATENCY_BINS) -> dict[str, Any]:
+    """Ended subtasks counted by seconds from first dispatch to end, in equal-width bins."""
+    spans = [
+        s.finished_at - s.dispatched_at
+        for s in subtasks
+        if s.finished_at is not None and s.dispatched_at is not None
+    ]
+    if not spans:
+        return {"bin_s": 0.0, "counts": [], "ended": 0}
+    width = max(spans) / bins or 1.0  # all equal (or zero): one bin holds them
+    counts = [0] * bins
+    for span in spans:
+        counts[min(int(span / width), bins - 1)] += 1
+    return {"bin_s": width, "counts": counts, "ended": len(spans)}
 
 
 def _asset(name: str) -> bytes:
@@ -42,7 +59,7 @@ def subtask_page(
     """The subtasks matching ``state``, a device id and an error substring, from ``offset`` on.
 
     ``reasons`` counts the task's failed subtasks by error code and message (all of them, not
-    only the matching ones), most frequent first.
+    only the matching ones), most frequent first; ``latency`` is the task's histogram.
     """
     needle = (device or "").lower()
     wanted = (error or "").lower()
@@ -59,6 +76,7 @@ def subtask_page(
             {"error_code": code, "error_msg": msg, "count": count}
             for (code, msg), count in reasons.most_common(MAX_REASONS)
         ],
+        "latency": latency_histogram(subtasks),
         "matched": len(matching),
         "offset": offset,
         "limit": limit,

@@ -49,6 +49,58 @@ function bar(progress) {
   return node;
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// The latency histogram as inline SVG: one bar per bin, the axis in seconds under it.
+function histogram(latency) {
+  if (!latency.ended) return el("p", { class: "muted" }, "No subtask has ended yet.");
+  const width = 640;
+  const height = 140;
+  const bottom = 20;
+  const peak = Math.max(...latency.counts);
+  const step = width / latency.counts.length;
+  const chart = svg("svg", {
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: "img",
+    "data-ended": latency.ended,
+  });
+  latency.counts.forEach((count, index) => {
+    const tall = peak ? ((height - bottom - 14) * count) / peak : 0;
+    const bar = svg("rect", {
+      class: "histogram-bar",
+      x: index * step + 1,
+      y: height - bottom - tall,
+      width: step - 2,
+      height: tall,
+    });
+    const from = (index * latency.bin_s).toFixed(2);
+    const to = ((index + 1) * latency.bin_s).toFixed(2);
+    bar.append(svg("title", {}, `${from}-${to} s: ${count}`));
+    chart.append(bar);
+    if (count) {
+      chart.append(
+        svg("text", { x: index * step + step / 2, y: height - bottom - tall - 3, class: "count" }, count)
+      );
+    }
+  });
+  for (const index of [0, latency.counts.length / 2, latency.counts.length]) {
+    const x = Math.min(Math.max(index * step, 12), width - 24);
+    chart.append(
+      svg("text", { x, y: height - 5, class: "axis" }, `${(index * latency.bin_s).toFixed(1)} s`)
+    );
+  }
+  return chart;
+}
+
 async function getJson(url) {
   const response = await fetch(url, { cache: "no-store" });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
@@ -152,6 +204,7 @@ async function drawTask(stale) {
     )
   );
   $("no-reasons").hidden = page.reasons.length > 0;
+  $("latency").replaceChildren(histogram(page.latency));
   $("subtasks").dataset.matched = String(page.matched);
   $("matched").textContent = `${page.matched} matching`;
   const last = Math.min(page.offset + page.subtasks.length, page.matched);
