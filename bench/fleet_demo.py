@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.sim.cli import DEMO_SCENARIO
-from agent.sim.fleet.simulate import RunOptions, run_scenario
+from agent.sim.fleet.options import RunOptions
+from agent.sim.fleet.simulate import run_scenario
 from agent.sim.fleet.spec import Scenario, TaskSpec, load_scenario
 from agent.sim.mosquitto import Mosquitto
 

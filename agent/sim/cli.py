@@ -56,6 +56,12 @@ def add_commands(commands: Any) -> None:
     sim.add_argument("--report-dir", type=Path, help="where report.json and report.png go")
     sim.add_argument("--no-progress", action="store_true", help="no live progress bars")
     sim.add_argument("--json", action="store_true", help="print the report as JSON")
+    sim.add_argument(
+        "--console",
+        action="store_true",
+        help="print the rehearsal console's URL and keep the emulator up after the run until"
+        " Ctrl-C",
+    )
     sim.set_defaults(handler=simulate_command)
 
     emu = commands.add_parser("emulator", help="run the task service emulator on its own")
@@ -176,8 +182,8 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
     from agent.runtime.logging import configure_logging
     from agent.sim.fleet.broker import SetupError
     from agent.sim.fleet.layout import parse_shard
-    from agent.sim.fleet.report import render_text
-    from agent.sim.fleet.simulate import RunOptions, run_scenario, run_shard
+    from agent.sim.fleet.options import RunOptions
+    from agent.sim.fleet.simulate import run_scenario, run_shard
 
     # Thousands of agents reconnecting after a fault would bury the progress in warnings.
     configure_logging("error", "console", stream=sys.stderr)
@@ -191,12 +197,23 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="device-agent-sim-"))
+    printed: list[dict[str, Any]] = []
+
+    async def hold(report: dict[str, Any]) -> None:
+        _print_report(report, as_json=args.json)
+        printed.append(report)
+        print("console: the emulator stays up; Ctrl-C to stop", file=sys.stderr, flush=True)
+        await wait_for_signal()
+
+    console = bool(args.console)
     options = RunOptions(
         workdir=workdir,
         broker=args.broker,
         shard=shard,
         progress=False if args.no_progress else None,
         report_dir=args.report_dir,
+        announce=_announce_console if console else None,
+        hold=hold if console else None,
     )
     try:
         if args.emulator:
@@ -213,14 +230,40 @@ def simulate_command(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one pe
     except (AgentError, OSError, TimeoutError) as exc:
         print(f"simulate: the run stopped without a report: {exc!r}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.json:
-        print(json.dumps(report, indent=1))
-    else:
-        print(render_text(report))
-        for missed in report["verdict"]["missed"]:
-            print(f"missed: {missed}")
-        print(f"report: {report['files']['json']}\nplot:   {report['files']['png']}")
+    if not printed:
+        _print_report(report, as_json=args.json)
     return 0 if report["verdict"]["passed"] else EXIT_MISSED
+
+
+def _print_report(report: dict[str, Any], *, as_json: bool) -> None:
+    from agent.sim.fleet.report import render_text
+
+    if as_json:
+        print(json.dumps(report, indent=1), flush=True)
+        return
+    print(render_text(report))
+    for missed in report["verdict"]["missed"]:
+        print(f"missed: {missed}")
+    print(f"report: {report['files']['json']}\nplot:   {report['files']['png']}", flush=True)
+
+
+def _announce_console(url: str) -> None:
+    # stderr: stdout carries the report, which --json keeps machine-readable.
+    print(f"console: {url}/", file=sys.stderr, flush=True)
+
+
+async def wait_for_signal() -> None:
+    """Return on SIGINT (Ctrl-C) or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
 
 
 def emulator_command(args: argparse.Namespace) -> int:
@@ -298,5 +341,6 @@ def demo_command(workdir: Path | None) -> int:
         report_dir=None,
         no_progress=False,
         json=False,
+        console=False,
     )
     return simulate_command(args)

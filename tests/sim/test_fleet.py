@@ -14,7 +14,8 @@ from typing import IO, Any
 
 import pytest
 
-from agent.sim.fleet.simulate import RunOptions, run_scenario
+from agent.sim.fleet.options import RunOptions
+from agent.sim.fleet.simulate import run_scenario
 from agent.sim.fleet.spec import load_scenario
 from agent.sim.mosquitto import Mosquitto
 from tests.support.agents import REPO

@@ -8,7 +8,8 @@ import pytest
 
 from agent.sim.cli import DEMO_SCENARIO
 from agent.sim.fleet.broker import MosquittoHandle
-from agent.sim.fleet.simulate import RunOptions, run_scenario
+from agent.sim.fleet.options import RunOptions
+from agent.sim.fleet.simulate import run_scenario
 from agent.sim.fleet.spec import load_scenario
 
 ENDED = {"Success", "Fail", "PartialSuccess", "Stopped"}

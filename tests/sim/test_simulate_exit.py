@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -148,3 +151,46 @@ def test_an_expectation_must_say_something() -> None:
     """``expect = {}`` would check nothing: it is refused."""
     with pytest.raises(ValueError, match="expect needs"):
         ExpectSpec()
+
+
+def _line_with(stream: IO[str], text: str) -> str:
+    """Read lines until one contains ``text`` (the caller's watchdog bounds the wait)."""
+    while line := stream.readline():
+        if text in line:
+            return line
+    raise AssertionError(f"the output ended without {text!r}")
+
+
+def test_console_keeps_the_emulator_up_after_the_run_until_ctrl_c(tmp_path: Path) -> None:
+    """``--console`` prints the page's URL; after the report the page and tasks stay served."""
+    scenario = _scenario(tmp_path)
+    command = [sys.executable, "-m", "agent", "simulate", "--no-progress", "--console"]
+    with subprocess.Popen(
+        [*command, "--scenario", str(scenario), "--workdir", str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    ) as process:
+        assert process.stderr is not None
+        assert process.stdout is not None
+        watchdog = threading.Timer(120, process.kill)  # unblocks the reads if it hangs
+        watchdog.start()
+        try:
+            url = _line_with(process.stderr, "console: http://127.0.0.1:").split()[-1]
+            _line_with(process.stderr, "Ctrl-C to stop")
+            # The run is over and reported, and the console is still served.
+            assert "verdict: passed" in _line_with(process.stdout, "verdict:")
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+                assert b"/console/console.js" in response.read()
+            with urllib.request.urlopen(f"{url}sim/v1/tasks", timeout=10) as response:  # noqa: S310
+                (task,) = json.loads(response.read())["tasks"]
+            assert task["status"] == "Success"
+            assert task["task_progress"]["success"] == 10
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=60) == 0
+        finally:
+            watchdog.cancel()
+            if process.poll() is None:
+                process.kill()
+                process.wait()

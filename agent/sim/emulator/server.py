@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.sim.emulator import (
+    api_console,
     api_downloads,
     api_huawei,
     api_huawei_files,
@@ -26,6 +27,14 @@ from agent.sim.emulator.service import Emulator
 from agent.sim.emulator.settings import EmulatorSettings
 
 
+async def root(request: web.Request) -> web.StreamResponse:
+    """GET /: a Tencent API 3.0 action when the query names one, else the console's page."""
+    # Tencent's GET form always carries Action, Version and a signature in the query.
+    if request.query_string:
+        return await tencent_router.api3(request)
+    return await api_console.get_file(request)
+
+
 def build_app(emulator: EmulatorContext) -> web.Application:
     """The application serving all emulated APIs (errors in each platform's shape)."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[platform_errors])
@@ -39,8 +48,10 @@ def build_app(emulator: EmulatorContext) -> web.Application:
         api_oceanconnect,
         api_sim,
         api_downloads,
+        api_console,
     ):
         module.register(app)
+    app.router.add_get("/", root)
     return app
 
 

@@ -178,6 +178,5 @@ async def api3(request: web.Request) -> web.StreamResponse:  # noqa: PLR0911 - o
 
 
 def register(app: web.Application) -> None:
-    """Add the API 3.0 entry point."""
+    """Add the API 3.0 entry point (``GET /`` shares its path with the console: see server)."""
     app.router.add_post("/", api3)
-    app.router.add_get("/", api3)

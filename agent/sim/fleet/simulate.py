@@ -13,8 +13,6 @@ import json
 import signal
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -31,6 +29,7 @@ from agent.sim.fleet.broker import BrokerHandle, SetupError, choose_broker, open
 from agent.sim.fleet.client import TaskClient
 from agent.sim.fleet.faults import FaultLog, run_faults
 from agent.sim.fleet.layout import Slot, build_layout, registration, seen_online, shard
+from agent.sim.fleet.options import RunOptions
 from agent.sim.fleet.progress import LiveBars
 from agent.sim.fleet.proxy import FlakyProxy
 from agent.sim.fleet.report import ProgressSamples, TaskRecord, build_report, write_report
@@ -47,17 +46,6 @@ API_NAMES = {
     "oceanconnect": "oceanconnect",
     "tencent-wedata": "tencent-wedata",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """Command-line choices that override or complete the scenario."""
-
-    workdir: Path
-    broker: str | None = None
-    shard: tuple[int, int] | None = None
-    progress: bool | None = None
-    report_dir: Path | None = None
 
 
 def task_type_of(task: TaskSpec) -> str:
@@ -108,7 +96,9 @@ async def _connect(runner: FleetRunner) -> None:
         raise SetupError(msg) from exc
 
 
-async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any]:
+async def run_scenario(  # noqa: PLR0915 - the steps of one run, in order, and its teardown
+    scenario: Scenario, options: RunOptions
+) -> dict[str, Any]:
     """Run a scenario in this process; returns the report (also written to disk).
 
     Raises:
@@ -149,6 +139,8 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
     client: TaskClient | None = None
     try:
         await _step("starting the emulator", emulator.start())
+        if options.announce is not None:
+            options.announce(emulator.url)
         await _step(
             f"the emulator did not connect to the broker at {broker.url} within 30 s",
             emulator.wait_connected(30),
@@ -195,6 +187,29 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
             "repeated": runner.executions.repeated(),
         }
         downloads = package_downloads(emulator)
+        await client.close()
+        client = None
+        await runner.stop()
+        runner = None
+        report = build_report(
+            scenario=scenario.name,
+            records=records,
+            samples=samples,
+            duration_s=duration,
+            fleet=fleet,
+            faults={
+                k: getattr(faults, k) for k in ("agent_kills", "broker_restarts", "network_flaps")
+            }
+            | {"events": faults.events},
+            executions=executions,
+            downloads=downloads,
+        )
+        report["verdict"] = judge(scenario.tasks, report["tasks"], scenario.timeout_s)
+        report_dir = options.report_dir or workdir / "report"
+        json_path, png_path = write_report(report, report_dir, records)
+        report["files"] = {"json": str(json_path), "png": str(png_path)}
+        if options.hold is not None:
+            await options.hold(report)
     finally:
         if client is not None:
             await client.close()
@@ -204,20 +219,6 @@ async def run_scenario(scenario: Scenario, options: RunOptions) -> dict[str, Any
         if proxy is not None:
             await proxy.close()
         await broker.close()
-    report = build_report(
-        scenario=scenario.name,
-        records=records,
-        samples=samples,
-        duration_s=duration,
-        fleet=fleet,
-        faults={k: getattr(faults, k) for k in ("agent_kills", "broker_restarts", "network_flaps")}
-        | {"events": faults.events},
-        executions=executions,
-        downloads=downloads,
-    )
-    report["verdict"] = judge(scenario.tasks, report["tasks"], scenario.timeout_s)
-    json_path, png_path = write_report(report, options.report_dir or workdir / "report", records)
-    report["files"] = {"json": str(json_path), "png": str(png_path)}
     return report
 
 

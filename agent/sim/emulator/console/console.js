@@ -1,0 +1,271 @@
+// The rehearsal console: polls the emulator's JSON endpoints and redraws; it only reads.
+"use strict";
+
+const POLL_MS = 1000;
+const PAGE_SIZE = 50;
+const FINISHED = new Set(["Success", "Fail", "PartialSuccess", "Stopped"]);
+const TERMINAL = ["success", "fail", "stopped", "removed"];
+const view = { taskId: null, offset: 0, state: "", device: "", error: "" };
+let timer = null;
+// Each refresh has a number; only the latest may draw or schedule the next poll, so an answer
+// that arrives after a filter changed can neither overwrite the table nor start a second poll.
+let generation = 0;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "class") node.className = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+  }
+  return node;
+}
+
+function time(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  return new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
+}
+
+function terminal(progress) {
+  return TERMINAL.reduce((sum, key) => sum + (progress[key] || 0), 0);
+}
+
+function bar(progress) {
+  const total = progress.total || 0;
+  const node = el("div", { class: "bar", role: "img" });
+  for (const key of ["success", "fail", "stopped", "removed", "processing"]) {
+    const count = progress[key] || 0;
+    if (count && total) {
+      const part = el("span", { class: key, title: `${key}: ${count}` });
+      part.style.width = `${(100 * count) / total}%`;
+      node.append(part);
+    }
+  }
+  node.setAttribute("aria-label", `${terminal(progress)} of ${total} ended`);
+  return node;
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// The latency histogram as inline SVG: one bar per bin, the axis in seconds under it.
+function histogram(latency) {
+  if (!latency.ended) return el("p", { class: "muted" }, "No subtask has ended yet.");
+  const width = 640;
+  const height = 140;
+  const bottom = 20;
+  const peak = Math.max(...latency.counts);
+  const step = width / latency.counts.length;
+  const chart = svg("svg", {
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: "img",
+    "data-ended": latency.ended,
+  });
+  latency.counts.forEach((count, index) => {
+    const tall = peak ? ((height - bottom - 14) * count) / peak : 0;
+    const bar = svg("rect", {
+      class: "histogram-bar",
+      x: index * step + 1,
+      y: height - bottom - tall,
+      width: step - 2,
+      height: tall,
+    });
+    const from = (index * latency.bin_s).toFixed(2);
+    const to = ((index + 1) * latency.bin_s).toFixed(2);
+    bar.append(svg("title", {}, `${from}-${to} s: ${count}`));
+    chart.append(bar);
+    if (count) {
+      chart.append(
+        svg("text", { x: index * step + step / 2, y: height - bottom - tall - 3, class: "count" }, count)
+      );
+    }
+  });
+  for (const index of [0, latency.counts.length / 2, latency.counts.length]) {
+    const x = Math.min(Math.max(index * step, 12), width - 24);
+    chart.append(
+      svg("text", { x, y: height - 5, class: "axis" }, `${(index * latency.bin_s).toFixed(1)} s`)
+    );
+  }
+  return chart;
+}
+
+async function getJson(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response.json();
+}
+
+function progressCell(progress) {
+  const box = el("div", { class: "progress-cell" }, bar(progress));
+  box.append(
+    el("span", {}, `${terminal(progress)}/${progress.total} ended, ${progress.fail || 0} failed`)
+  );
+  return el("td", {}, box);
+}
+
+function taskRow(task) {
+  const progress = task.task_progress;
+  const row = el(
+    "tr",
+    {
+      "data-task-id": task.task_id,
+      "data-status": task.status,
+      "data-terminal": String(terminal(progress)),
+      "data-total": String(progress.total),
+    },
+    el("td", {}, el("a", { href: `#/task/${encodeURIComponent(task.task_id)}` }, task.name)),
+    el("td", {}, task.api),
+    el("td", {}, task.task_type),
+    el("td", { class: `status status-${task.status}` }, task.status)
+  );
+  row.append(progressCell(progress), el("td", {}, time(task.created_at)));
+  row.append(el("td", {}, time(task.finished_at)));
+  return row;
+}
+
+async function drawList(stale) {
+  const { tasks } = await getJson("/sim/v1/tasks");
+  if (stale()) return false;
+  tasks.sort((a, b) => b.created_at - a.created_at);
+  $("tasks").tBodies[0].replaceChildren(...tasks.map(taskRow));
+  $("no-tasks").hidden = tasks.length > 0;
+  return tasks.every((t) => FINISHED.has(t.status));
+}
+
+function fact(name, value) {
+  return [el("dt", {}, name), el("dd", {}, value)];
+}
+
+async function drawTask(stale) {
+  const id = view.taskId;
+  const { tasks } = await getJson("/sim/v1/tasks");
+  if (stale()) return false;
+  const task = tasks.find((t) => t.task_id === id);
+  if (!task) throw new Error(`no task ${id}`);
+  const progress = task.task_progress;
+  $("task-title").textContent = `${task.name} (${task.task_id})`;
+  $("task-facts").replaceChildren(
+    ...fact("API", task.api),
+    ...fact("Type", task.task_type),
+    ...fact("Status", task.status),
+    ...fact("Created", time(task.created_at)),
+    ...fact("Finished", time(task.finished_at)),
+    ...fact(
+      "Subtasks",
+      TERMINAL.concat(["processing", "waitting", "fail_wait_retry"])
+        .map((k) => `${k} ${progress[k] || 0}`)
+        .join(", ")
+    )
+  );
+  $("task-view").dataset.status = task.status;
+  $("task-bar").replaceChildren(bar(progress));
+  const query = new URLSearchParams({ offset: view.offset, limit: PAGE_SIZE });
+  if (view.state) query.set("state", view.state);
+  if (view.device) query.set("device", view.device);
+  if (view.error) query.set("error", view.error);
+  const page = await getJson(
+    `/sim/v1/tasks/${encodeURIComponent(id)}/subtask-page?${query}`
+  );
+  if (stale()) return false;
+  const rows = page.subtasks.map((s) =>
+    el(
+      "tr",
+      { "data-device": s.device_id, "data-state": s.state },
+      el("td", {}, s.device_id),
+      el("td", { class: `state-${s.state}` }, s.state),
+      el("td", {}, String(s.attempts)),
+      el("td", {}, time(s.dispatched_at)),
+      el("td", {}, time(s.finished_at)),
+      el("td", { class: "error-cell" }, [s.error_code, s.error_msg].filter(Boolean).join(": "))
+    )
+  );
+  $("subtasks").tBodies[0].replaceChildren(...rows);
+  $("reasons").tBodies[0].replaceChildren(
+    ...page.reasons.map((reason) =>
+      el(
+        "tr",
+        { "data-count": String(reason.count) },
+        el("td", {}, reason.error_code ?? ""),
+        el("td", { class: "error-cell" }, reason.error_msg ?? ""),
+        el("td", {}, String(reason.count))
+      )
+    )
+  );
+  $("no-reasons").hidden = page.reasons.length > 0;
+  $("latency").replaceChildren(histogram(page.latency));
+  $("subtasks").dataset.matched = String(page.matched);
+  $("matched").textContent = `${page.matched} matching`;
+  const last = Math.min(page.offset + page.subtasks.length, page.matched);
+  $("page-info").textContent = page.matched ? `${page.offset + 1}-${last} of ${page.matched}` : "";
+  $("prev").disabled = view.offset === 0;
+  $("next").disabled = view.offset + PAGE_SIZE >= page.matched;
+  return FINISHED.has(task.status);
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  const mine = ++generation;
+  const stale = () => mine !== generation;
+  try {
+    const done = view.taskId === null ? await drawList(stale) : await drawTask(stale);
+    if (stale()) return;
+    $("error").hidden = true;
+    $("updated").textContent = `updated ${time(Date.now() / 1000)}${done ? "" : " (live)"}`;
+  } catch (error) {
+    if (stale()) return;
+    $("error").textContent = `Cannot reach the emulator: ${error.message}`;
+    $("error").hidden = false;
+  }
+  // Keep polling even when all is finished: a new task may be created at any time.
+  timer = setTimeout(refresh, POLL_MS);
+}
+
+function route() {
+  const match = location.hash.match(/^#\/task\/(.+)$/);
+  const taskId = match ? decodeURIComponent(match[1]) : null;
+  if (taskId !== view.taskId) {
+    Object.assign(view, { taskId, offset: 0, state: "", device: "", error: "" });
+    $("filter-state").value = "";
+    $("filter-device").value = "";
+    $("filter-error").value = "";
+  }
+  $("list-view").hidden = taskId !== null;
+  $("task-view").hidden = taskId === null;
+  refresh();
+}
+
+$("filter-state").addEventListener("change", (event) => {
+  Object.assign(view, { state: event.target.value, offset: 0 });
+  refresh();
+});
+$("filter-device").addEventListener("input", (event) => {
+  Object.assign(view, { device: event.target.value.trim(), offset: 0 });
+  refresh();
+});
+$("filter-error").addEventListener("input", (event) => {
+  Object.assign(view, { error: event.target.value.trim(), offset: 0 });
+  refresh();
+});
+$("filters").addEventListener("submit", (event) => event.preventDefault());
+$("prev").addEventListener("click", () => {
+  view.offset = Math.max(0, view.offset - PAGE_SIZE);
+  refresh();
+});
+$("next").addEventListener("click", () => {
+  view.offset += PAGE_SIZE;
+  refresh();
+});
+window.addEventListener("hashchange", route);
+route();

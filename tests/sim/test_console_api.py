@@ -1,0 +1,106 @@
+"""The console's HTTP surface: its files at ``/`` and the filtered, paged subtask endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from agent.sim.emulator import records as r
+from agent.sim.emulator.api_console import latency_histogram, subtask_page
+from tests.support.sim import emulator
+
+
+def _subtasks(task_id: str, count: int) -> list[r.Subtask]:
+    subs = []
+    for seq in range(count):
+        failed = seq % 3 == 0
+        subs.append(
+            r.Subtask(
+                task_id=task_id,
+                seq=seq,
+                device_id=f"unit-{seq:05d}",
+                state=r.FAIL if failed else r.SUCCESS,
+                error_code="HANDLER_FAILED" if failed else None,
+            )
+        )
+    return subs
+
+
+def test_subtask_page_filters_by_state_and_device_then_pages() -> None:
+    """``matched`` counts every match; the page holds ``limit`` of them from ``offset``."""
+    subs = _subtasks("t", 100)
+    failed = subtask_page(subs, state=r.FAIL, offset=10, limit=5)
+    assert failed["matched"] == 34
+    assert [s["device_id"] for s in failed["subtasks"]] == [
+        f"unit-{seq:05d}" for seq in (30, 33, 36, 39, 42)
+    ]
+    assert all(s["state"] == r.FAIL for s in failed["subtasks"])
+    by_device = subtask_page(subs, device="UNIT-0009")
+    assert by_device["matched"] == 10  # unit-00090 .. unit-00099, case-insensitive
+    assert subtask_page(subs, state=r.FAIL, device="unit-00001")["matched"] == 0
+    assert subtask_page(subs, offset=200)["subtasks"] == []
+    assert subtask_page(subs, error="handler_f")["matched"] == 34  # code or message, any case
+    assert subtask_page(subs, state=r.SUCCESS, error="handler")["matched"] == 0
+
+
+def test_subtask_page_counts_failure_reasons_over_the_whole_task() -> None:
+    """Reasons count every failed subtask, most frequent first, whatever the filter."""
+    subs = _subtasks("t", 9)  # seq 0, 3, 6 failed with HANDLER_FAILED
+    subs[6].error_code, subs[6].error_msg = "TIMEOUT", "no answer"
+    subs[1].error_code = "IGNORED"  # a success's error fields are not a failure reason
+    page = subtask_page(subs, state=r.SUCCESS, limit=1)
+    assert page["reasons"] == [
+        {"error_code": "HANDLER_FAILED", "error_msg": None, "count": 2},
+        {"error_code": "TIMEOUT", "error_msg": "no answer", "count": 1},
+    ]
+
+
+def test_latency_histogram_bins_ended_subtasks_by_dispatch_to_end() -> None:
+    """Equal bins up to the slowest; subtasks not dispatched or not ended are left out."""
+    subs = _subtasks("t", 6)
+    for sub, span in zip(subs, (1.0, 1.2, 3.9, 4.0, 0.0), strict=False):
+        sub.dispatched_at, sub.finished_at = 100.0, 100.0 + span
+    subs[5].dispatched_at = 100.0  # still running
+    histogram = latency_histogram(subs, bins=4)
+    assert histogram == {"bin_s": 1.0, "counts": [1, 2, 0, 2], "ended": 5}
+    assert latency_histogram(subs[4:5], bins=4)["counts"] == [1, 0, 0, 0]
+    assert latency_histogram([])["ended"] == 0
+
+
+async def test_console_files_and_subtask_page_over_http(tmp_path: Path) -> None:
+    """``/`` serves the page and its files; the endpoint checks its query and finds the task."""
+    async with emulator(tmp_path) as emu, aiohttp.ClientSession() as http:
+        emu.engine.subtasks["task-1"] = _subtasks("task-1", 60)
+        async with http.get(f"{emu.url}/") as response:
+            assert response.status == 200
+            assert response.content_type == "text/html"
+            page = await response.text()
+        assert '<script src="/console/console.js">' in page
+        # With a query, GET / is still Tencent's API 3.0 entry point.
+        async with http.get(f"{emu.url}/", params={"Action": "DescribeTask"}) as response:
+            assert response.content_type == "application/json"
+            assert "Error" in (await response.json())["Response"]
+        for name, kind in (("console.js", "text/javascript"), ("console.css", "text/css")):
+            async with http.get(f"{emu.url}/console/{name}") as response:
+                assert response.status == 200
+                assert response.content_type == kind
+                assert len(await response.read()) > 100
+        for name in ("server.py", "..%2Fserver.py", "missing.js"):
+            async with http.get(f"{emu.url}/console/{name}") as response:
+                assert response.status == 404, name
+        base = f"{emu.url}/sim/v1/tasks/task-1/subtask-page"
+        async with http.get(base, params={"state": "fail", "offset": "5", "limit": "3"}) as resp:
+            assert resp.status == 200
+            body = await resp.json()
+        assert body["matched"] == 20
+        assert [s["device_id"] for s in body["subtasks"]] == [
+            "unit-00015",
+            "unit-00018",
+            "unit-00021",
+        ]
+        for query in ({"state": "broken"}, {"limit": "100000"}, {"offset": "x"}):
+            async with http.get(base, params=query) as resp:
+                assert resp.status == 400, query
+        async with http.get(f"{emu.url}/sim/v1/tasks/nope/subtask-page") as resp:
+            assert resp.status == 404

@@ -1,0 +1,159 @@
+"""The rehearsal console in a real browser (the system Chromium, driven by Playwright).
+
+Skipped, with the reason, where Chromium (Debian package ``chromium``) or Playwright for Python
+is missing; ``.ci/run`` installs Chromium.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.sim.fleet.options import RunOptions
+from agent.sim.fleet.simulate import run_scenario
+from agent.sim.fleet.spec import load_scenario
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
+SCENARIO = """
+name = "console"
+timeout_s = 90
+[fleet]
+[[fleet.cohorts]]
+name = "unit"
+count = 30
+[[fleet.handlers]]
+command_name = "PING"
+latency_s = 3.0
+failure_rate = 0.5
+[[tasks]]
+name = "ping"
+api = "huawei-iotda"
+[tasks.body]
+task_name = "ping"
+task_type = "createCommands"
+targets_filter = { group_ids = ["unit"] }
+document = { command_name = "PING" }
+"""
+
+
+def _missing() -> str | None:
+    if not CHROMIUM.exists():
+        return f"no system Chromium at {CHROMIUM} (Debian package chromium; .ci/run installs it)"
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright for Python is not installed (the dev extra)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Path) -> None:
+    """The task list advances without a reload; the task page filters its subtasks to failures."""
+    from playwright.async_api import async_playwright
+
+    scenario_file = tmp_path / "console.toml"
+    scenario_file.write_text(SCENARIO)
+    urls: list[str] = []
+    announced = asyncio.Event()
+    reports: list[dict[str, Any]] = []
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    def announce(url: str) -> None:
+        urls.append(url)
+        announced.set()
+
+    async def hold(report: dict[str, Any]) -> None:
+        reports.append(report)
+        held.set()
+        await release.wait()
+
+    async with async_playwright() as playwright:
+        # The browser first, so that the page is open before the task can end.
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(60_000)
+        options = RunOptions(workdir=tmp_path / "run", progress=False, announce=announce, hold=hold)
+        run = asyncio.create_task(run_scenario(load_scenario(scenario_file), options))
+        try:
+            await asyncio.wait_for(announced.wait(), 60)
+            await page.goto(f"{urls[0]}/")
+            await page.evaluate("window.sameDocument = true")
+            row = "#tasks tbody tr"
+            # Seen while open, then seen ended, by polling only: the marker survives.
+            await page.wait_for_function(
+                f"""() => {{
+                    const row = document.querySelector({row!r});
+                    return row && Number(row.dataset.terminal) < Number(row.dataset.total);
+                }}"""
+            )
+            await page.wait_for_function(
+                f"""() => {{
+                    const row = document.querySelector({row!r});
+                    return row && {list(FINISHED)!r}.includes(row.dataset.status);
+                }}"""
+            )
+            assert await page.evaluate("window.sameDocument") is True
+            assert await page.locator(row).count() == 1
+            assert await page.locator(f"{row} td").nth(1).inner_text() == "huawei-iotda"
+            await page.screenshot(path=str(tmp_path / "console-tasks.png"), full_page=True)
+
+            await asyncio.wait_for(held.wait(), 60)  # the run is over; the emulator stays up
+            (task,) = reports[0]["tasks"]
+            failed = task["task_progress"]["fail"]
+            assert 0 < failed < 30  # half the runs fail at random: 30 coins, all alike is ~1e-9
+
+            await page.click(f"{row} a")
+            await page.wait_for_selector("#subtasks tbody tr")
+            assert await page.locator("#subtasks").get_attribute("data-matched") == "30"
+            # The histogram counts every ended subtask, one SVG bar per bin.
+            assert await page.locator("#latency svg").get_attribute("data-ended") == "30"
+            heights = await page.locator("#latency rect").evaluate_all(
+                "bars => bars.map(b => Number(b.getAttribute('height')))"
+            )
+            assert len(heights) == 20
+            assert max(heights) > 0
+            reasons = await page.locator("#reasons tbody tr").evaluate_all(
+                "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+            )
+            assert reasons == [["1", "simulated_failure", str(failed)]]
+            await page.select_option("#filter-state", "fail")
+            await page.wait_for_function(
+                f"""() => document.querySelector("#subtasks").dataset.matched === "{failed}" """
+            )
+            states = await page.locator("#subtasks tbody tr").evaluate_all(
+                "rows => rows.map(r => r.dataset.state)"
+            )
+            assert states == ["fail"] * failed
+            await page.fill("#filter-error", "no such reason")
+            await page.wait_for_function(
+                """() => document.querySelector("#subtasks").dataset.matched === "0" """
+            )
+            await page.fill("#filter-error", "SIMULATED")
+            await page.wait_for_function(
+                f"""() => document.querySelector("#subtasks").dataset.matched === "{failed}" """
+            )
+            shot = tmp_path / "console-task.png"
+            await page.screenshot(path=str(shot), full_page=True)
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            print(f"screenshots: {tmp_path}")
+        finally:
+            release.set()
+            await browser.close()
+            report = await asyncio.wait_for(run, 60)
+    assert report["tasks"][0]["status"] in FINISHED
