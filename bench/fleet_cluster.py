@@ -211,6 +211,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             EmulatorSettings(
                 data_dir=workdir / "emulator",
                 broker_url=cluster.urls(first=0),
+                presence="uplink",  # NATS publishes no MQTT connect notices
                 max_in_flight=5000,
                 command_timeout_s=600,
                 max_targets=max(30000, args.devices),

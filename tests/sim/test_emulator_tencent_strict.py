@@ -85,6 +85,7 @@ async def _connack(port: int, client: str, user: str, given: str) -> int:
         connack = await asyncio.wait_for(reader.readexactly(4), 10)
     finally:
         writer.close()
+        await writer.wait_closed()
     assert connack[0] == 0x20
     return connack[3]
 

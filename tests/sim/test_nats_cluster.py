@@ -166,6 +166,7 @@ async def task_service(tmp_path: Path, cluster: NatsCluster) -> AsyncIterator[Em
     async with emulator(
         tmp_path,
         broker_url=cluster.urls(first=0),
+        presence="uplink",  # NATS publishes no MQTT connect notices (docs/simulator.md)
         command_timeout_s=120,
         version_timeout_s=120,
     ) as emu:
