@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -111,6 +112,19 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         self._subscriptions = SubscriptionTable()
         self.connect_check = connect_check
         self.refused_connects = 0
+        # Every connection's handler: amqtt forgets one whose client id a later CONNECT took
+        # (even a refused one), and would leave its socket open at shutdown.
+        self._handlers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def shutdown(self) -> None:
+        """Amqtt's shutdown, then close every connection amqtt lost track of."""
+        await super().shutdown()
+        for handler in list(self._handlers):
+            writer = getattr(handler, "writer", None)
+            if writer is not None and not getattr(writer, "is_closed", True):
+                with contextlib.suppress(Exception):
+                    await writer.close()
+        self._handlers.clear()
 
     async def _authenticate(self, session: Any, listener: Any) -> bool:
         """Accept a CONNECT that amqtt's plugins and :attr:`connect_check` both accept."""
@@ -166,6 +180,7 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         await self._notice(
             f"New client connected from {address} as {client_session.client_id} (p2, c1, k60)."
         )
+        self._handlers.add(handler)
         await super()._client_message_loop(client_session, handler)
 
     async def _handle_disconnect(
