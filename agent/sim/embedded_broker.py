@@ -112,19 +112,28 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         self._subscriptions = SubscriptionTable()
         self.connect_check = connect_check
         self.refused_connects = 0
-        # Every connection's handler: amqtt forgets one whose client id a later CONNECT took
-        # (even a refused one), and would leave its socket open at shutdown.
-        self._handlers: weakref.WeakSet[Any] = weakref.WeakSet()
+        # Every connection's stream: amqtt forgets some (a client id a later CONNECT took, even
+        # a refused one; a connection that ended before its CONNECT was read) and would leave
+        # their sockets open at shutdown.
+        self._streams: weakref.WeakSet[asyncio.StreamWriter] = weakref.WeakSet()
+
+    async def _client_connected(self, listener_name: str, reader: Any, writer: Any) -> None:
+        """Amqtt's handling of a new connection, its stream remembered for shutdown."""
+        stream = getattr(writer, "_writer", None)
+        if isinstance(stream, asyncio.StreamWriter):
+            self._streams.add(stream)
+        await super()._client_connected(listener_name, reader, writer)
 
     async def shutdown(self) -> None:
         """Amqtt's shutdown, then close every connection amqtt lost track of."""
         await super().shutdown()
-        for handler in list(self._handlers):
-            writer = getattr(handler, "writer", None)
-            if writer is not None and not getattr(writer, "is_closed", True):
-                with contextlib.suppress(Exception):
-                    await writer.close()
-        self._handlers.clear()
+        streams = [stream for stream in self._streams if not stream.is_closing()]
+        for stream in streams:
+            stream.close()
+        for stream in streams:
+            with contextlib.suppress(Exception):
+                await stream.wait_closed()
+        self._streams.clear()
 
     async def _authenticate(self, session: Any, listener: Any) -> bool:
         """Accept a CONNECT that amqtt's plugins and :attr:`connect_check` both accept."""
@@ -180,7 +189,6 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         await self._notice(
             f"New client connected from {address} as {client_session.client_id} (p2, c1, k60)."
         )
-        self._handlers.add(handler)
         await super()._client_message_loop(client_session, handler)
 
     async def _handle_disconnect(
