@@ -10,7 +10,12 @@ connected and at the end) and the ratio to the floor: ../shared/tools/fleet_floo
 aiomqtt clients, one QoS 1 request/reply each) against node 2 of the same cluster in the
 same run, before the fleet starts.
 
+While the shards connect, every node's ``/jsz`` is read every few seconds: the JetStream
+consumers (one per QoS 1 subscription of every persistent session) and API errors over time,
+which is what limits how fast a fleet can join a cluster.
+
 Usage: python -m bench.fleet_cluster [--devices 20000] [--shards 4] [--consumer-replicas 1]
+       [--stream-replicas 3]
 Prints one JSON object. Measured on a shared 2-core machine: read ratios, not absolutes.
 """
 
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,6 +74,39 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
     except OSError:
         pass
     return 0
+
+
+def jsz(port: int) -> dict[str, Any]:
+    """A node's JetStream counters (``/jsz`` on its loopback monitoring port); {} if it is down."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/jsz", timeout=5) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError):
+        return {}
+    api = body.get("api") or {}
+    return {
+        "consumers": body.get("consumers", 0),
+        "streams": body.get("streams", 0),
+        "api_total": api.get("total", 0),
+        "api_errors": api.get("errors", 0),
+    }
+
+
+async def sample_jetstream(
+    cluster: NatsCluster, samples: list[dict[str, Any]], every_s: float = 5.0
+) -> None:
+    """Append every node's counters to ``samples`` every ``every_s`` until cancelled."""
+    started = time.perf_counter()
+    while True:
+        nodes = [await asyncio.to_thread(jsz, node.http_port) for node in cluster.nodes]
+        samples.append(
+            {
+                "t_s": round(time.perf_counter() - started, 1),
+                "consumers": [n.get("consumers") for n in nodes],
+                "api_errors": [n.get("api_errors") for n in nodes],
+            }
+        )
+        await asyncio.sleep(every_s)
 
 
 def read_event(stream: IO[str], event: str, deadline: float) -> dict[str, Any]:
@@ -176,11 +215,42 @@ async def stop_shards(shards: list[subprocess.Popen[str]]) -> list[dict[str, Any
     return stopped
 
 
+async def wait_ready(
+    cluster: NatsCluster, shards: list[subprocess.Popen[str]], deadline: float
+) -> dict[str, Any]:
+    """Wait for every shard's ``shard.ready``, sampling the cluster's JetStream meanwhile."""
+    started = time.perf_counter()
+    samples: list[dict[str, Any]] = []
+    sampler = asyncio.create_task(sample_jetstream(cluster, samples))
+    result: dict[str, Any] = {}
+    ready = 0
+    try:
+        for process in shards:
+            assert process.stdout is not None
+            # A silent shard blocks the read: the wait, not the read, keeps the deadline.
+            await asyncio.wait_for(
+                asyncio.to_thread(read_event, process.stdout, "shard.ready", deadline),
+                max(1.0, deadline - time.monotonic()),
+            )
+            ready += 1
+    except TimeoutError:
+        result["connect_error"] = f"{ready} of {len(shards)} shards ready by the deadline"
+    finally:
+        sampler.cancel()
+        result["jetstream_while_connecting"] = samples[:: max(1, len(samples) // 12)] + samples[-1:]
+    result["connect_s"] = round(time.perf_counter() - started, 1)
+    consumers = sum(c or 0 for c in samples[-1]["consumers"]) if samples else 0
+    result["consumers_per_s"] = round(consumers / max(result["connect_s"], 0.1), 1)
+    return result
+
+
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """Cluster, floor, emulator, shards, one task; the measurements."""
     cluster = NatsCluster(
         workdir / "nats",
-        stream_replicas=None,  # as many as nodes (up to 3): sessions survive a node
+        # None: as many as nodes (up to 3), sessions survive a node; 1: each session and its
+        # messages on one node, no replication round trips (a lost node loses its sessions).
+        stream_replicas=args.stream_replicas,
         consumer_replicas=args.consumer_replicas,
         consumer_memory_storage=True,
         max_ack_pending=args.max_ack_pending,
@@ -191,7 +261,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "shards": args.shards,
         "nodes": len(cluster.nodes),
         "nats": {
-            "stream_replicas": "cluster size (3)",
+            "stream_replicas": args.stream_replicas or "cluster size (3)",
             "consumer_replicas": args.consumer_replicas or "stream replicas (3)",
             "consumer_memory_storage": True,
             "max_ack_pending": args.max_ack_pending,
@@ -221,13 +291,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         await emulator.wait_connected(60)
         scenario = workdir / "fleet.toml"
         scenario.write_text(scenario_text(args.devices, args.connect_concurrency))
-        started = time.perf_counter()
         shards = start_shards(cluster, emulator.url, scenario, workdir, args.shards)
-        deadline = time.monotonic() + max(300.0, args.devices * 0.5)
-        for process in shards:
-            assert process.stdout is not None
-            await asyncio.to_thread(read_event, process.stdout, "shard.ready", deadline)
-        result["connect_s"] = round(time.perf_counter() - started, 1)
+        connect_s = args.connect_deadline_s or max(300.0, args.devices * 0.5)
+        result.update(await wait_ready(cluster, shards, time.monotonic() + connect_s))
+        if "connect_error" in result:
+            result["shard_rss_mb"] = [round(rss_kb(p.pid) / 1024, 1) for p in shards]
+            return result
         result["shard_rss_mb_connected"] = [round(rss_kb(p.pid) / 1024, 1) for p in shards]
         result["createCommands"] = await ping_everyone(emulator, args.devices)
         result["shard_rss_mb_peak"] = [round(rss_kb(p.pid, "VmHWM") / 1024, 1) for p in shards]
@@ -276,13 +345,26 @@ def main() -> None:
     )
     # Per subscription; NATS refuses (SUBACK 0x80) a subscription that takes a session's total
     # over 65535, and the task service's link has over a dozen filters.
+    parser.add_argument(
+        "--stream-replicas",
+        type=int,
+        default=0,
+        help="replicas of the MQTT streams (sessions, messages); 0: as many as nodes",
+    )
     parser.add_argument("--max-ack-pending", type=int, default=1024)
     parser.add_argument("--connect-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--connect-deadline-s",
+        type=float,
+        default=0,
+        help="give up (reporting how far the shards got) after this long; 0: devices x 0.5 s",
+    )
     parser.add_argument(
         "--workdir", type=Path, help="keep logs and stores here (default: a temp dir)"
     )
     args = parser.parse_args()
     args.consumer_replicas = args.consumer_replicas or None
+    args.stream_replicas = args.stream_replicas or None
     configure_logging("error", "console", stream=sys.stderr)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
