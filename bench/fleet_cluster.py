@@ -51,11 +51,12 @@ def default_floor() -> Path:
     return next((path for path in found if path.exists()), DEFAULT_FLOOR)
 
 
-def scenario_text(devices: int, connect_concurrency: int) -> str:
+def scenario_text(devices: int, connect_concurrency: int, subscribe_concurrency: int) -> str:
     """The shards' scenario: one cohort, a PING handler without latency, SQLite journals."""
     return f"""
 [fleet]
 connect_concurrency = {connect_concurrency}
+subscribe_concurrency = {subscribe_concurrency}
 [[fleet.cohorts]]
 name = "bench"
 count = {devices}
@@ -107,6 +108,17 @@ async def sample_jetstream(
             }
         )
         await asyncio.sleep(every_s)
+
+
+async def consumers_gone(cluster: NatsCluster, *, timeout: float) -> float | None:
+    """Seconds until no node holds more than a few consumers; None if they stayed."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        nodes = [await asyncio.to_thread(jsz, node.http_port) for node in cluster.nodes]
+        if sum(n.get("consumers", 0) for n in nodes) <= 20:  # a few may linger
+            return round(time.perf_counter() - started, 1)
+        await asyncio.sleep(2.0)
+    return None
 
 
 def read_event(stream: IO[str], event: str, deadline: float) -> dict[str, Any]:
@@ -277,6 +289,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             run_floor, args.floor, floor_clients, cluster.nodes[1].mqtt_port
         ) or {"error": f"no floor: {args.floor} not found"}
         result["floor_clients"] = floor_clients
+        # The floor's clean sessions leave their consumers behind for a while: let the cluster
+        # delete them before the fleet comes, or it pays for the floor's clean-up.
+        result["floor_cleanup_s"] = await consumers_gone(cluster, timeout=300)
         emulator = build_emulator(
             EmulatorSettings(
                 data_dir=workdir / "emulator",
@@ -290,16 +305,25 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         await emulator.start()
         await emulator.wait_connected(60)
         scenario = workdir / "fleet.toml"
-        scenario.write_text(scenario_text(args.devices, args.connect_concurrency))
+        # Per shard: the cluster sets up at most shards x this many SUBSCRIBEs at once.
+        scenario.write_text(
+            scenario_text(args.devices, args.connect_concurrency, args.subscribe_concurrency)
+        )
         shards = start_shards(cluster, emulator.url, scenario, workdir, args.shards)
         connect_s = args.connect_deadline_s or max(300.0, args.devices * 0.5)
         result.update(await wait_ready(cluster, shards, time.monotonic() + connect_s))
         if "connect_error" in result:
             result["shard_rss_mb"] = [round(rss_kb(p.pid) / 1024, 1) for p in shards]
+            result["nats_rss_mb"] = [
+                round(rss_kb(cluster.pid(i) or 0) / 1024, 1) for i in range(len(cluster.nodes))
+            ]
             return result
         result["shard_rss_mb_connected"] = [round(rss_kb(p.pid) / 1024, 1) for p in shards]
         result["createCommands"] = await ping_everyone(emulator, args.devices)
         result["shard_rss_mb_peak"] = [round(rss_kb(p.pid, "VmHWM") / 1024, 1) for p in shards]
+        result["nats_rss_mb"] = [
+            round(rss_kb(cluster.pid(i) or 0) / 1024, 1) for i in range(len(cluster.nodes))
+        ]
         result["kb_per_device"] = round(
             sum(rss_kb(p.pid) for p in shards) / max(args.devices, 1), 1
         )
@@ -353,6 +377,12 @@ def main() -> None:
     )
     parser.add_argument("--max-ack-pending", type=int, default=1024)
     parser.add_argument("--connect-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--subscribe-concurrency",
+        type=int,
+        default=16,
+        help="SUBSCRIBE exchanges in flight per shard (each filter: a JetStream consumer)",
+    )
     parser.add_argument(
         "--connect-deadline-s",
         type=float,
