@@ -7,8 +7,8 @@ connected to node 2 + i % (nodes - 1) first, with every node as a fallback (``mq
 One createCommands task over every device (a handler without latency), timed to 100 %
 Success. Reports the time to connect, the time to 100 %, each shard's memory (RSS once
 connected and at the end) and the ratio to the floor: ../shared/tools/fleet_floor.py (bare
-aiomqtt clients, one QoS 1 request/reply each) against node 2 of the same cluster in the
-same run, before the fleet starts.
+aiomqtt clients, one QoS 1 request/reply each) against node 2 of a cluster of the same
+configuration in the same run, started afresh for it and stopped before the fleet's.
 
 While the shards connect, every node's ``/jsz`` is read every few seconds: the JetStream
 consumers (one per QoS 1 subscription of every persistent session) and API errors over time,
@@ -108,17 +108,6 @@ async def sample_jetstream(
             }
         )
         await asyncio.sleep(every_s)
-
-
-async def consumers_gone(cluster: NatsCluster, *, timeout: float) -> float | None:
-    """Seconds until no node holds more than a few consumers; None if they stayed."""
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        nodes = [await asyncio.to_thread(jsz, node.http_port) for node in cluster.nodes]
-        if sum(n.get("consumers", 0) for n in nodes) <= 20:  # a few may linger
-            return round(time.perf_counter() - started, 1)
-        await asyncio.sleep(2.0)
-    return None
 
 
 def read_event(stream: IO[str], event: str, deadline: float) -> dict[str, Any]:
@@ -256,10 +245,22 @@ async def wait_ready(
     return result
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Cluster, floor, emulator, shards, one task; the measurements."""
-    cluster = NatsCluster(
-        workdir / "nats",
+async def run_floor_on_cluster(args: argparse.Namespace, workdir: Path, clients: int) -> Any:
+    """The floor against node 2 of a cluster of its own, stopped afterwards."""
+    cluster = cluster_for(args, workdir)
+    await asyncio.to_thread(cluster.start)
+    try:
+        return await asyncio.to_thread(
+            run_floor, args.floor, clients, cluster.nodes[1].mqtt_port
+        ) or {"error": f"no floor: {args.floor} not found"}
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+def cluster_for(args: argparse.Namespace, workdir: Path) -> NatsCluster:
+    """A 3-node cluster with the bench's MQTT settings."""
+    return NatsCluster(
+        workdir,
         # None: as many as nodes (up to 3), sessions survive a node; 1: each session and its
         # messages on one node, no replication round trips (a lost node loses its sessions).
         stream_replicas=args.stream_replicas,
@@ -267,6 +268,16 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         consumer_memory_storage=True,
         max_ack_pending=args.max_ack_pending,
     )
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Cluster, floor, emulator, shards, one task; the measurements."""
+    # The floor runs on a cluster of its own (same configuration, stopped before the fleet's
+    # starts): NATS keeps its clean sessions' consumers after they disconnect, and the fleet
+    # would otherwise share the cluster with 2 x N consumers nobody uses.
+    floor_clients = min(args.floor_clients or args.devices, raise_fd_limit() - 1000)
+    floor = await run_floor_on_cluster(args, workdir / "nats-floor", floor_clients)
+    cluster = cluster_for(args, workdir / "nats")
     await asyncio.to_thread(cluster.start)
     result: dict[str, Any] = {
         "devices": args.devices,
@@ -284,14 +295,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     shards: list[subprocess.Popen[str]] = []
     emulator: Emulator | None = None
     try:
-        floor_clients = min(args.devices, raise_fd_limit() - 1000)
-        result["floor"] = await asyncio.to_thread(
-            run_floor, args.floor, floor_clients, cluster.nodes[1].mqtt_port
-        ) or {"error": f"no floor: {args.floor} not found"}
+        result["floor"] = floor
         result["floor_clients"] = floor_clients
-        # The floor's clean sessions leave their consumers behind for a while: let the cluster
-        # delete them before the fleet comes, or it pays for the floor's clean-up.
-        result["floor_cleanup_s"] = await consumers_gone(cluster, timeout=300)
         emulator = build_emulator(
             EmulatorSettings(
                 data_dir=workdir / "emulator",
@@ -361,6 +366,12 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=20000)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--floor", type=Path, default=default_floor())
+    parser.add_argument(
+        "--floor-clients",
+        type=int,
+        default=0,
+        help="clients in the floor (0: as many as devices); ratios are per client",
+    )
     parser.add_argument(
         "--consumer-replicas",
         type=int,
