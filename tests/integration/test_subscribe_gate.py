@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from types import TracebackType
 
 import pytest
 
@@ -37,9 +38,14 @@ class _CountingGate(asyncio.Semaphore):
         self.most_at_once = max(self.most_at_once, self.holding)
         await asyncio.sleep(0.02)  # held across loop turns: others would overlap if they could
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         self.holding -= 1
-        await super().__aexit__(*exc)
+        await super().__aexit__(kind, error, trace)
 
 
 def _connection(port: int, n: int, gate: asyncio.Semaphore) -> MqttConnection:
