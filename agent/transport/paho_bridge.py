@@ -193,6 +193,9 @@ class MqttConnection:
         # What `systemctl status`, `device-agent status` and the metrics show of the link.
         self.state = CONNECTING
         self.last_error: str | None = None
+        # Set at every change of state, so `systemctl status` (and whoever waits on READY's
+        # companion STATUS=connected) hears of it at once rather than at the next poll.
+        self.state_changed = asyncio.Event()
         self.connects = 0
         self._link = link
         self._gate = connect_gate
@@ -383,6 +386,8 @@ class MqttConnection:
         return await self._lost
 
     def _set_state(self, state: str, error: str | None) -> None:
+        if (state, error) != (self.state, self.last_error):
+            self.state_changed.set()
         self.state = state
         self.last_error = error
 
