@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion, _ConnectionState
 
 from agent.transport.paho_bridge import _BufferedClient
 
@@ -36,8 +35,8 @@ def _client() -> tuple[_BufferedClient, _CountingSocket, socket.socket]:
     peer, ours = socket.socketpair()
     ours.setblocking(False)
     counting = _CountingSocket(ours)
-    client._sock = counting  # what reconnect() would have set
-    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    client._sock = cast(Any, counting)  # what reconnect() would have set
+    client._state = _ConnectionState.MQTT_CS_CONNECTED
     # Queued, not written at once: as with the agent's event loop driving the socket.
     client.on_socket_register_write = lambda *args: None
     return client, counting, peer
