@@ -74,16 +74,39 @@ def request(
     base: Path,
     timeout_s: float,
     poll_s: float = 0.2,
-    ident: str | None = None,
-    confirm_timeout_s: float | None = None,
 ) -> Answer:
     """Ask the privileged helper to run ``phase`` for ``image``; wait for its answer.
 
-    ``ident`` names the request (a fresh one by default; a self-update uses its handover id, so
-    asking again after a restart gets the same answer). A directory this user may not write, or
-    an answer it may not read, is a failure with a reason (``CANNOT_ASK``), never an exception.
+    A directory this user may not write, or an answer it may not read, is a failure with a
+    reason (``CANNOT_ASK``), never an exception.
     """
-    ident = ident or uuid.uuid4().hex
+    ident = uuid.uuid4().hex
+    refused = submit(phase, image, version, base=base, ident=ident)
+    if refused is not None:
+        return refused
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = collect(base, ident)
+        if answer is not None:
+            return answer
+        time.sleep(poll_s)
+    return withdraw(base, ident, timeout_s)
+
+
+def submit(
+    phase: str,
+    image: Path,
+    version: str,
+    *,
+    base: Path,
+    ident: str,
+    confirm_timeout_s: float | None = None,
+) -> Answer | None:
+    """Write request ``ident`` for the privileged helper; an answer only when that fails.
+
+    The self-update names its request by its handover id, so asking again after a restart gets
+    root's answer to the same handover rather than a second install.
+    """
     try:
         body: dict[str, Any] = {
             "id": ident,
@@ -98,18 +121,27 @@ def request(
         write_atomically(base / REQUESTS / f"{ident}.json", json.dumps(body).encode())
     except OSError as exc:
         return Answer(CANNOT_ASK, _cannot(exc, "hand the request to the privileged installer"))
+    return None
+
+
+def collect(base: Path, ident: str) -> Answer | None:
+    """The answer to request ``ident`` (removed once read), None while there is none."""
     answer_path = base / RESULTS / f"{ident}.json"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if answer_path.exists():
-            try:
-                data = json.loads(answer_path.read_text())
-            except OSError as exc:
-                return Answer(CANNOT_ASK, _cannot(exc, "read the privileged installer's answer"))
-            with contextlib.suppress(OSError):
-                answer_path.unlink()
-            return Answer(int(data["exit_code"]), str(data.get("detail", "")))
-        time.sleep(poll_s)
+    if not answer_path.exists():
+        return None
+    try:
+        data = json.loads(answer_path.read_text())
+    except OSError as exc:
+        return Answer(CANNOT_ASK, _cannot(exc, "read the privileged installer's answer"))
+    except ValueError:
+        return None  # not complete yet (answers are written atomically; a stray file)
+    with contextlib.suppress(OSError):
+        answer_path.unlink()
+    return Answer(int(data["exit_code"]), str(data.get("detail", "")))
+
+
+def withdraw(base: Path, ident: str, timeout_s: float) -> Answer:
+    """Take back an unanswered request; the answer to give the asker."""
     with contextlib.suppress(OSError):
         (base / REQUESTS / f"{ident}.json").unlink()
     return Answer(NO_ANSWER, f"no answer from the privileged installer within {timeout_s} s")

@@ -30,7 +30,7 @@ from agent.config.upgrades import SelfUpdateSettings
 from agent.core.errors import UpgradeFailed
 from agent.core.model import UpgradeStatus
 from agent.runtime.debs import NotAPackage, control_fields
-from agent.runtime.privileged import REFUSED, RESULTS, Answer, request
+from agent.runtime.privileged import REFUSED, RESULTS, Answer, collect, submit, withdraw
 from agent.runtime.self_install import PACKAGE, kept_package, status_path
 from agent.upgrade.installers.base import InstallJob, ProgressFn
 
@@ -49,13 +49,11 @@ class SelfUpdater:
         running_version: str,
         log: Any,
         clock: Callable[[], float] = time.time,
-        ask: Callable[..., Answer] = request,
     ) -> None:
         self.settings = settings
         self.running_version = running_version
         self._log = log
         self._clock = clock
-        self._ask = ask
         # Set once the daemon has sent READY=1: only then does the new agent confirm itself.
         self.ready = asyncio.Event()
 
@@ -104,16 +102,7 @@ class SelfUpdater:
         if verdict.get("state") in _ROLLED_BACK:
             raise UpgradeFailed(UpgradeStatus.ROLLED_BACK, str(verdict.get("reason")))
         self._log.info("upgrade.self.handover", version=job.version, id=plan["id"])
-        answer = await asyncio.to_thread(
-            self._ask,
-            "self-install",
-            job.image,
-            job.version,
-            base=self.settings.privileged_dir,
-            timeout_s=self.settings.handover_timeout_s,
-            ident=plan["id"],
-            confirm_timeout_s=plan["confirm_timeout_s"],
-        )
+        answer = await self._ask("self-install", job, plan["id"], plan["confirm_timeout_s"])
         if answer.exit_code == REFUSED:
             raise UpgradeFailed(UpgradeStatus.UNSUPPORTED, f"self-update refused: {answer.detail}")
         if answer.exit_code != 0:
@@ -159,14 +148,7 @@ class SelfUpdater:
             return False
         await self.ready.wait()
         self._forget_answer(plan)
-        answer = await asyncio.to_thread(
-            self._ask,
-            "self-confirm",
-            job.image,
-            job.version,
-            base=self.settings.privileged_dir,
-            timeout_s=self.settings.handover_timeout_s,
-        )
+        answer = await self._ask("self-confirm", job, uuid.uuid4().hex, None)
         if answer.exit_code == 0:
             self._log.info("upgrade.self.confirmed", version=plan["version"])
             return True
@@ -187,6 +169,29 @@ class SelfUpdater:
         if verdict["state"] != "rolled_back":
             raise UpgradeFailed(UpgradeStatus.INSTALL_FAILED, str(verdict.get("reason")))
         return False
+
+    async def _ask(
+        self, phase: str, job: InstallJob, ident: str, confirm_timeout_s: float | None
+    ) -> Answer:
+        """Ask root and wait for the answer (a restart may end the wait at any time)."""
+        base = Path(self.settings.privileged_dir)
+        refused = await asyncio.to_thread(
+            submit,
+            phase,
+            job.image,
+            job.version,
+            base=base,
+            ident=ident,
+            confirm_timeout_s=confirm_timeout_s,
+        )
+        if refused is not None:
+            return refused
+        deadline = time.monotonic() + self.settings.handover_timeout_s
+        while (answer := collect(base, ident)) is None:
+            if time.monotonic() > deadline:
+                return withdraw(base, ident, self.settings.handover_timeout_s)
+            await asyncio.sleep(0.2)
+        return answer
 
     # -- root's verdict ---------------------------------------------------------------------------
 
