@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -20,31 +18,7 @@ from agent.runtime.self_install import (
     status_path,
     watch,
 )
-
-
-def make_deb(path: Path, package: str, version: str) -> Path:
-    """A minimal Debian package (ar: debian-binary, control.tar.gz, data.tar.gz)."""
-
-    def tar_with(name: str, data: bytes) -> bytes:
-        out = io.BytesIO()
-        with tarfile.open(fileobj=out, mode="w:gz") as tar:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        return out.getvalue()
-
-    control = f"Package: {package}\nVersion: {version}\nArchitecture: all\n".encode()
-    members = [
-        ("debian-binary", b"2.0\n"),
-        ("control.tar.gz", tar_with("./control", control)),
-        ("data.tar.gz", tar_with("./payload", version.encode())),
-    ]
-    blob = b"!<arch>\n"
-    for name, data in members:
-        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n".encode()
-        blob += header + data + (b"\n" if len(data) % 2 else b"")
-    path.write_bytes(blob)
-    return path
+from tests.support.debian import make_deb
 
 
 class FakeDpkg:
