@@ -86,7 +86,8 @@ def add_commands(commands: Any) -> None:
     ask.set_defaults(handler=_privileged_request)
 
     serve = commands.add_parser(
-        "privileged-serve", help="(root, from the path unit) answer waiting install requests"
+        "privileged-serve",
+        help="(root, from the path unit) answer waiting install requests; watch a self-update",
     )
     serve.add_argument("--state-dir", type=Path, default=STATE_DIR)
     serve.add_argument("--hooks", type=Path, default=Path("/usr/lib/device-agent/root"))
