@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.runtime.debs import NotAPackage, control_fields
 from agent.runtime.files import write_atomically
@@ -56,6 +56,16 @@ def kept_package(installer_dir: Path, version: str) -> Path:
 def status_path(base: Path, ident: str) -> Path:
     """Where the agent reads the outcome of handover ``ident``."""
     return base / RESULTS / f"self-update-{ident}.json"
+
+
+class PackageTool(Protocol):
+    """What root needs of dpkg (tests give a stand-in)."""
+
+    def install(self, deb: Path) -> tuple[int, str]:
+        """Install ``deb``; (exit status, the output's tail)."""
+
+    def installed_version(self) -> str | None:
+        """The installed version of the agent's package (None: not installed)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ class SelfInstaller:
 
     base: Path  # the agent's state directory (requests, answers, its verified images)
     installer_dir: Path  # root's own: the record, the marker and the kept packages
-    dpkg: Dpkg
+    dpkg: PackageTool
     clock: Callable[[], float] = time.time
 
     # -- the record --------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def setup(tmp_path: Path) -> tuple[SelfInstaller, FakeDpkg, Clock]:
         base=base,
         installer_dir=tmp_path / "root-only",
         dpkg=dpkg,
-        clock=clock,  # type: ignore[arg-type]
+        clock=clock,
     )
     return installer, dpkg, clock
 
