@@ -126,6 +126,10 @@ class SimulatedInstaller(_Section):
     failure_rate: float = Field(default=0.0, ge=0, le=1)
 
 
+def _inside(path: Path, directory: Path) -> bool:
+    return Path(os.path.normpath(path)).is_relative_to(os.path.normpath(directory))
+
+
 class SelfUpdateSettings(_Section):
     """The agent updating itself: an upgrade whose package is a device-agent ``.deb``.
 
@@ -226,6 +230,15 @@ class UpgradeSettings(_Section):
             msg = (
                 "upgrades.installer = 'simulated' installs nothing and reports success: it needs"
                 " upgrades.simulated.rehearsal_only = true (rehearsals and the simulator only)"
+            )
+            raise ValueError(msg)
+        if self.self_update.enabled and not _inside(
+            self.state_dir, self.self_update.privileged_dir
+        ):
+            # Root installs only images inside the directory it serves requests from.
+            msg = (
+                f"upgrades.state_dir ({self.state_dir}) must lie inside"
+                f" upgrades.self_update.privileged_dir ({self.self_update.privileged_dir})"
             )
             raise ValueError(msg)
         if self.installer == "script" and self.script is None:

@@ -104,6 +104,11 @@ async def test_without_another_installer_other_packages_are_refused(tmp_path: Pa
     assert settings.installer is None
     with pytest.raises(ValueError, match="unless the only packages are the agent's own"):
         UpgradeSettings(enabled=True)
+    # Root takes images only from the directory it serves: the downloads must be there.
+    with pytest.raises(ValueError, match=r"state_dir \(/srv/pkgs\) must lie inside"):
+        UpgradeSettings(
+            enabled=True, state_dir=Path("/srv/pkgs"), self_update=SelfUpdateSettings(enabled=True)
+        )
     with pytest.raises(UpgradeFailed) as failed:
         await OwnPackagesOnly().install(_job(tmp_path / "fw.bin"), {}, _no_progress)
     assert failed.value.status == UpgradeStatus.UNSUPPORTED
