@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,13 @@ def _missing() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+def _artefacts(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$TEST_ARTEFACTS`` (CI keeps it), else the test's own directory."""
+    where = Path(os.environ.get("TEST_ARTEFACTS") or tmp_path) / "console"
+    where.mkdir(parents=True, exist_ok=True)
+    return where
 
 
 async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Path) -> None:
@@ -111,7 +119,8 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
             assert await page.evaluate("window.sameDocument") is True
             assert await page.locator(row).count() == 1
             assert await page.locator(f"{row} td").nth(1).inner_text() == "huawei-iotda"
-            await page.screenshot(path=str(tmp_path / "console-tasks.png"), full_page=True)
+            shots = _artefacts(tmp_path)
+            await page.screenshot(path=str(shots / "tasks.png"), full_page=True)
 
             await asyncio.wait_for(held.wait(), 60)  # the run is over; the emulator stays up
             (task,) = reports[0]["tasks"]
@@ -148,10 +157,29 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
             await page.wait_for_function(
                 f"""() => document.querySelector("#subtasks").dataset.matched === "{failed}" """
             )
-            shot = tmp_path / "console-task.png"
-            await page.screenshot(path=str(shot), full_page=True)
-            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-            print(f"screenshots: {tmp_path}")
+            await page.screenshot(path=str(shots / "task.png"), full_page=True)
+
+            # A failed subtask's device page shows the downlink that carried it, marked failed.
+            failing = await page.locator("#subtasks tbody tr").first.get_attribute("data-device")
+            await page.click(f"#subtasks tbody tr[data-device='{failing}'] a")
+            downlink = f"#downlinks tbody tr[data-task-id='{task['task_id']}']"
+            await page.wait_for_selector(f"{downlink}[data-subtask-state='fail']")
+            assert await page.locator("#device-title").inner_text() == failing
+            assert "PING" in await page.locator(f"{downlink} td.payload").first.inner_text()
+            assert "sys/commands" in await page.locator(f"{downlink} td.topic").first.inner_text()
+            # The device's answer is among its uplinks, its subtask in the table.
+            assert await page.locator("#uplinks tbody tr").count() >= 1
+            assert (
+                await page.locator(
+                    f"#device-subtasks tbody tr[data-task-id='{task['task_id']}']"
+                ).get_attribute("data-state")
+                == "fail"
+            )
+            assert await page.locator("#connections tbody tr[data-status='ONLINE']").count() >= 1
+            await page.screenshot(path=str(shots / "device.png"), full_page=True)
+            for name in ("tasks", "task", "device"):
+                assert (shots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            print(f"screenshots: {shots}")
         finally:
             release.set()
             await browser.close()

@@ -69,6 +69,10 @@ class PackageDownloads:
             if requests
         ]
 
+    def for_device(self, device_id: str) -> list[dict[str, Any]]:
+        """The summary's rows for one device, or for its connection (a gateway's children)."""
+        return [row for row in self.summary() if device_id in (row["device_id"], row["connection"])]
+
     def per_connection(self, package_id: str) -> dict[str, int]:
         """Successful requests for one package by connection (a gateway counts its children's)."""
         counts: Counter[str] = Counter()

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from agent.sim.emulator import (
     api_console,
+    api_console_device,
     api_downloads,
     api_huawei,
     api_huawei_files,
@@ -49,6 +50,7 @@ def build_app(emulator: EmulatorContext) -> web.Application:
         api_sim,
         api_downloads,
         api_console,
+        api_console_device,
     ):
         module.register(app)
     app.router.add_get("/", root)

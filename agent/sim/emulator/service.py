@@ -25,6 +25,7 @@ from agent.sim.emulator.presence import Presence, PresenceReader
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.emulator.store import EmulatorStore
+from agent.sim.emulator.wire_log import WireLog
 
 AppFactory = Callable[["Emulator"], web.Application]
 
@@ -59,7 +60,9 @@ class Emulator:
             "off" if settings.lenient else settings.presence,
             self.registry,
             children_follow_gateway=settings.children_follow_gateway,
+            clock=clock,
         )
+        self.wire = WireLog(self.registry, clock=clock)
         self.presence_reader = PresenceReader(self.presence)
         for reader in self.table.readers:
             use_presence = getattr(reader, "use_presence", None)
@@ -113,6 +116,7 @@ class Emulator:
                 on_connected=self.engine.redeliver,
                 log=self.log,
                 on_uplink=self.presence_reader.heard,
+                wire=self.wire,
             )
             self.engine.link = self.link
             link = self.link

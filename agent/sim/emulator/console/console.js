@@ -5,7 +5,7 @@ const POLL_MS = 1000;
 const PAGE_SIZE = 50;
 const FINISHED = new Set(["Success", "Fail", "PartialSuccess", "Stopped"]);
 const TERMINAL = ["success", "fail", "stopped", "removed"];
-const view = { taskId: null, offset: 0, state: "", device: "", error: "" };
+const view = { taskId: null, deviceId: null, offset: 0, state: "", device: "", error: "" };
 let timer = null;
 // Each refresh has a number; only the latest may draw or schedule the next poll, so an answer
 // that arrives after a filter changed can neither overwrite the table nor start a second poll.
@@ -28,6 +28,20 @@ function el(tag, attrs, ...children) {
 function time(seconds) {
   if (seconds === null || seconds === undefined) return "";
   return new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
+}
+
+// Wire times to the millisecond: several messages share a second.
+function preciseTime(seconds) {
+  const ms = String(Math.floor((seconds * 1000) % 1000)).padStart(3, "0");
+  return `${time(seconds)}.${ms}`;
+}
+
+function deviceLink(deviceId) {
+  return el("a", { href: `#/device/${encodeURIComponent(deviceId)}` }, deviceId);
+}
+
+function taskLink(taskId, label) {
+  return el("a", { href: `#/task/${encodeURIComponent(taskId)}` }, label);
 }
 
 function terminal(progress) {
@@ -183,7 +197,7 @@ async function drawTask(stale) {
     el(
       "tr",
       { "data-device": s.device_id, "data-state": s.state },
-      el("td", {}, s.device_id),
+      el("td", {}, deviceLink(s.device_id)),
       el("td", { class: `state-${s.state}` }, s.state),
       el("td", {}, String(s.attempts)),
       el("td", {}, time(s.dispatched_at)),
@@ -214,12 +228,114 @@ async function drawTask(stale) {
   return FINISHED.has(task.status);
 }
 
+function errorText(item) {
+  return [item.error_code, item.error_msg].filter(Boolean).join(": ");
+}
+
+function payloadCell(message) {
+  const text = message.truncated
+    ? `${message.payload}\u2026 (${message.size} bytes, cut)`
+    : message.payload;
+  return el("td", { class: "payload" }, el("pre", {}, text));
+}
+
+async function drawDevice(stale) {
+  const id = view.deviceId;
+  const data = await getJson(`/sim/v1/devices/${encodeURIComponent(id)}/activity`);
+  if (stale()) return false;
+  const device = data.device;
+  $("device-title").textContent = device.device_id;
+  $("device-view").dataset.status = device.status;
+  $("device-facts").replaceChildren(
+    ...fact("Platform", device.platform),
+    ...fact("Product", device.product_id),
+    ...fact("Name", device.name),
+    ...fact("Status", device.status),
+    ...fact("Gateway", device.gateway_id ? deviceLink(device.gateway_id) : "none (connects itself)")
+  );
+  $("device-subtasks").tBodies[0].replaceChildren(
+    ...data.subtasks.map((s) =>
+      el(
+        "tr",
+        { "data-task-id": s.task_id, "data-state": s.state },
+        el("td", {}, taskLink(s.task_id, s.task_name)),
+        el("td", {}, s.api),
+        el("td", {}, s.task_type),
+        el("td", { class: `state-${s.state}` }, s.state),
+        el("td", {}, String(s.attempts)),
+        el("td", {}, time(s.dispatched_at)),
+        el("td", {}, time(s.finished_at)),
+        el("td", { class: "error-cell" }, errorText(s))
+      )
+    )
+  );
+  $("connections").tBodies[0].replaceChildren(
+    ...data.connections.map((c) =>
+      el("tr", { "data-status": c.status }, el("td", {}, preciseTime(c.at)),
+        el("td", { class: `presence-${c.status}` }, c.status))
+    )
+  );
+  const presenceNote = {
+    off: "Presence is not modelled (lenient): every device counts as online.",
+    uplink: "Presence from uplinks: a device counts as online from its first message.",
+  };
+  $("no-connections").textContent = data.connections.length
+    ? ""
+    : presenceNote[device.presence] || "No connection change seen.";
+  const limits = data.wire_limits;
+  const via = data.connection === device.device_id ? "" : ` (on its gateway ${data.connection})`;
+  $("wire-note").textContent =
+    `The last ${limits.max_entries} messages each way${via}, at most ${limits.max_bytes} bytes ` +
+    `each way, payloads cut at ${limits.max_payload} bytes; newest first.`;
+  $("downlinks").tBodies[0].replaceChildren(
+    ...data.downlinks.reverse().map((m) =>
+      el(
+        "tr",
+        {
+          "data-task-id": m.task_id || "",
+          "data-subtask-state": m.subtask_state || "",
+          class: m.subtask_state === "fail" ? "failed" : "",
+        },
+        el("td", {}, preciseTime(m.at)),
+        el("td", { class: "topic" }, m.topic),
+        el("td", {}, m.task_id ? taskLink(m.task_id, m.task_id.slice(0, 8)) : ""),
+        el("td", { class: `state-${m.subtask_state}` }, m.subtask_state || ""),
+        payloadCell(m)
+      )
+    )
+  );
+  $("uplinks").tBodies[0].replaceChildren(
+    ...data.uplinks.reverse().map((m) =>
+      el("tr", {}, el("td", {}, preciseTime(m.at)), el("td", { class: "topic" }, m.topic),
+        payloadCell(m))
+    )
+  );
+  $("device-downloads").tBodies[0].replaceChildren(...data.downloads.map(downloadRow));
+  $("no-device-downloads").hidden = data.downloads.length > 0;
+  return false;
+}
+
+function downloadRow(d) {
+  return el(
+    "tr",
+    {},
+    el("td", {}, d.package_id),
+    el("td", {}, deviceLink(d.connection)),
+    el("td", {}, d.device_id ? deviceLink(d.device_id) : ""),
+    el("td", {}, String(d.requests)),
+    el("td", {}, String(d.bytes))
+  );
+}
+
 async function refresh() {
   clearTimeout(timer);
   const mine = ++generation;
   const stale = () => mine !== generation;
   try {
-    const done = view.taskId === null ? await drawList(stale) : await drawTask(stale);
+    let done;
+    if (view.deviceId !== null) done = await drawDevice(stale);
+    else if (view.taskId !== null) done = await drawTask(stale);
+    else done = await drawList(stale);
     if (stale()) return;
     $("error").hidden = true;
     $("updated").textContent = `updated ${time(Date.now() / 1000)}${done ? "" : " (live)"}`;
@@ -233,16 +349,20 @@ async function refresh() {
 }
 
 function route() {
-  const match = location.hash.match(/^#\/task\/(.+)$/);
-  const taskId = match ? decodeURIComponent(match[1]) : null;
+  const task = location.hash.match(/^#\/task\/(.+)$/);
+  const device = location.hash.match(/^#\/device\/(.+)$/);
+  const taskId = task ? decodeURIComponent(task[1]) : null;
+  view.deviceId = device ? decodeURIComponent(device[1]) : null;
   if (taskId !== view.taskId) {
     Object.assign(view, { taskId, offset: 0, state: "", device: "", error: "" });
     $("filter-state").value = "";
     $("filter-device").value = "";
     $("filter-error").value = "";
   }
-  $("list-view").hidden = taskId !== null;
+  $("list-view").hidden = taskId !== null || view.deviceId !== null;
   $("task-view").hidden = taskId === null;
+  $("device-view").hidden = view.deviceId === null;
+  window.scrollTo(0, 0);
   refresh();
 }
 
