@@ -104,3 +104,60 @@ async def test_console_files_and_subtask_page_over_http(tmp_path: Path) -> None:
                 assert resp.status == 400, query
         async with http.get(f"{emu.url}/sim/v1/tasks/nope/subtask-page") as resp:
             assert resp.status == 404
+
+
+async def test_console_stop_runs_the_api_s_own_stop_or_cancel_with_its_checks(
+    tmp_path: Path,
+) -> None:
+    """IoTDA upgrades stop, Tencent tasks cancel; others have no button; refusals are the API's."""
+    later = 4_000_000_000.0  # scheduled far ahead: the subtasks stay waiting
+    async with emulator(tmp_path) as emu, aiohttp.ClientSession() as http:
+        for task_id, api, task_type in (
+            ("upgrade", r.HUAWEI_IOTDA, "firmwareUpgrade"),
+            ("commands", r.HUAWEI_IOTDA, "createCommands"),
+            ("shadow", r.TENCENT_IOTHUB, "UpdateShadow"),
+            ("oc", r.OCEANCONNECT, "deviceCmd"),
+        ):
+            task = r.Task(task_id, api, task_type, task_id, "acct", 1.0, later, {})
+            await emu.engine.create(task, ["d-1", "d-2"])
+
+        async def buttons() -> dict[str, object]:
+            async with http.get(f"{emu.url}/sim/v1/tasks") as response:
+                return {t["task_id"]: t["stop"] for t in (await response.json())["tasks"]}
+
+        async def stop(task_id: str, **headers: str) -> tuple[int, dict[str, object]]:
+            url = f"{emu.url}/sim/v1/tasks/{task_id}/stop"
+            async with http.post(url, headers=headers) as response:
+                return response.status, await response.json()
+
+        assert await buttons() == {
+            "upgrade": {"label": "Stop", "operation": "StopBatchTask"},
+            "commands": None,
+            "shadow": {"label": "Cancel", "operation": "CancelTask"},
+            "oc": None,
+        }
+        console = {"X-Console-Action": "stop"}
+        # Not from the console's page: refused before anything is looked at.
+        assert (await stop("upgrade"))[0] == 403
+        assert (await stop("upgrade", **console, Origin="http://evil.example"))[0] == 403
+        assert (await stop("upgrade", **console, **{"Sec-Fetch-Site": "cross-site"}))[0] == 403
+        assert emu.engine.status(emu.engine.tasks["upgrade"]) == r.TASK_WAITTING
+
+        status, body = await stop("upgrade", **console, Origin=emu.url)
+        assert (status, body["status"]) == (200, r.TASK_STOPPED)
+        assert emu.engine.tasks["upgrade"].counts[r.STOPPED] == 2
+        status, body = await stop("upgrade", **console)  # IoTDA's own refusal, again
+        assert (status, body["code"]) == (409, "IOTDA.010001")
+
+        status, body = await stop("shadow", **console)
+        assert (status, body["status"]) == (200, r.TASK_STOPPED)
+        status, body = await stop("shadow", **console)
+        assert (status, body["code"]) == (409, "FailedOperation.TaskFinished")
+
+        for task_id in ("commands", "oc"):
+            status, body = await stop(task_id, **console)
+            assert status == 409
+            assert "no operation" in str(body["error"])
+            assert emu.engine.tasks[task_id].counts[r.WAITTING] == 2
+        assert (await stop("nope", **console))[0] == 404
+        assert await buttons() == dict.fromkeys(("upgrade", "commands", "shadow", "oc"))

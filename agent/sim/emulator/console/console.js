@@ -145,8 +145,35 @@ function taskRow(task) {
     el("td", { class: `status status-${task.status}` }, task.status)
   );
   row.append(progressCell(progress), el("td", {}, time(task.created_at)));
-  row.append(el("td", {}, time(task.finished_at)));
+  row.append(el("td", {}, time(task.finished_at)), el("td", {}, stopButton(task)));
   return row;
+}
+
+// The console's one write: the API's own stop (IoTDA) or cancel (Tencent) of a task, offered
+// only where the API has it; the emulator runs the API's checks and may still refuse.
+function stopButton(task) {
+  if (!task.stop) return "";
+  const button = el(
+    "button",
+    { type: "button", class: "stop", "data-operation": task.stop.operation,
+      title: `${task.stop.operation} through the emulated ${task.api} API` },
+    task.stop.label
+  );
+  button.addEventListener("click", async () => {
+    if (!window.confirm(`${task.stop.label} task ${task.name} (${task.task_id})?`)) return;
+    button.disabled = true;
+    const response = await fetch(`/sim/v1/tasks/${encodeURIComponent(task.task_id)}/stop`, {
+      method: "POST",
+      headers: { "X-Console-Action": "stop" },
+    });
+    const body = await response.json().catch(() => ({}));
+    $("action-error").textContent = response.ok
+      ? ""
+      : `${task.stop.operation} refused: ${body.error || response.status}`;
+    $("action-error").hidden = response.ok;
+    refresh();
+  });
+  return button;
 }
 
 async function drawList(stale) {
@@ -184,6 +211,7 @@ async function drawTask(stale) {
     )
   );
   $("task-view").dataset.status = task.status;
+  $("task-actions").replaceChildren(stopButton(task));
   $("task-bar").replaceChildren(bar(progress));
   const query = new URLSearchParams({ offset: view.offset, limit: PAGE_SIZE });
   if (view.state) query.set("state", view.state);
