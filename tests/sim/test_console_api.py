@@ -8,6 +8,7 @@ import aiohttp
 
 from agent.sim.emulator import records as r
 from agent.sim.emulator.api_console import latency_histogram, subtask_page
+from agent.sim.emulator.progress_series import ProgressSeries
 from tests.support.sim import emulator
 
 
@@ -104,6 +105,8 @@ async def test_console_files_and_subtask_page_over_http(tmp_path: Path) -> None:
                 assert resp.status == 400, query
         async with http.get(f"{emu.url}/sim/v1/tasks/nope/subtask-page") as resp:
             assert resp.status == 404
+        async with http.get(f"{emu.url}/sim/v1/tasks/nope/progress-series") as resp:
+            assert resp.status == 404
 
 
 async def test_console_stop_runs_the_api_s_own_stop_or_cancel_with_its_checks(
@@ -160,4 +163,43 @@ async def test_console_stop_runs_the_api_s_own_stop_or_cancel_with_its_checks(
             assert "no operation" in str(body["error"])
             assert emu.engine.tasks[task_id].counts[r.WAITTING] == 2
         assert (await stop("nope", **console))[0] == 404
+        emu.series.sample(emu.engine.tasks.values(), emu.clock())
+        async with http.get(f"{emu.url}/sim/v1/tasks/upgrade/progress-series") as response:
+            series = await response.json()
+        assert series["total"] == 2
+        assert series["points"][-1]["ended"] == 2  # both stopped
         assert await buttons() == dict.fromkeys(("upgrade", "commands", "shadow", "oc"))
+
+
+def test_progress_series_samples_open_tasks_and_stays_bounded() -> None:
+    """One sample per interval while open, one more once finished; thinned when full."""
+    task = r.Task("t", r.HUAWEI_IOTDA, "createCommands", "t", "acct", 0.0, 0.0, {})
+    task.counts[r.WAITTING] = 10
+    series = ProgressSeries(interval_s=1.0, max_points=8)
+    series.sample([task], 0.0)
+    series.sample([task], 0.5)  # not due yet
+    task.counts[r.WAITTING], task.counts[r.SUCCESS], task.counts[r.FAIL] = 6, 3, 1
+    series.sample([task], 1.0)
+    assert series.points("t") == [
+        {"at": 0.0, "ended": 0, "success": 0, "fail": 0, "processing": 0},
+        {"at": 1.0, "ended": 4, "success": 3, "fail": 1, "processing": 0},
+    ]
+    for second in range(2, 40):
+        series.sample([task], float(second))
+    times = [p["at"] for p in series.points("t")]
+    assert len(times) <= 8
+    # The whole run at a coarser grain: sampled every 8 s by now, the newest at 32 s.
+    assert (times[0], times[-1]) == (0.0, 32.0)
+    task.counts[r.WAITTING], task.counts[r.SUCCESS] = 0, 9
+    task.finished_at = 40.2
+    series.sample([task], 40.2)  # finished: sampled at once, then no more
+    series.sample([task], 99.0)
+    assert series.points("t")[-1] == {
+        "at": 40.2,
+        "ended": 10,
+        "success": 9,
+        "fail": 1,
+        "processing": 0,
+    }
+    series.sample([], 100.0)  # a deleted task's series goes with it
+    assert series.points("t") == []

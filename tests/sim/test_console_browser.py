@@ -141,6 +141,17 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
                 "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
             )
             assert reasons == [["1", "simulated_failure", str(failed)]]
+            # Progress over time: sampled while it ran, its lines ending where the task did.
+            chart = page.locator("#progress-chart svg")
+            assert int(await chart.get_attribute("data-points") or 0) >= 2
+            legend = page.locator("#progress-chart text.legend")
+            assert await legend.evaluate_all("texts => texts.map(t => t.textContent)") == [
+                "ended 30",
+                f"succeeded {30 - failed}",
+                f"failed {failed}",
+                "in flight 0",
+            ]
+            assert await page.locator("#task-actions button").count() == 0  # commands: no stop
             await page.select_option("#filter-state", "fail")
             await page.wait_for_function(
                 f"""() => document.querySelector("#subtasks").dataset.matched === "{failed}" """

@@ -14,6 +14,7 @@ from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink
 from agent.sim.emulator.ota_downloads import PackageDownloads
 from agent.sim.emulator.presence import Presence
+from agent.sim.emulator.progress_series import ProgressSeries
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.settings import EmulatorSettings
 from agent.sim.emulator.wire_log import WireLog
@@ -35,6 +36,7 @@ class EmulatorContext(Protocol):
     downloads: PackageDownloads
     presence: Presence
     wire: WireLog
+    series: ProgressSeries
     url: str
     state: dict[str, Any]
     on_close: list[Callable[[], Awaitable[None]]]

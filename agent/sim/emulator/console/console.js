@@ -115,6 +115,58 @@ function histogram(latency) {
   return chart;
 }
 
+// Progress over time as inline SVG: one line per count, the legend right of the plot.
+const LINES = [
+  ["ended", "ended"],
+  ["success", "succeeded"],
+  ["fail", "failed"],
+  ["processing", "in flight"],
+];
+
+function lineChart(series) {
+  const points = series.points;
+  if (points.length === 0) return el("p", { class: "muted" }, "No sample yet.");
+  const [width, height, left, right, top, bottom] = [640, 170, 44, 110, 8, 22];
+  const plotW = width - left - right;
+  const plotH = height - top - bottom;
+  const start = points[0].at;
+  const span = Math.max(points[points.length - 1].at - start, 1);
+  const peak = Math.max(series.total, 1);
+  const x = (at) => left + (plotW * (at - start)) / span;
+  const y = (count) => top + plotH - (plotH * count) / peak;
+  const chart = svg("svg", {
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: "img",
+    "data-points": points.length,
+  });
+  chart.append(
+    svg("rect", { x: left, y: top, width: plotW, height: plotH, class: "plot" }),
+    svg("text", { x: left - 4, y: top + 4, class: "y-axis" }, series.total),
+    svg("text", { x: left - 4, y: top + plotH, class: "y-axis" }, 0),
+    svg("text", { x: left, y: height - 6, class: "axis" }, "0 s"),
+    svg("text", { x: left + plotW, y: height - 6, class: "axis" }, `${span.toFixed(0)} s`)
+  );
+  LINES.forEach(([key, label], index) => {
+    const line = svg("polyline", {
+      class: `line line-${key}`,
+      "data-key": key,
+      points: points.map((p) => `${x(p.at).toFixed(1)},${y(p[key]).toFixed(1)}`).join(" "),
+    });
+    const last = points[points.length - 1][key];
+    line.append(svg("title", {}, `${label}: ${last}`));
+    const ly = top + 12 + index * 18;
+    chart.append(
+      line,
+      svg("line", { x1: width - right + 10, x2: width - right + 28, y1: ly - 4, y2: ly - 4,
+        class: `line line-${key}` }),
+      svg("text", { x: width - right + 32, y: ly, class: "legend" }, `${label} ${last}`)
+    );
+  });
+  return chart;
+}
+
 async function getJson(url) {
   const response = await fetch(url, { cache: "no-store" });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
@@ -247,6 +299,9 @@ async function drawTask(stale) {
   );
   $("no-reasons").hidden = page.reasons.length > 0;
   $("latency").replaceChildren(histogram(page.latency));
+  const series = await getJson(`/sim/v1/tasks/${encodeURIComponent(id)}/progress-series`);
+  if (stale()) return false;
+  $("progress-chart").replaceChildren(lineChart(series));
   $("subtasks").dataset.matched = String(page.matched);
   $("matched").textContent = `${page.matched} matching`;
   const last = Math.min(page.offset + page.subtasks.length, page.matched);
