@@ -203,3 +203,37 @@ def test_progress_series_samples_open_tasks_and_stays_bounded() -> None:
     }
     series.sample([], 100.0)  # a deleted task's series goes with it
     assert series.points("t") == []
+
+
+async def test_downloads_overview_totals_packages_and_connections(tmp_path: Path) -> None:
+    """A gateway's connection counts its children's requests; complete is per connection."""
+    async with emulator(tmp_path) as emu, aiohttp.ClientSession() as http:
+        downloads = emu.downloads
+        downloads.record("pkg-1", "gw-1", "child-1", 200)[1] += 1000
+        downloads.record("pkg-1", "gw-1", "child-2", 206)[1] += 500
+        downloads.record("pkg-1", "dev-9", "dev-9", 200)[1] += 300
+        downloads.record("pkg-1", "dev-8", "dev-8", 401)  # refused: a status, not a download
+        downloads.completed_on("pkg-1", "gw-1")
+        async with http.get(f"{emu.url}/sim/v1/downloads/overview") as response:
+            body = await response.json()
+    assert body["packages"] == [
+        {
+            "package_id": "pkg-1",
+            "name": "",
+            "version": "",
+            "size": None,
+            "connections": 2,
+            "devices": 3,
+            "requests": 3,
+            "bytes": 1800,
+            "completed": 1,
+        }
+    ]
+    assert [
+        (c["connection"], c["devices"], c["bytes"], c["completed"]) for c in body["connections"]
+    ] == [
+        ("dev-9", 1, 300, False),
+        ("gw-1", 2, 1500, True),
+    ]
+    assert body["connection_rows"] == 2
+    assert body["statuses"] == {"200": 2, "206": 1, "401": 1}

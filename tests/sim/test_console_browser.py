@@ -196,3 +196,113 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
             await browser.close()
             report = await asyncio.wait_for(run, 60)
     assert report["tasks"][0]["status"] in FINISHED
+
+
+UPGRADES = """
+name = "console-upgrades"
+timeout_s = 120
+version_timeout_s = 60.0
+upgrade_timeout_s = 120.0
+[fleet]
+[[fleet.cohorts]]
+name = "meter"
+count = 4
+product_id = "smart-meter"
+[[fleet.cohorts]]
+name = "gateway"
+count = 1
+children = 3
+product_id = "edge-gateway"
+[fleet.upgrades]
+fw_version = "1.0.0"
+install_s = 60.0           # the meters are still installing when Stop is pressed
+child_install_s = 0.1
+[[packages]]
+name = "meter-fw.bin"
+version = "1.1.0"
+package_type = "firmwarePackage"
+size_kb = 64
+[[packages]]
+name = "sensor-fw.bin"
+version = "3.0"
+package_type = "firmwarePackage"
+size_kb = 32
+[[tasks]]
+name = "meters"
+api = "huawei-iotda"
+[tasks.body]
+task_name = "meters"
+task_type = "firmwareUpgrade"
+targets_filter = { group_ids = ["meter"] }
+document = { package_id = "${package:meter-fw.bin}" }
+[[tasks]]
+name = "children"
+api = "huawei-iotda"
+[tasks.body]
+task_name = "children"
+task_type = "firmwareUpgrade"
+task_mode = "GATEWAY"
+task_ext_info = { device_type = "sensor" }
+targets_filter = { group_ids = ["gateway-children"] }
+document = { package_id = "${package:sensor-fw.bin}" }
+"""
+
+
+async def test_console_stops_an_upgrade_and_shows_package_downloads(tmp_path: Path) -> None:
+    """Stop runs IoTDA's StopBatchTask; downloads are counted per package and connection."""
+    from playwright.async_api import async_playwright
+
+    scenario_file = tmp_path / "upgrades.toml"
+    scenario_file.write_text(UPGRADES)
+    urls: list[str] = []
+    announced = asyncio.Event()
+    reports: list[dict[str, Any]] = []
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    def announce(url: str) -> None:
+        urls.append(url)
+        announced.set()
+
+    async def hold(report: dict[str, Any]) -> None:
+        reports.append(report)
+        held.set()
+        await release.wait()
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(60_000)
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        options = RunOptions(workdir=tmp_path / "run", progress=False, announce=announce, hold=hold)
+        run = asyncio.create_task(run_scenario(load_scenario(scenario_file), options))
+        try:
+            await asyncio.wait_for(announced.wait(), 60)
+            await page.goto(f"{urls[0]}/")
+            meters = "#tasks tbody tr:has(a:text-is('meters'))"
+            # Every meter has fetched its package (they install for a minute).
+            await page.wait_for_selector("#packages tbody tr[data-requests='4']")
+            await page.wait_for_selector(
+                "#download-connections tbody tr[data-connection$='gateway-00000']"
+            )
+            # Five connections fetched: four meters, and the gateway for its children.
+            await page.wait_for_function(
+                """() => document.querySelectorAll("#download-connections tbody tr").length === 5"""
+            )
+            assert await page.locator(f"{meters} button.stop").inner_text() == "Stop"
+            await page.click(f"{meters} button.stop")
+            await page.wait_for_selector(
+                "#tasks tbody tr[data-status='Stopped']:has(a:text-is('meters'))"
+            )
+            assert await page.locator(f"{meters} button.stop").count() == 0
+            await page.screenshot(path=str(_artefacts(tmp_path) / "stopped.png"), full_page=True)
+            await asyncio.wait_for(held.wait(), 60)
+        finally:
+            release.set()
+            await browser.close()
+            report = await asyncio.wait_for(run, 60)
+    statuses = {t["name"]: t["status"] for t in report["tasks"]}
+    assert statuses["meters"] == "Stopped"
+    assert statuses["children"] == "Success"

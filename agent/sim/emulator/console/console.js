@@ -234,7 +234,54 @@ async function drawList(stale) {
   tasks.sort((a, b) => b.created_at - a.created_at);
   $("tasks").tBodies[0].replaceChildren(...tasks.map(taskRow));
   $("no-tasks").hidden = tasks.length > 0;
+  const downloads = await getJson("/sim/v1/downloads/overview");
+  if (stale()) return false;
+  drawDownloads(downloads);
   return tasks.every((t) => FINISHED.has(t.status));
+}
+
+// Package downloads per package and per connection (a gateway fetches once for its children).
+function drawDownloads(data) {
+  $("packages").tBodies[0].replaceChildren(
+    ...data.packages.map((p) =>
+      el(
+        "tr",
+        { "data-package": p.package_id, "data-requests": String(p.requests) },
+        el("td", {}, p.name ? `${p.name} (${p.package_id})` : p.package_id),
+        el("td", {}, p.version),
+        el("td", {}, p.size === null ? "" : String(p.size)),
+        el("td", {}, String(p.connections)),
+        el("td", {}, String(p.completed)),
+        el("td", {}, String(p.devices)),
+        el("td", {}, String(p.requests)),
+        el("td", {}, String(p.bytes))
+      )
+    )
+  );
+  $("download-connections").tBodies[0].replaceChildren(
+    ...data.connections.map((c) =>
+      el(
+        "tr",
+        { "data-package": c.package_id, "data-connection": c.connection },
+        el("td", {}, c.package_id),
+        el("td", {}, deviceLink(c.connection)),
+        el("td", {}, String(c.devices)),
+        el("td", {}, String(c.requests)),
+        el("td", {}, String(c.bytes)),
+        el("td", {}, c.completed ? "yes" : "no")
+      )
+    )
+  );
+  const any = data.packages.length > 0;
+  $("no-downloads").hidden = any;
+  $("packages").hidden = !any;
+  $("download-connections").hidden = !any;
+  $("per-connection").hidden = !any;
+  const statuses = Object.entries(data.statuses).map(([code, n]) => `${code}: ${n}`).join(", ");
+  const shown = data.connections.length < data.connection_rows
+    ? `The first ${data.connections.length} of ${data.connection_rows} connections. `
+    : "";
+  $("download-note").textContent = any ? `${shown}HTTP statuses: ${statuses}.` : "";
 }
 
 function fact(name, value) {
