@@ -67,7 +67,7 @@ def test_plot_legends_sit_outside_their_axes(tmp_path: Path) -> None:
     report, records = _report()
     fig = figure(report, records)
     fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    renderer = fig.canvas.get_renderer()
     legends = 0
     for ax in fig.axes:
         legend = ax.get_legend()

@@ -229,13 +229,14 @@ function stopButton(task) {
 }
 
 async function drawList(stale) {
-  const { tasks } = await getJson("/sim/v1/tasks");
+  const [{ tasks }, downloads] = await Promise.all([
+    getJson("/sim/v1/tasks"),
+    getJson("/sim/v1/downloads/overview"),
+  ]);
   if (stale()) return false;
   tasks.sort((a, b) => b.created_at - a.created_at);
   $("tasks").tBodies[0].replaceChildren(...tasks.map(taskRow));
   $("no-tasks").hidden = tasks.length > 0;
-  const downloads = await getJson("/sim/v1/downloads/overview");
-  if (stale()) return false;
   drawDownloads(downloads);
   return tasks.every((t) => FINISHED.has(t.status));
 }
@@ -290,7 +291,17 @@ function fact(name, value) {
 
 async function drawTask(stale) {
   const id = view.taskId;
-  const { tasks } = await getJson("/sim/v1/tasks");
+  const query = new URLSearchParams({ offset: view.offset, limit: PAGE_SIZE });
+  if (view.state) query.set("state", view.state);
+  if (view.device) query.set("device", view.device);
+  if (view.error) query.set("error", view.error);
+  const path = `/sim/v1/tasks/${encodeURIComponent(id)}`;
+  // The three answers are fetched at once: a refresh waits for the slowest, not for their sum.
+  const [{ tasks }, page, series] = await Promise.all([
+    getJson("/sim/v1/tasks"),
+    getJson(`${path}/subtask-page?${query}`),
+    getJson(`${path}/progress-series`),
+  ]);
   if (stale()) return false;
   const task = tasks.find((t) => t.task_id === id);
   if (!task) throw new Error(`no task ${id}`);
@@ -312,14 +323,6 @@ async function drawTask(stale) {
   $("task-view").dataset.status = task.status;
   $("task-actions").replaceChildren(stopButton(task));
   $("task-bar").replaceChildren(bar(progress));
-  const query = new URLSearchParams({ offset: view.offset, limit: PAGE_SIZE });
-  if (view.state) query.set("state", view.state);
-  if (view.device) query.set("device", view.device);
-  if (view.error) query.set("error", view.error);
-  const page = await getJson(
-    `/sim/v1/tasks/${encodeURIComponent(id)}/subtask-page?${query}`
-  );
-  if (stale()) return false;
   const rows = page.subtasks.map((s) =>
     el(
       "tr",
@@ -346,8 +349,6 @@ async function drawTask(stale) {
   );
   $("no-reasons").hidden = page.reasons.length > 0;
   $("latency").replaceChildren(histogram(page.latency));
-  const series = await getJson(`/sim/v1/tasks/${encodeURIComponent(id)}/progress-series`);
-  if (stale()) return false;
   $("progress-chart").replaceChildren(lineChart(series));
   $("subtasks").dataset.matched = String(page.matched);
   $("matched").textContent = `${page.matched} matching`;
