@@ -150,5 +150,16 @@ async def test_device_activity_endpoint_joins_subtasks_and_the_wire(tmp_path: Pa
             (None, None),
         ]
         assert [m["payload"] for m in body["uplinks"]] == ['{"result":1}']
+        # A gateway's child: its gateway's messages that name it, besides any of its own.
+        await emu.registry.add_devices([r.Device("gw"), r.Device("child-1", gateway_id="gw")])
+        emu.wire.downlink("$oc/devices/gw/sys/events/down", b'{"object_device_id":"child-1"}')
+        emu.wire.downlink("$oc/devices/gw/sys/events/down", b'{"object_device_id":"child-2"}')
+        emu.wire.uplink("$oc/devices/gw/sys/events/up", b'{"object_device_id":"child-1","v":2}')
+        async with http.get(f"{emu.url}/sim/v1/devices/child-1/activity") as response:
+            child = await response.json()
+        assert [(m["payload"], m["via"]) for m in child["downlinks"]] == [
+            ('{"object_device_id":"child-1"}', "gw")
+        ]
+        assert [m["payload"] for m in child["uplinks"]] == ['{"object_device_id":"child-1","v":2}']
         async with http.get(f"{emu.url}/sim/v1/devices/nobody/activity") as response:
             assert response.status == 404

@@ -2,9 +2,9 @@
 
 ``GET /sim/v1/devices/{device_id}/activity`` gathers what the emulator knows of one device so a
 failed subtask can be explained from the wire: its subtasks in every task, its connection
-changes as the emulator saw them, the last downlinks and uplinks on its connection (each
-downlink names the task it carried a subtask of, and that subtask's state now) and its package
-downloads. It only reads.
+changes as the emulator saw them, its last downlinks and uplinks (a gateway's child: also its
+gateway's that name it; each downlink names the task it carried a subtask of, and that
+subtask's state now) and its package downloads. It only reads.
 """
 
 from __future__ import annotations
@@ -52,14 +52,31 @@ def device_subtasks(emulator: EmulatorContext, device_id: str) -> list[dict[str,
     return found
 
 
+def wire_messages(
+    emulator: EmulatorContext, device: r.Device, direction: str
+) -> list[dict[str, Any]]:
+    """The device's messages one way, oldest first; a child's include its gateway's naming it.
+
+    A gateway's child has no connection of its own: IoTDA's gateway topics carry the child's id
+    in the payload, Tencent's sub-device topics name the child (its own ring).
+    """
+    own = emulator.wire.messages(device.device_id, direction)
+    if device.gateway_id is None:
+        return own
+    named = [
+        {**message, "via": device.gateway_id}
+        for message in emulator.wire.messages(device.gateway_id, direction)
+        if device.device_id in message["payload"]
+    ]
+    return sorted([*own, *named], key=lambda message: message["at"])
+
+
 def activity(emulator: EmulatorContext, device: r.Device) -> dict[str, Any]:
     """Everything the device page shows."""
     subtasks = device_subtasks(emulator, device.device_id)
     states = {s["task_id"]: s["state"] for s in subtasks}
-    connection = device.gateway_id or device.device_id
-    downlinks = emulator.wire.messages(connection, DOWN)
+    downlinks = wire_messages(emulator, device, DOWN)
     for message in downlinks:
-        # A gateway's ring carries its children's subtasks too: only this device's count.
         message["subtask_state"] = states.get(message["task_id"] or "")
     wire = emulator.wire
     return {
@@ -74,9 +91,8 @@ def activity(emulator: EmulatorContext, device: r.Device) -> dict[str, Any]:
         },
         "subtasks": subtasks,
         "connections": emulator.presence.history(device.device_id),
-        "connection": connection,
         "downlinks": downlinks,
-        "uplinks": emulator.wire.messages(connection, UP),
+        "uplinks": wire_messages(emulator, device, UP),
         "downloads": emulator.downloads.for_device(device.device_id),
         "wire_limits": {
             "max_entries": wire.max_entries,

@@ -414,7 +414,9 @@ async function drawDevice(stale) {
     ? ""
     : presenceNote[device.presence] || "No connection change seen.";
   const limits = data.wire_limits;
-  const via = data.connection === device.device_id ? "" : ` (on its gateway ${data.connection})`;
+  const via = device.gateway_id
+    ? ` (with those of its gateway ${device.gateway_id} that name it)`
+    : "";
   $("wire-note").textContent =
     `The last ${limits.max_entries} messages each way${via}, at most ${limits.max_bytes} bytes ` +
     `each way, payloads cut at ${limits.max_payload} bytes; newest first.`;
@@ -428,7 +430,7 @@ async function drawDevice(stale) {
           class: m.subtask_state === "fail" ? "failed" : "",
         },
         el("td", {}, preciseTime(m.at)),
-        el("td", { class: "topic" }, m.topic),
+        el("td", { class: "topic" }, m.via ? `${m.topic} (via ${m.via})` : m.topic),
         el("td", {}, m.task_id ? taskLink(m.task_id, m.task_id.slice(0, 8)) : ""),
         el("td", { class: `state-${m.subtask_state}` }, m.subtask_state || ""),
         payloadCell(m)
@@ -437,7 +439,8 @@ async function drawDevice(stale) {
   );
   $("uplinks").tBodies[0].replaceChildren(
     ...data.uplinks.reverse().map((m) =>
-      el("tr", {}, el("td", {}, preciseTime(m.at)), el("td", { class: "topic" }, m.topic),
+      el("tr", {}, el("td", {}, preciseTime(m.at)),
+        el("td", { class: "topic" }, m.via ? `${m.topic} (via ${m.via})` : m.topic),
         payloadCell(m))
     )
   );
