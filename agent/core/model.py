@@ -158,6 +158,11 @@ class UpgradeRequest(Model):
     task_id: str | None = None
     sub_device_count: int | None = None
     task_ext_info: dict[str, Any] | None = None
+    # "id": the key comes from a platform id. "work": the offer had no id, so the key names
+    # the work (device, version, package, task fields). A repeat while it runs or after it
+    # succeeded is the same work; after it failed, a fresh push (not a broker redelivery) is
+    # the platform asking again (a retried subtask or a new task) and runs again.
+    dedupe: Literal["id", "work"] = "id"
 
 
 class InvalidUpgrade(Model):

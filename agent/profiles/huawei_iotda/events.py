@@ -167,6 +167,7 @@ class EventCodec:
             task_id=paras.task_id or None,
             sub_device_count=paras.sub_device_count,
             task_ext_info=_ext_info(paras.task_ext_info),
+            dedupe="id" if _platform_event_id(service) else "work",
         )
 
     def _children(self, service: wire.EventService, ident: str) -> ChildrenChanged:
@@ -197,8 +198,8 @@ class EventCodec:
         )
 
     def _ident(self, service: wire.EventService, target: str) -> str:
-        if service.event_id and _EVENT_ID.fullmatch(service.event_id):
-            return service.event_id
+        if event_id := _platform_event_id(service):
+            return event_id
         if service.service_id == OTA and service.event_type in _UPGRADE_EVENTS:
             return _upgrade_ident(service, target)
         canonical = json.dumps(
@@ -258,6 +259,13 @@ def _event(object_device_id: str, service_id: str, event_type: str, paras: dict[
             "services": [{"service_id": service_id, "event_type": event_type, "paras": paras}],
         }
     )
+
+
+def _platform_event_id(service: wire.EventService) -> str | None:
+    """The entry's ``event_id`` when it is usable as a key."""
+    if service.event_id and _EVENT_ID.fullmatch(service.event_id):
+        return service.event_id
+    return None
 
 
 def _upgrade_ident(service: wire.EventService, target: str) -> str:
