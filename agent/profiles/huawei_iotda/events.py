@@ -48,6 +48,12 @@ _UPGRADE_EVENTS: dict[str, UpgradeTarget] = {
     "firmware_upgrade_v2": "firmware",
     "software_upgrade_v2": "software",
 }
+_CHILD_NOTIFICATIONS = frozenset({"add_sub_device_notify", "delete_sub_device_notify"})
+# Every event this codec acts on, per service (docs/downlinks.md has an example of each).
+HANDLED_EVENTS: dict[str, frozenset[str]] = {
+    OTA: frozenset({"version_query", *_UPGRADE_EVENTS}),
+    SUB_DEVICE_MANAGER: _CHILD_NOTIFICATIONS | children.MANAGE_ANSWERS | children.STATUS_ANSWERS,
+}
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
 _SHA256_HEX = re.compile(r"^[0-9A-Fa-f]{64}$")
 _VERSION = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
@@ -107,6 +113,8 @@ class EventCodec:
 
     def _decode_service(self, service: wire.EventService, target: str) -> Subtask | str | None:
         """The subtask an entry asks for; a note for one that needs none; None if unhandled."""
+        if service.event_type not in HANDLED_EVENTS.get(service.service_id, ()):
+            return None
         ident = self._ident(service, target)
         if service.service_id == OTA:
             if service.event_type == "version_query":
@@ -120,7 +128,7 @@ class EventCodec:
         return None
 
     def _sub_device_manager(self, service: wire.EventService, ident: str) -> Subtask | str | None:
-        if service.event_type in ("add_sub_device_notify", "delete_sub_device_notify"):
+        if service.event_type in _CHILD_NOTIFICATIONS:
             return self._children(service, ident)
         if service.event_type in children.MANAGE_ANSWERS:
             key = self._key("children", self.device_id, ident)
