@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent import __version__
 from agent.app.agent import Agent
 from agent.config import (
     AgentConfig,
@@ -44,6 +45,7 @@ from agent.upgrade.hooks import ConnectHook
 from agent.upgrade.installers.ab_slots import AbSlotsInstallerImpl
 from agent.upgrade.installers.base import Installer
 from agent.upgrade.installers.script import ScriptInstallerImpl
+from agent.upgrade.installers.self_update import OwnPackagesOnly, SelfUpdater
 from agent.upgrade.installers.simulated import SimulatedInstallerImpl
 from agent.upgrade.packages import PackageCache
 from agent.upgrade.verify import load_public_keys
@@ -208,6 +210,8 @@ def build_installer(config: AgentConfig, log: Any) -> Installer:
             allowed_dirs=allowed,
             log=log,
         )
+    if upgrades.installer is None and upgrades.self_update.enabled:
+        return OwnPackagesOnly()
     # The configuration allows this only as a rehearsal (rehearsal_only) or with upgrades off,
     # where every offer is refused before an installer could be asked.
     return SimulatedInstallerImpl(upgrades.simulated)
@@ -252,12 +256,17 @@ def upgrade_executors(
     state_dir = Path(settings.state_dir) / agent_id
     installer = build_installer(config, log)
     probe = installer.running_version if isinstance(installer, AbSlotsInstallerImpl) else None
+    self_update: SelfUpdater | None = None
+    if settings.self_update.enabled:
+        # The software this device reports is then the agent itself, as it runs.
+        self_update = SelfUpdater(settings.self_update, running_version=__version__, log=log)
     versions = VersionStore(
         journal,
         agent_id,
         firmware=settings.firmware_version,
         software=settings.software_version,
         firmware_probe=probe,
+        software_probe=(lambda: __version__) if self_update is not None else None,
     )
     downloader = Downloader(settings, log=log)
     packages = PackageCache(state_dir / "packages", downloader, log=log)
@@ -308,6 +317,7 @@ def upgrade_executors(
         early_progress=early_progress(config),
         log=log,
         clock=clock,
+        self_update=self_update,
     )
     hook = ConnectHook(
         upgrades=upgrades,

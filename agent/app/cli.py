@@ -19,6 +19,7 @@ from agent.core.errors import AgentError, ConfigError, JournalError
 from agent.journal.base import SubtaskRow
 from agent.runtime.logging import configure_logging, get_logger
 from agent.runtime.privileged import PHASES, REFUSED, request, serve_pending
+from agent.runtime.self_install import INSTALLER_DIR, Dpkg, SelfInstaller, watch
 
 STATE_DIR = Path("/var/lib/device-agent")
 # Where the package installs the configuration and the unit reads it.
@@ -85,12 +86,44 @@ def add_commands(commands: Any) -> None:
     ask.set_defaults(handler=_privileged_request)
 
     serve = commands.add_parser(
-        "privileged-serve", help="(root, from the path unit) answer waiting install requests"
+        "privileged-serve",
+        help="(root, from the path unit) answer waiting install requests; watch a self-update",
     )
     serve.add_argument("--state-dir", type=Path, default=STATE_DIR)
     serve.add_argument("--hooks", type=Path, default=Path("/usr/lib/device-agent/root"))
     serve.add_argument("--timeout", type=float, default=1800.0)
+    _installer_options(serve)
+    serve.add_argument(
+        "--poll", type=float, default=0.5, help="seconds between looks while a self-update waits"
+    )
     serve.set_defaults(handler=_privileged_serve)
+
+    keep = commands.add_parser(
+        "privileged-keep",
+        help="(root) keep the installed version's .deb, which a self-update rolls back to",
+    )
+    keep.add_argument("package", type=Path)
+    keep.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    _installer_options(keep)
+    keep.set_defaults(handler=_privileged_keep)
+
+
+def _installer_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--installer-dir",
+        type=Path,
+        default=INSTALLER_DIR,
+        help=f"root's own directory: the self-update record and kept packages ({INSTALLER_DIR})",
+    )
+    parser.add_argument(
+        "--dpkg-root", type=Path, help="install into this directory (dpkg --root; for tests)"
+    )
+
+
+def _self_installer(args: argparse.Namespace) -> SelfInstaller:
+    return SelfInstaller(
+        base=args.state_dir, installer_dir=args.installer_dir, dpkg=Dpkg(root=args.dpkg_root)
+    )
 
 
 def _privileged_request(args: argparse.Namespace) -> int:
@@ -106,8 +139,30 @@ def _privileged_request(args: argparse.Namespace) -> int:
 
 
 def _privileged_serve(args: argparse.Namespace) -> int:
-    for answer in serve_pending(args.state_dir, args.hooks, timeout_s=args.timeout):
-        print(f"exit {answer.exit_code}: {answer.detail}", file=sys.stderr)
+    installer = _self_installer(args)
+    builtin = {"self-install": installer.install, "self-confirm": installer.confirm}
+
+    def serve() -> None:
+        answers = serve_pending(args.state_dir, args.hooks, timeout_s=args.timeout, builtin=builtin)
+        for answer in answers:
+            print(f"exit {answer.exit_code}: {answer.detail}", file=sys.stderr)
+
+    serve()
+    # A self-update waiting for its confirmation keeps this process (and the unit) running
+    # until the new agent confirms or the deadline passes and the old package is back.
+    watch(installer, serve, poll_s=args.poll)
+    record = installer.record()
+    if record is not None and record.get("reason"):
+        print(f"self-update {record['id']}: {record['state']}: {record['reason']}", file=sys.stderr)
+    return 0
+
+
+def _privileged_keep(args: argparse.Namespace) -> int:
+    try:
+        print(_self_installer(args).keep(args.package))
+    except ValueError as exc:
+        print(f"privileged-keep: {exc}", file=sys.stderr)
+        return REFUSED
     return 0
 
 

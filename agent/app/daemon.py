@@ -45,6 +45,14 @@ def read_secret(path: Path) -> str:
     return secret
 
 
+def _tell_ready(agent: Agent) -> None:
+    """Tell the executors READY=1 went out (an agent that updated itself confirms only now)."""
+    for executor in {id(e): e for e in agent.executors.values()}.values():
+        on_ready = getattr(executor, "on_ready", None)
+        if callable(on_ready):
+            on_ready()
+
+
 async def run_daemon(
     config: AgentConfig,
     notifier: Notifier | None = None,
@@ -91,6 +99,7 @@ async def run_daemon(
         # The broker may be far away or refuse us: an offline device is not a failed start.
         first = snapshot(agent, started_at)
         notifier.ready(first.status_line())
+        _tell_ready(agent)
 
         def on_hup() -> None:
             nonlocal current

@@ -28,7 +28,7 @@ MIB = 1024 * 1024
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 def _absolute_argv(argv: list[str]) -> list[str]:
@@ -126,6 +126,28 @@ class SimulatedInstaller(_Section):
     failure_rate: float = Field(default=0.0, ge=0, le=1)
 
 
+def _inside(path: Path, directory: Path) -> bool:
+    return Path(os.path.normpath(path)).is_relative_to(os.path.normpath(directory))
+
+
+class SelfUpdateSettings(_Section):
+    """The agent updating itself: an upgrade whose package is a device-agent ``.deb``.
+
+    Such a package goes to the privileged installer (``privileged-serve``, as root), which runs
+    dpkg; the restarted agent must reach READY and confirm within ``confirm_timeout_s`` or the
+    previous package is reinstalled (docs/upgrades.md).
+    """
+
+    enabled: bool = False
+    # The agent's state directory, where requests and answers pass (install-requests/, ...).
+    privileged_dir: Path = Path("/var/lib/device-agent")
+    # Root's own directory; the journal names the previous package kept there.
+    installer_dir: Path = Path("/var/lib/device-agent-installer")
+    confirm_timeout_s: float = Field(default=300.0, ge=1, le=3600)
+    # The handover (dpkg's run, the service's restart) and each question to root at most this.
+    handover_timeout_s: float = Field(default=1800.0, gt=0, le=7200)
+
+
 class UpgradeSettings(_Section):
     """Firmware/software upgrades of this device (and, with ``[gateway]``, of its children)."""
 
@@ -180,6 +202,8 @@ class UpgradeSettings(_Section):
     public_keys: list[Path] = []
     # Gateway mode: children installed at the same time from one downloaded package.
     install_concurrency: int = Field(default=4, ge=1, le=256)
+    # A package that is a device-agent .deb updates the agent itself.
+    self_update: SelfUpdateSettings = SelfUpdateSettings()
 
     @field_validator("allow_http_hosts", "redirect_hosts", "allow_unsigned_hosts")
     @classmethod
@@ -195,16 +219,26 @@ class UpgradeSettings(_Section):
         if self.backoff_initial_s > self.backoff_max_s:
             msg = "backoff_initial_s must not exceed backoff_max_s"
             raise ValueError(msg)
-        if self.enabled and self.installer is None:
+        if self.enabled and self.installer is None and not self.self_update.enabled:
             msg = (
                 "upgrades.installer is required when upgrades are enabled:"
-                " 'script' or 'ab-slots' (there is no default)"
+                " 'script' or 'ab-slots' (there is no default), unless the only packages are"
+                " the agent's own (upgrades.self_update.enabled = true)"
             )
             raise ValueError(msg)
         if self.installer == "simulated" and not self.simulated.rehearsal_only:
             msg = (
                 "upgrades.installer = 'simulated' installs nothing and reports success: it needs"
                 " upgrades.simulated.rehearsal_only = true (rehearsals and the simulator only)"
+            )
+            raise ValueError(msg)
+        if self.self_update.enabled and not _inside(
+            self.state_dir, self.self_update.privileged_dir
+        ):
+            # Root installs only images inside the directory it serves requests from.
+            msg = (
+                f"upgrades.state_dir ({self.state_dir}) must lie inside"
+                f" upgrades.self_update.privileged_dir ({self.self_update.privileged_dir})"
             )
             raise ValueError(msg)
         if self.installer == "script" and self.script is None:

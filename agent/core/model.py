@@ -18,7 +18,11 @@ class Model(BaseModel):
     """Base for internal models."""
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
+        frozen=True,
+        extra="forbid",
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+        defer_build=True,
     )
 
 
@@ -158,6 +162,11 @@ class UpgradeRequest(Model):
     task_id: str | None = None
     sub_device_count: int | None = None
     task_ext_info: dict[str, Any] | None = None
+    # "id": the key comes from a platform id. "work": the offer had no id, so the key names
+    # the work (device, version, package, task fields). A repeat while it runs or after it
+    # succeeded is the same work; after it failed, a fresh push (not a broker redelivery) is
+    # the platform asking again (a retried subtask or a new task) and runs again.
+    dedupe: Literal["id", "work"] = "id"
 
 
 class InvalidUpgrade(Model):

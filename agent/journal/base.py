@@ -24,6 +24,11 @@ class AcceptOutcome(enum.Enum):
     FINISHED = "finished"  # seen and finished: its stored replies were queued again
 
 
+def archive_key(key: str, finished_at: float) -> str:
+    """The key a failed subtask keeps when the same work is asked for again."""
+    return f"{key}#failed-{finished_at:.6f}"
+
+
 class SubtaskState:
     """Subtask states the journal knows about; executors may journal their own in between."""
 
@@ -109,11 +114,13 @@ class Journal(Protocol):
         now: float,
         state: str = SubtaskState.ACCEPTED,
         finish: Finish | None = None,
+        retry_failed: bool = False,
     ) -> Accepted:
         """Record a received subtask (and, for a rejected request, its end) in one transaction.
 
         ``state`` is the state it starts in: ``accepted`` (waiting to run) or one an executor
-        chose, such as ``running`` when it starts at once.
+        chose, such as ``running`` when it starts at once. With ``retry_failed``, a known
+        subtask that ended ``failed`` is kept under an archive key and this one is new.
         """
 
     async def record_state(self, key: str, state: str, detail: dict[str, Any], now: float) -> None:

@@ -19,6 +19,7 @@ from agent.journal.base import (
     OpenSubtask,
     OutboxItem,
     SubtaskState,
+    archive_key,
 )
 
 
@@ -54,15 +55,18 @@ class MemoryJournal:
         now: float,
         state: str = SubtaskState.ACCEPTED,
         finish: Finish | None = None,
+        retry_failed: bool = False,
     ) -> Accepted:
         """Record a received subtask unless its key is known."""
         known = self._subtasks.get(key)
         if known is not None:
             if known.finished_at is None:
                 return Accepted(AcceptOutcome.IN_PROGRESS, known.state, [])
-            return Accepted(
-                AcceptOutcome.FINISHED, known.state, self._enqueue(agent_id, known.replies)
-            )
+            if not (retry_failed and known.state == SubtaskState.FAILED):
+                return Accepted(
+                    AcceptOutcome.FINISHED, known.state, self._enqueue(agent_id, known.replies)
+                )
+            self._subtasks[archive_key(key, known.finished_at)] = self._subtasks.pop(key)
         self._subtasks[key] = _Subtask(agent_id, kind, state, request, now)
         if finish is None:
             return Accepted(AcceptOutcome.NEW, state, [])

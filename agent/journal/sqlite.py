@@ -30,6 +30,7 @@ from agent.journal.base import (
     OpenSubtask,
     OutboxItem,
     SubtaskState,
+    archive_key,
 )
 from agent.journal.schema import migrate
 
@@ -233,24 +234,28 @@ class SqliteJournal:
         now: float,
         state: str = SubtaskState.ACCEPTED,
         finish: Finish | None = None,
+        retry_failed: bool = False,
     ) -> Accepted:
         """Record a received subtask unless its key is known; a finished one is answered again."""
+        insert = (
+            "INSERT INTO subtasks (key, agent_id, device_id, kind, state, request,"
+            " received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        row = (key, agent_id, device_id, kind, state, request, now, now)
 
         def op(conn: sqlite3.Connection) -> Accepted:
-            inserted = conn.execute(
-                "INSERT INTO subtasks (key, agent_id, device_id, kind, state, request,"
-                " received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (key) DO NOTHING",
-                (key, agent_id, device_id, kind, state, request, now, now),
-            ).rowcount
+            inserted = conn.execute(f"{insert} ON CONFLICT (key) DO NOTHING", row).rowcount
             if not inserted:
                 known_state, finished_at = conn.execute(
                     "SELECT state, finished_at FROM subtasks WHERE key = ?", (key,)
                 ).fetchone()
                 if finished_at is None:
                     return Accepted(AcceptOutcome.IN_PROGRESS, known_state, [])
-                requeued = _requeue(conn, agent_id, key, now)
-                return Accepted(AcceptOutcome.FINISHED, known_state, requeued)
+                if not (retry_failed and known_state == SubtaskState.FAILED):
+                    requeued = _requeue(conn, agent_id, key, now)
+                    return Accepted(AcceptOutcome.FINISHED, known_state, requeued)
+                _archive(conn, key, archive_key(key, finished_at))
+                conn.execute(insert, row)
             if finish is None:
                 return Accepted(AcceptOutcome.NEW, state, [])
             items = _finish(conn, agent_id, key, finish, now)
@@ -420,6 +425,20 @@ def _enqueue(
         assert row_id is not None  # noqa: S101 - an INSERT always sets it
         items.append(OutboxItem(row_id, publish.topic, publish.payload, publish.qos))
     return items
+
+
+def _archive(conn: sqlite3.Connection, key: str, archived: str) -> None:
+    """Move a finished subtask, its replies and outbox rows to ``archived``."""
+    conn.execute(
+        "INSERT INTO subtasks (key, agent_id, device_id, kind, state, request, detail, result,"
+        " received_at, updated_at, finished_at) SELECT ?, agent_id, device_id, kind, state,"
+        " request, detail, result, received_at, updated_at, finished_at"
+        " FROM subtasks WHERE key = ?",
+        (archived, key),
+    )
+    conn.execute("UPDATE replies SET subtask_key = ? WHERE subtask_key = ?", (archived, key))
+    conn.execute("UPDATE outbox SET subtask_key = ? WHERE subtask_key = ?", (archived, key))
+    conn.execute("DELETE FROM subtasks WHERE key = ?", (key,))
 
 
 def _requeue(conn: sqlite3.Connection, agent_id: str, key: str, now: float) -> list[OutboxItem]:

@@ -142,7 +142,10 @@ class Dispatcher:
             # A broker redelivery (DUP) reuses the original packet id, so ``hash/packet-id``
             # finds the first delivery of a message that has no id of its own.
             subtask = subtask.model_copy(update={"key": f"{subtask.key}/{message.mid}"})
-        accepted, holding_slot = await self._journal_new(subtask, received_at)
+        # Work named by its content may be asked for again after it failed; a broker
+        # redelivery (DUP) of the first push is the same request, not a new one.
+        retry_failed = getattr(subtask, "dedupe", "id") == "work" and not message.dup
+        accepted, holding_slot = await self._journal_new(subtask, received_at, retry_failed)
         if accepted.outcome is not AcceptOutcome.NEW and content_keyed and not message.dup:
             # The same content again, not a redelivery: a message of its own.
             subtask = subtask.model_copy(update={"key": f"{subtask.key}/{uuid.uuid4().hex}"})
@@ -160,7 +163,9 @@ class Dispatcher:
         )
         self._outbox.submit(accepted.requeued)
 
-    async def _journal_new(self, subtask: Subtask, received_at: float) -> tuple[Accepted, bool]:
+    async def _journal_new(
+        self, subtask: Subtask, received_at: float, retry_failed: bool = False
+    ) -> tuple[Accepted, bool]:
         """Journal a subtask, taking an execution slot if one is free.
 
         With a slot, it is journaled as running in the same transaction (one fsync); without,
@@ -180,6 +185,7 @@ class Dispatcher:
                 request=SUBTASK.dump_json(subtask).decode(),
                 now=received_at,
                 state=RUNNING if holding_slot else SubtaskState.ACCEPTED,
+                retry_failed=retry_failed,
             )
         except BaseException:
             if holding_slot:

@@ -22,6 +22,7 @@ import stat
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ from agent.runtime.files import write_atomically
 
 REQUESTS = "install-requests"
 RESULTS = "install-results"
-PHASES = frozenset({"install", "confirm", "rollback"})
+# Phases answered by the operator's hooks, and those built in (the agent updating itself,
+# :mod:`agent.runtime.self_install`).
+HOOK_PHASES = frozenset({"install", "confirm", "rollback"})
+SELF_PHASES = frozenset({"self-install", "self-confirm"})
+PHASES = HOOK_PHASES | SELF_PHASES
 # Exit status for a request the helper refused (matches the script installer's "unsupported").
 REFUSED = 8
 # Exit status when no answer came in time.
@@ -62,7 +67,13 @@ def sha256_of(path: Path) -> str:
 
 
 def request(
-    phase: str, image: Path, version: str, *, base: Path, timeout_s: float, poll_s: float = 0.2
+    phase: str,
+    image: Path,
+    version: str,
+    *,
+    base: Path,
+    timeout_s: float,
+    poll_s: float = 0.2,
 ) -> Answer:
     """Ask the privileged helper to run ``phase`` for ``image``; wait for its answer.
 
@@ -70,30 +81,67 @@ def request(
     reason (``CANNOT_ASK``), never an exception.
     """
     ident = uuid.uuid4().hex
+    refused = submit(phase, image, version, base=base, ident=ident)
+    if refused is not None:
+        return refused
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        answer = collect(base, ident)
+        if answer is not None:
+            return answer
+        time.sleep(poll_s)
+    return withdraw(base, ident, timeout_s)
+
+
+def submit(
+    phase: str,
+    image: Path,
+    version: str,
+    *,
+    base: Path,
+    ident: str,
+    confirm_timeout_s: float | None = None,
+) -> Answer | None:
+    """Write request ``ident`` for the privileged helper; an answer only when that fails.
+
+    The self-update names its request by its handover id, so asking again after a restart gets
+    root's answer to the same handover rather than a second install.
+    """
     try:
-        body = {
+        body: dict[str, Any] = {
             "id": ident,
             "phase": phase,
             "image": str(image.resolve()),
             "sha256": sha256_of(image),
             "version": version,
         }
+        if confirm_timeout_s is not None:
+            body["confirm_timeout_s"] = confirm_timeout_s
         (base / REQUESTS).mkdir(parents=True, exist_ok=True)
         write_atomically(base / REQUESTS / f"{ident}.json", json.dumps(body).encode())
     except OSError as exc:
         return Answer(CANNOT_ASK, _cannot(exc, "hand the request to the privileged installer"))
+    return None
+
+
+def collect(base: Path, ident: str) -> Answer | None:
+    """The answer to request ``ident`` (removed once read), None while there is none."""
     answer_path = base / RESULTS / f"{ident}.json"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if answer_path.exists():
-            try:
-                data = json.loads(answer_path.read_text())
-            except OSError as exc:
-                return Answer(CANNOT_ASK, _cannot(exc, "read the privileged installer's answer"))
-            with contextlib.suppress(OSError):
-                answer_path.unlink()
-            return Answer(int(data["exit_code"]), str(data.get("detail", "")))
-        time.sleep(poll_s)
+    if not answer_path.exists():
+        return None
+    try:
+        data = json.loads(answer_path.read_text())
+    except OSError as exc:
+        return Answer(CANNOT_ASK, _cannot(exc, "read the privileged installer's answer"))
+    except ValueError:
+        return None  # not complete yet (answers are written atomically; a stray file)
+    with contextlib.suppress(OSError):
+        answer_path.unlink()
+    return Answer(int(data["exit_code"]), str(data.get("detail", "")))
+
+
+def withdraw(base: Path, ident: str, timeout_s: float) -> Answer:
+    """Take back an unanswered request; the answer to give the asker."""
     with contextlib.suppress(OSError):
         (base / REQUESTS / f"{ident}.json").unlink()
     return Answer(NO_ANSWER, f"no answer from the privileged installer within {timeout_s} s")
@@ -139,6 +187,9 @@ def check_request(raw: bytes, *, base: Path) -> tuple[dict[str, Any] | None, str
         return None, "image is not a file inside the agent's state directory"
     if sha256_of(real) != body["sha256"]:
         return None, "image does not match its sha256"
+    timeout = body.get("confirm_timeout_s")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)):
+        return None, "confirm_timeout_s is not a number"
     body["image"] = str(real)
     return body, ""
 
@@ -156,8 +207,21 @@ def hook_problem(hook: Path) -> str | None:
     return None
 
 
-def serve_pending(base: Path, hooks: Path, *, timeout_s: float = 1800.0) -> list[Answer]:
-    """Answer every waiting request once (the path unit runs this when requests appear)."""
+Builtin = Callable[[dict[str, Any]], Answer]
+
+
+def serve_pending(
+    base: Path,
+    hooks: Path,
+    *,
+    timeout_s: float = 1800.0,
+    builtin: Mapping[str, Builtin] | None = None,
+) -> list[Answer]:
+    """Answer every waiting request once (the path unit runs this when requests appear).
+
+    Hook phases run the operator's hook; ``builtin`` answers the self-update phases.
+    """
+    builtin = builtin or {}
     answers = []
     requests = base / REQUESTS
     (base / RESULTS).mkdir(parents=True, exist_ok=True)
@@ -173,6 +237,13 @@ def serve_pending(base: Path, hooks: Path, *, timeout_s: float = 1800.0) -> list
         body, refusal = check_request(raw, base=base)
         if body is None or body["id"] != ident:
             answer = Answer(REFUSED, refusal or "id does not match the file name")
+        elif body["phase"] in SELF_PHASES:
+            handler = builtin.get(body["phase"])
+            answer = (
+                handler(body)
+                if handler is not None
+                else Answer(REFUSED, f"{body['phase']} is not served here")
+            )
         else:
             answer = _run_hook(hooks / body["phase"], body, timeout_s)
         if _ID.fullmatch(ident):

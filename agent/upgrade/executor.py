@@ -40,6 +40,7 @@ from agent.runtime.logging import redactor
 from agent.upgrade import machine
 from agent.upgrade.child_steps import CHILD_STEPS
 from agent.upgrade.installers.base import Installer
+from agent.upgrade.installers.self_update import SelfUpdater
 from agent.upgrade.packages import PackageCache
 from agent.upgrade.progress import ProgressReporter, RateLimiter
 from agent.upgrade.steps import DEVICE_STEPS, UNKNOWN_VERSION, Parts, Run, rolled_back_report
@@ -78,6 +79,7 @@ class UpgradeExecutor:
         early_progress: bool = False,
         log: Any,
         clock: Any = time.time,
+        self_update: SelfUpdater | None = None,
     ) -> None:
         self.agent_id = agent_id
         self.settings = settings
@@ -108,7 +110,13 @@ class UpgradeExecutor:
             tasks=tasks,
             clock=clock,
             child_slots=asyncio.Semaphore(settings.install_concurrency),
+            self_update=self_update,
         )
+
+    def on_ready(self) -> None:
+        """The daemon has sent READY=1: a restarted agent may now confirm its own update."""
+        if self._parts.self_update is not None:
+            self._parts.self_update.ready.set()
 
     # -- the executor contract --------------------------------------------------------------
 

@@ -25,8 +25,10 @@ from agent.gateway.registry import ChildRegistry
 from agent.gateway.tasks import TaskGroups
 from agent.journal.base import Journal
 from agent.pipeline.executor import Context
+from agent.runtime import failpoints
 from agent.upgrade import machine
 from agent.upgrade.installers.base import Installer, InstallJob
+from agent.upgrade.installers.self_update import SelfUpdater
 from agent.upgrade.packages import PackageCache, package_id
 from agent.upgrade.progress import ProgressReporter
 from agent.upgrade.urls import check_url, redact_url
@@ -70,6 +72,14 @@ class Parts:
     tasks: TaskGroups | None
     clock: Callable[[], float] = time.time
     child_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
+    # Installs a device-agent package through root (None: such a package is like any other).
+    self_update: SelfUpdater | None = None
+
+    def installer_for(self, run: Run) -> Installer:
+        """The self-updater once the upgrade was handed over as one, else the configured one."""
+        if self.self_update is not None and "self_update" in run.detail:
+            return self.self_update
+        return self.installer
 
     async def versions_of(self, device_id: str) -> dict[str, str | None]:
         """What a device runs: the child adapter's answer, else recorded or configured values.
@@ -193,26 +203,40 @@ async def verifying(parts: Parts, run: Run) -> str:
 async def installing(parts: Parts, run: Run) -> str:
     """The installer puts the verified image in place (not yet active)."""
     await parts.ensure_verified(run)
+    updater = parts.self_update
+    if updater is not None and "self_update" not in run.detail and updater.owns(parts.job(run)):
+        plan = updater.plan(parts.job(run))
+        run.detail["self_update"] = plan
+        run.detail["previous_version"] = plan["previous_version"]
+        # Journaled before the handover: the restarted agent and a rollback start from this.
+        await parts.journal.record_state(
+            run.request.key, machine.INSTALLING, run.detail, parts.clock()
+        )
+        run.ctx.log.info("upgrade.self.planned", **plan)
+        failpoints.hit("upgrade.self.planned")
 
     async def progress(percent: int) -> None:
         await run.reporter.update(machine.INSTALLING, percent)
 
-    await parts.installer.install(parts.job(run), run.detail, progress)
+    await parts.installer_for(run).install(parts.job(run), run.detail, progress)
     return "installed"
 
 
 async def activating(parts: Parts, run: Run) -> str:
     """The installed image becomes the one that runs (now, or after a reboot)."""
-    needs_reboot = await parts.installer.activate(parts.job(run), run.detail)
+    needs_reboot = await parts.installer_for(run).activate(parts.job(run), run.detail)
     return "needs_reboot" if needs_reboot else "active"
 
 
 async def rebooting(parts: Parts, run: Run) -> str:
     """Ask for the reboot; the next process finds the device rebooted."""
-    if parts.installer.rebooted(run.detail):
+    installer = parts.installer_for(run)
+    if installer.rebooted(run.detail):
         return "rebooted"
     run.ctx.log.info("upgrade.reboot_requested")
-    await parts.installer.reboot(parts.job(run), run.detail)
+    await installer.reboot(parts.job(run), run.detail)
+    if installer.rebooted(run.detail):
+        return "rebooted"  # a self-update that root rolled back before any restart
     # The reboot ends this process; until then there is nothing more to do.
     await asyncio.Event().wait()
     return "rebooted"  # pragma: no cover - never reached
@@ -220,23 +244,24 @@ async def rebooting(parts: Parts, run: Run) -> str:
 
 async def confirming(parts: Parts, run: Run) -> str:
     """The new version works (or it does not, and is rolled back)."""
-    confirmed = await parts.installer.confirm(parts.job(run), run.detail)
+    confirmed = await parts.installer_for(run).confirm(parts.job(run), run.detail)
     return "confirmed" if confirmed else "not_confirmed"
 
 
 def rolled_back_report(run: Run) -> UpgradeProgress:
     """The final report of an upgrade rolled back to the previous version."""
     previous = run.detail.get("previous_version") or UNKNOWN_VERSION
-    return run.reporter.final(
-        UpgradeStatus.ROLLED_BACK,
-        f"version {run.request.version} did not confirm; rolled back to {previous}",
-        version=previous,
+    # The self-update's reason comes from root's verdict (what happened and what is back).
+    reason = run.detail.get("rollback_reason") or (
+        f"version {run.request.version} did not confirm; rolled back to {previous}"
     )
+    return run.reporter.final(UpgradeStatus.ROLLED_BACK, reason[:256], version=previous)
 
 
 async def rolling_back(parts: Parts, run: Run) -> str:
     """The previous version back in place (rebooting into it if that is what it takes)."""
-    needs_reboot = await parts.installer.rollback(parts.job(run), run.detail)
+    installer = parts.installer_for(run)
+    needs_reboot = await installer.rollback(parts.job(run), run.detail)
     if not needs_reboot:
         return "restored"
     if not run.detail.get("rollback_reported"):
@@ -249,7 +274,7 @@ async def rolling_back(parts: Parts, run: Run) -> str:
             run.request.key, machine.ROLLING_BACK, run.detail, parts.clock()
         )
     with contextlib.suppress(UpgradeFailed):
-        await parts.installer.reboot(parts.job(run), run.detail)
+        await installer.reboot(parts.job(run), run.detail)
     return "restored"
 
 

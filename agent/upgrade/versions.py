@@ -2,7 +2,8 @@
 
 Versions start from the configuration (and, for children, what the platform or the
 configuration said about them) and are updated in the journal when an upgrade succeeds, so
-they survive restarts. An installer that knows better (the A/B slot state) is asked first.
+they survive restarts. What knows better is asked first: the A/B slot state for the firmware,
+and for the software, when the agent updates itself, the running agent's own version.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ class VersionStore:
         firmware: str,
         software: str,
         firmware_probe: Callable[[], str | None] | None = None,
+        software_probe: Callable[[], str | None] | None = None,
     ) -> None:
         self._journal = journal
         self._agent_id = agent_id
         self._initial = {"firmware": firmware, "software": software}
-        self._probe = firmware_probe
+        self._probes = {"firmware": firmware_probe, "software": software_probe}
         self._defaults: dict[str, dict[str, str]] = {}
 
     def set_default(self, device_id: str, firmware: str | None, software: str | None) -> None:
@@ -61,10 +63,10 @@ class VersionStore:
         if device_id == self._agent_id:
             base: dict[str, str | None] = dict(self._initial)
             base.update(recorded)
-            if self._probe is not None:
-                probed = self._probe()
+            for name, probe in self._probes.items():
+                probed = probe() if probe is not None else None
                 if probed is not None:
-                    base["firmware"] = probed
+                    base[name] = probed
             return base
         result: dict[str, str | None] = {"firmware": None, "software": None}
         result.update(self._defaults.get(device_id, {}))

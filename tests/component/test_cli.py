@@ -198,7 +198,7 @@ def test_a_simulator_command_without_the_sim_extra_names_the_install_and_exits_2
 
 
 def test_the_help_lists_every_command_and_a_simulator_command_has_its_own_help() -> None:
-    """``--help`` names all eight commands; ``simulate --help`` is the simulator's own."""
+    """``--help`` names all nine commands; ``simulate --help`` is the simulator's own."""
     overview = _cli("--help")
     simulate = _cli("simulate", "--help")
 
@@ -208,6 +208,7 @@ def test_the_help_lists_every_command_and_a_simulator_command_has_its_own_help()
         "status",
         "privileged-request",
         "privileged-serve",
+        "privileged-keep",
         "demo",
         "simulate",
         "emulator",

@@ -50,6 +50,7 @@ class Rig:
     outbox: Outbox
     commands: ScriptedExecutor
     messages: ScriptedExecutor
+    upgrades: ScriptedExecutor
     dispatcher: Dispatcher
     log: LogRecorder
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -60,6 +61,21 @@ class Rig:
 
     def message(self, payload: bytes, mid: int, *, dup: bool = False) -> None:
         self.dispatcher.receive(inbound(f"{SYS}messages/down", payload, mid, dup=dup))
+
+    def upgrade(self, mid: int, *, event_time: str, dup: bool = False) -> None:
+        """The platform's firmware offer: no ``event_id``, a new time and token per push."""
+        paras = {
+            "version": "2.0",
+            "url": "https://packages.example/fw-2.0.bin",
+            "file_size": 10,
+            "access_token": f"token-{event_time}",
+            "expires": 86400,
+            "sign": "a" * 64,
+        }
+        service = {"service_id": "$ota", "event_type": "firmware_upgrade", "paras": paras}
+        body = {"object_device_id": DEVICE, "services": [{**service, "event_time": event_time}]}
+        payload = json.dumps(body).encode()
+        self.dispatcher.receive(inbound(f"{SYS}events/down", payload, mid, dup=dup))
 
     def acked(self) -> list[int]:
         return [m.mid for m in self.transport.acked]
@@ -94,9 +110,11 @@ async def _make_rig() -> AsyncIterator[RigFactory]:
         profile = HuaweiIotdaProfile(DEVICE)
         commands = ScriptedExecutor(hold_all=hold, crash=crash)
         messages = ScriptedExecutor(hold_all=hold)
+        upgrades = ScriptedExecutor(hold_all=hold)
         executors: dict[str, Executor] = {
             "command": commands,
             "message": messages,
+            "upgrade": upgrades,
             "unsupported": UnsupportedExecutor(),
         }
         uplink = Uplink(
@@ -120,7 +138,7 @@ async def _make_rig() -> AsyncIterator[RigFactory]:
             log=log,
             clock=lambda: 1000.0 + next(ticks),  # every reading differs
         )
-        rig = Rig(controlled, transport, outbox, commands, messages, dispatcher, log)
+        rig = Rig(controlled, transport, outbox, commands, messages, upgrades, dispatcher, log)
         if start:
             loop = asyncio.get_running_loop()
             rig.tasks = [loop.create_task(dispatcher.run()), loop.create_task(outbox.run())]
@@ -254,6 +272,40 @@ async def test_content_keyed_messages_use_the_dup_flag_to_spot_redeliveries(
     assert executed_after_redelivery == 1
     assert len(set(rig.messages.keys())) == 3
     assert rig.acked() == [5, 5, 6, 5]
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_an_upgrade_offer_without_id_runs_again_only_after_it_failed(
+    make_rig: RigFactory, tmp_path: Path, backend: str
+) -> None:
+    """An offer without an id runs again only after it failed, and never on a DUP.
+
+    Such offers are keyed by the work they name: a re-push of a success is answered from the
+    journal; after a failure, a fresh push (a retried subtask, a new task) runs again, while
+    the broker's redelivery (DUP) of that push is still the same request.
+    """
+    journal = MemoryJournal() if backend == "memory" else await SqliteJournal.open(tmp_path / "j")
+    rig = await make_rig(journal=journal)
+    rig.upgrades.succeed = False
+    rig.upgrade(1, event_time="20261203T080000Z")
+    await until(lambda: rig.dispatcher.in_flight == 0 and len(rig.acked()) == 1, "failed")
+
+    rig.upgrades.succeed = True
+    rig.upgrade(2, event_time="20261203T090000Z")  # the platform asks again
+    await until(lambda: len(rig.upgrades.executions) == 2, "run again")
+    await until(lambda: rig.dispatcher.in_flight == 0 and len(rig.acked()) == 2, "succeeded")
+    rig.upgrade(2, event_time="20261203T090000Z", dup=True)  # the broker resends that push
+    rig.upgrade(3, event_time="20261203T100000Z")  # re-pushed after a reconnect
+    await until(lambda: len(rig.acked()) == 4, "all acknowledged")
+    await until(lambda: rig.dispatcher.in_flight == 0, "done")
+
+    assert len(rig.upgrades.executions) == 2
+    first, second = rig.upgrades.keys()
+    assert first == second  # the same work, asked for twice
+    repeats = rig.log.events("subtask.duplicate")
+    assert [(r["state"], r["answered_again"]) for r in repeats] == [(SubtaskState.SUCCEEDED, 0)] * 2
+    if isinstance(journal, SqliteJournal):
+        await journal.close()
 
 
 async def test_a_dup_redelivery_of_a_message_never_journaled_is_executed(

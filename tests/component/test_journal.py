@@ -12,6 +12,7 @@ import stat
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,6 +109,46 @@ async def test_finish_queues_the_replies_and_a_repeat_gets_them_again(journal: J
     assert repeat.state == SubtaskState.SUCCEEDED
     assert [(i.topic, i.payload) for i in repeat.requeued] == [(i.topic, i.payload) for i in items]
     assert {i.id for i in repeat.requeued}.isdisjoint({i.id for i in items})
+
+
+async def test_retry_failed_reopens_only_work_that_failed(journal: Journal) -> None:
+    """With ``retry_failed``, only a failed key is accepted anew, with nothing requeued.
+
+    The failed attempt is archived; a succeeded or running key is a repeat as before, and the
+    new attempt is what the key names from then on.
+    """
+
+    async def again(key: str, now: float) -> Any:
+        return await journal.accept(
+            AGENT,
+            key=key,
+            device_id="dev",
+            kind="upgrade",
+            request="{}",
+            now=now,
+            retry_failed=True,
+        )
+
+    await _accept(journal, "failed")
+    await journal.finish(AGENT, "failed", _done(_reply(1), state=SubtaskState.FAILED), now=2.0)
+    await _accept(journal, "ok")
+    await journal.finish(AGENT, "ok", _done(_reply(2)), now=2.0)
+    await _accept(journal, "open")
+
+    retried = await again("failed", 3.0)
+    repeated = await again("ok", 3.0)
+    running = await again("open", 3.0)
+    while_retrying = await again("failed", 4.0)
+    await journal.finish(AGENT, "failed", _done(_reply(3)), now=5.0)
+    after_success = await again("failed", 6.0)
+
+    assert (retried.outcome, retried.requeued) == (AcceptOutcome.NEW, [])
+    assert repeated.outcome is AcceptOutcome.FINISHED
+    assert [i.payload for i in repeated.requeued] == [_reply(2).payload]
+    assert running.outcome is AcceptOutcome.IN_PROGRESS
+    assert while_retrying.outcome is AcceptOutcome.IN_PROGRESS
+    assert after_success.outcome is AcceptOutcome.FINISHED
+    assert [i.payload for i in after_success.requeued] == [_reply(3).payload]
 
 
 async def test_accept_with_finish_records_a_rejection_in_one_step(journal: Journal) -> None:

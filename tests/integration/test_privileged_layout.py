@@ -52,11 +52,15 @@ def _apply_tmpfiles(root: Path) -> Path:
             continue
         kind, path, mode, owner, group, _age = line.split()
         assert kind == "d", line
-        assert (owner, group) == ("device-agent", "device-agent"), line
         target = root / path.lstrip("/")
         target.mkdir(parents=True, exist_ok=True)
-        os.chown(target, user.pw_uid, user.pw_gid)
         target.chmod(int(mode, 8))
+        if path == STATE or path.startswith(STATE + "/"):
+            assert (owner, group) == ("device-agent", "device-agent"), line
+            os.chown(target, user.pw_uid, user.pw_gid)
+        else:
+            # Root's own (the self-update's record and kept packages): never the agent's.
+            assert (owner, group, mode) == ("root", "root", "0700"), line
     return root / STATE.lstrip("/")
 
 

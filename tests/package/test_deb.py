@@ -111,6 +111,9 @@ def test_installing_creates_the_user_and_its_directories(installed: ScratchRoot)
         "device-agent",
         "device-agent",
     )
+    # Root's own directory for the self-update's record and kept packages.
+    info = (installed / "/var/lib/device-agent-installer").stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o700)
     _, group, mode = installed.owner("/etc/device-agent/agent.toml")
     assert (group, mode) == ("device-agent", 0o640)
     assert installed.owner("/etc/device-agent")[1:] == ("device-agent", 0o750)

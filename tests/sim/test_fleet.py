@@ -242,3 +242,25 @@ command_name = "PING"
                     process.wait(5)
             if process.stdout is not None:
                 process.stdout.close()
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+async def test_the_bundled_upgrade_rollout_passes_and_retried_upgrades_run_again(
+    tmp_path: Path,
+) -> None:
+    """The upgrade scenario meets its goals, and every retry of a failed install runs.
+
+    The platform's offer has no id, so only the earlier failure tells a retry from a re-push.
+    """
+    scenario = load_scenario(REPO / "config" / "scenarios" / "upgrades.toml")
+    report = await run_scenario(scenario, RunOptions(workdir=tmp_path, progress=False))
+
+    assert report["verdict"]["passed"], report["verdict"]
+    _check_every_task_ended_with_exact_counts(report)
+    assert report["executions"]["repeated"] == []
+    upgrades = [t for t in report["tasks"] if "firmware" in t["name"] or "software" in t["name"]]
+    firmware = next(t for t in upgrades if t["name"] == "meters: firmware")
+    assert firmware["attempts"] > firmware["task_progress"]["total"]  # some were retried
+    # Every attempt the platform made was executed once: retries too.
+    assert report["executions"]["by_kind"]["upgrade"] == sum(t["attempts"] for t in upgrades)

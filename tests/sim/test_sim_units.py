@@ -18,6 +18,7 @@ from agent.sim.emulator.dispatch_huawei import HuaweiReader
 from agent.sim.emulator.namefilter import NameFilter
 from agent.sim.errors import RequestInvalid
 from agent.sim.fleet.layout import build_layout, parse_shard, shard
+from agent.sim.fleet.runner import Executions
 from agent.sim.fleet.spec import CohortSpec, FleetSpec, load_scenario
 from tests.support.agents import REPO
 
@@ -189,3 +190,15 @@ def test_emulator_credentials_come_from_flag_file_or_environment(
     missing = parser.parse_args([*base, "--huawei-sk-file", str(tmp_path / "none")])
     with pytest.raises(ConfigError, match="--huawei-sk-file"):
         credential(missing, "huawei-sk")
+
+
+def test_executions_count_a_retry_after_failure_as_an_attempt_not_a_repeat() -> None:
+    """The same key run again after it failed is a new attempt; run twice otherwise, a repeat."""
+    executions = Executions()
+    executions.counts["retried"] += 1
+    executions.failed("retried")
+    executions.counts["retried"] += 1
+    executions.counts["twice"] += 2
+
+    assert executions.total == 4
+    assert executions.repeated() == ["twice"]

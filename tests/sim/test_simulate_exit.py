@@ -155,10 +155,12 @@ def test_an_expectation_must_say_something() -> None:
 
 def _line_with(stream: IO[str], text: str) -> str:
     """Read lines until one contains ``text`` (the caller's watchdog bounds the wait)."""
+    seen = []
     while line := stream.readline():
         if text in line:
             return line
-    raise AssertionError(f"the output ended without {text!r}")
+        seen.append(line)
+    raise AssertionError(f"the output ended without {text!r}; it said:\n{''.join(seen)}")
 
 
 def test_console_keeps_the_emulator_up_after_the_run_until_ctrl_c(tmp_path: Path) -> None:

@@ -8,11 +8,13 @@ package's dependencies, so dpkg checks them for real.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,28 @@ def _name(table: Path, ident: int) -> str:
         if len(parts) > 2 and parts[2] == str(ident):
             return parts[0]
     return str(ident)
+
+
+def make_deb(path: Path, package: str, version: str) -> Path:
+    """A minimal Debian package (ar: debian-binary, control.tar.gz, data.tar.gz)."""
+
+    def tar_with(name: str, data: bytes) -> bytes:
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w:gz") as tar:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    control = f"Package: {package}\nVersion: {version}\nArchitecture: all\n".encode()
+    members = [
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.gz", tar_with("./control", control)),
+        ("data.tar.gz", tar_with("./payload", version.encode())),
+    ]
+    blob = b"!<arch>\n"
+    for name, data in members:
+        header = f"{name:<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n".encode()
+        blob += header + data + (b"\n" if len(data) % 2 else b"")
+    path.write_bytes(blob)
+    return path

@@ -169,6 +169,7 @@ class ControlledJournal:
         now: float,
         state: str = SubtaskState.ACCEPTED,
         finish: Finish | None = None,
+        retry_failed: bool = False,
     ) -> Accepted:
         """Pass through, after any gate for the key, unless it is marked to fail."""
         self.entered_keys.append(key)
@@ -186,6 +187,7 @@ class ControlledJournal:
             now=now,
             state=state,
             finish=finish,
+            retry_failed=retry_failed,
         )
         self.accepted_keys.append(key)
         return accepted
@@ -259,6 +261,7 @@ class ScriptedExecutor:
 
     def __init__(self, *, hold_all: bool = False, crash: Exception | None = None) -> None:
         self.crash = crash  # raised from every execution, as a buggy executor would
+        self.succeed = True  # False: every execution ends failed
         self.executions: list[Execution] = []
         self.recoveries: list[tuple[str, str]] = []
         self.cancelled: list[str] = []
@@ -289,6 +292,8 @@ class ScriptedExecutor:
             except asyncio.CancelledError:
                 self.cancelled.append(subtask.key)
                 raise
+        if not self.succeed:
+            return _answer(subtask, ResultCode.HANDLER_FAILED, "failed")
         return _answer(subtask, ResultCode.SUCCESS, "done")
 
     async def recover(self, subtask: Subtask, state: str, ctx: Context) -> Outcome:

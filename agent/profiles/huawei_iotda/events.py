@@ -48,6 +48,12 @@ _UPGRADE_EVENTS: dict[str, UpgradeTarget] = {
     "firmware_upgrade_v2": "firmware",
     "software_upgrade_v2": "software",
 }
+_CHILD_NOTIFICATIONS = frozenset({"add_sub_device_notify", "delete_sub_device_notify"})
+# Every event this codec acts on, per service (docs/downlinks.md has an example of each).
+HANDLED_EVENTS: dict[str, frozenset[str]] = {
+    OTA: frozenset({"version_query", *_UPGRADE_EVENTS}),
+    SUB_DEVICE_MANAGER: _CHILD_NOTIFICATIONS | children.MANAGE_ANSWERS | children.STATUS_ANSWERS,
+}
 _EVENT_ID = re.compile(r"^[A-Za-z0-9_\-.:]{1,128}$")
 _SHA256_HEX = re.compile(r"^[0-9A-Fa-f]{64}$")
 _VERSION = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
@@ -107,6 +113,8 @@ class EventCodec:
 
     def _decode_service(self, service: wire.EventService, target: str) -> Subtask | str | None:
         """The subtask an entry asks for; a note for one that needs none; None if unhandled."""
+        if service.event_type not in HANDLED_EVENTS.get(service.service_id, ()):
+            return None
         ident = self._ident(service, target)
         if service.service_id == OTA:
             if service.event_type == "version_query":
@@ -120,7 +128,7 @@ class EventCodec:
         return None
 
     def _sub_device_manager(self, service: wire.EventService, ident: str) -> Subtask | str | None:
-        if service.event_type in ("add_sub_device_notify", "delete_sub_device_notify"):
+        if service.event_type in _CHILD_NOTIFICATIONS:
             return self._children(service, ident)
         if service.event_type in children.MANAGE_ANSWERS:
             key = self._key("children", self.device_id, ident)
@@ -167,6 +175,7 @@ class EventCodec:
             task_id=paras.task_id or None,
             sub_device_count=paras.sub_device_count,
             task_ext_info=_ext_info(paras.task_ext_info),
+            dedupe="id" if _platform_event_id(service) else "work",
         )
 
     def _children(self, service: wire.EventService, ident: str) -> ChildrenChanged:
@@ -197,8 +206,8 @@ class EventCodec:
         )
 
     def _ident(self, service: wire.EventService, target: str) -> str:
-        if service.event_id and _EVENT_ID.fullmatch(service.event_id):
-            return service.event_id
+        if event_id := _platform_event_id(service):
+            return event_id
         if service.service_id == OTA and service.event_type in _UPGRADE_EVENTS:
             return _upgrade_ident(service, target)
         canonical = json.dumps(
@@ -258,6 +267,13 @@ def _event(object_device_id: str, service_id: str, event_type: str, paras: dict[
             "services": [{"service_id": service_id, "event_type": event_type, "paras": paras}],
         }
     )
+
+
+def _platform_event_id(service: wire.EventService) -> str | None:
+    """The entry's ``event_id`` when it is usable as a key."""
+    if service.event_id and _EVENT_ID.fullmatch(service.event_id):
+        return service.event_id
+    return None
 
 
 def _upgrade_ident(service: wire.EventService, target: str) -> str:

@@ -51,6 +51,8 @@ NAME = "tencent-iothub"
 # 产品限制: "最大发布消息大小 16KB"; larger publications are refused by the broker.
 MAX_PUBLISH_BYTES = 16 * 1024
 VERSION_CONFLICT = 5005
+# The shadow result topic's message types (docs/downlinks.md has an example of each).
+SHADOW_TYPES = frozenset({"delta", "get", "update", "delete"})
 
 
 class TencentIothubProfile:
@@ -170,15 +172,15 @@ class TencentIothubProfile:
             # The version is readable: the refusal can be reported in the shadow.
             key = self._shadow_key(version, payload)
             raise self._rejection(key, version, exc.reason) from exc
+        if body.type not in SHADOW_TYPES:
+            raise RemoteProtocolError(f"shadow message of unknown type {body.type[:32]!r}")
         if body.type == "delta":
             return self._decode_delta(body, payload)
         if body.type == "get":
             return self._decode_get_reply(body, payload)
         if body.type == "update":
             return self._decode_update_reply(body, payload)
-        if body.type == "delete":
-            return Ignored(reason="shadow delete replies need no work")
-        raise RemoteProtocolError(f"shadow message of unknown type {body.type[:32]!r}")
+        return Ignored(reason="shadow delete replies need no work")
 
     def _decode_delta(self, body: wire.ShadowDown, payload: bytes) -> Inbound:
         version = body.payload.version if body.payload else None

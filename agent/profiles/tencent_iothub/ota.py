@@ -71,7 +71,7 @@ _STATES: dict[str, Literal["downloading", "burning", "done", "fail"]] = {
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True, defer_build=True)
 
 
 class UpdateFirmware(_Wire):
@@ -132,6 +132,12 @@ def gateway_subscriptions(product_id: str, device_name: str) -> list[Subscriptio
     return [Subscription(topic_filter=f"$gateway/operation/result/{product_id}/{device_name}")]
 
 
+# The message types each downlink topic carries that this codec acts on (an example of each is
+# in docs/downlinks.md); anything else is ignored with a note.
+OTA_TYPES = frozenset({"update_firmware", "report_version_rsp"})
+GATEWAY_TYPES = frozenset({"bind", "unbind", "describe_sub_devices", "online", "offline"})
+
+
 def decode_ota(
     topic: str, payload: bytes, *, product_id: str, device_name: str, device_id: str
 ) -> Inbound:
@@ -152,10 +158,10 @@ def decode_ota(
     if not isinstance(body, dict):
         raise RemoteProtocolError("OTA message must be a JSON object")
     kind = body.get("type")
+    if kind not in OTA_TYPES:
+        return Ignored(reason=f"OTA message type {str(kind)[:32]!r} is not handled")
     if kind == "report_version_rsp":
         return Ignored(reason=f"version report acknowledged: {body.get('result_code')!r}")
-    if kind != "update_firmware":
-        return Ignored(reason=f"OTA message type {kind!r} is not handled")
     # The key is the payload's digest: a broker redelivery repeats it, while a re-push after a
     # reconnect carries a freshly signed URL and is new work the executor recognises.
     key = (
@@ -211,6 +217,8 @@ def decode_gateway(topic: str, payload: bytes, *, key_prefix: str, device_id: st
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"])
         raise RemoteProtocolError(f"gateway result field {field!r}: {first['msg']}") from exc
+    if result.type not in GATEWAY_TYPES:
+        return Ignored(reason=f"gateway operation {result.type[:32]!r} needs no work")
     devices = result.payload.devices if result.payload else []
     ok = [child_id(d.product_id, d.device_name) for d in devices if d.result in (None, 0)]
     key = f"{key_prefix}/children/{hashlib.sha256(payload).hexdigest()}"
@@ -222,15 +230,14 @@ def decode_gateway(topic: str, payload: bytes, *, key_prefix: str, device_id: st
     if result.type == "describe_sub_devices":
         listed = [ChildInfo(device_id=c, product_id=c.split("/", 1)[0]) for c in ok]
         return ChildrenChanged(key=key, device_id=device_id, added=listed, full=True)
-    if result.type in ("online", "offline"):
-        refused = [
-            f"{child_id(d.product_id, d.device_name)} ({d.result})"
-            for d in devices
-            if d.result not in (None, 0)
-        ]
-        note = f"; refused for {', '.join(refused)}" if refused else ""
-        return Ignored(reason=f"child {result.type} accepted for {len(ok)}{note}")
-    return Ignored(reason=f"gateway operation {result.type!r} needs no work")
+    # online / offline: acknowledgements
+    refused = [
+        f"{child_id(d.product_id, d.device_name)} ({d.result})"
+        for d in devices
+        if d.result not in (None, 0)
+    ]
+    note = f"; refused for {', '.join(refused)}" if refused else ""
+    return Ignored(reason=f"child {result.type} accepted for {len(ok)}{note}")
 
 
 def encode_status(event: ChildStatusReport, *, product_id: str, device_name: str) -> list[Publish]:

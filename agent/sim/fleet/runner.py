@@ -40,19 +40,28 @@ _DEVICE: TypeAdapter[Any] = TypeAdapter(DeviceIdentity)
 
 
 class Executions:
-    """How often each subtask key was executed (``execute`` calls, not recoveries)."""
+    """How often each subtask key was executed (``execute`` calls, not recoveries).
+
+    An execution that failed ends its key's count: the same work asked for again after a
+    failure (a retried upgrade offer without an id) is a new attempt, not a repeat.
+    """
 
     def __init__(self) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
         self.by_kind: collections.Counter[str] = collections.Counter()
+        self._ended_in_failure = 0
 
     @property
     def total(self) -> int:
         """Executions so far."""
-        return sum(self.counts.values())
+        return sum(self.counts.values()) + self._ended_in_failure
+
+    def failed(self, key: str) -> None:
+        """The latest execution of ``key`` failed: a later one is another attempt."""
+        self._ended_in_failure += self.counts.pop(key, 0)
 
     def repeated(self) -> list[str]:
-        """Keys executed more than once."""
+        """Keys executed more than once without a failure in between."""
         return sorted(key for key, count in self.counts.items() if count > 1)
 
 
@@ -66,7 +75,10 @@ class _Counting:
     async def execute(self, subtask: Subtask, ctx: Context) -> Outcome:
         self._executions.counts[subtask.key] += 1
         self._executions.by_kind[subtask.kind] += 1
-        return await self._inner.execute(subtask, ctx)
+        outcome = await self._inner.execute(subtask, ctx)
+        if not outcome.ok:
+            self._executions.failed(subtask.key)
+        return outcome
 
     async def recover(self, subtask: Subtask, state: str, ctx: Context) -> Outcome:
         return await self._inner.recover(subtask, state, ctx)
