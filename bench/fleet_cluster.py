@@ -161,7 +161,7 @@ def start_shards(
     return processes
 
 
-async def ping_everyone(emulator: Emulator, devices: int) -> dict[str, Any]:
+async def ping_everyone(emulator: Emulator, devices: int, deadline_s: float) -> dict[str, Any]:
     """One createCommands task over every device, timed until every subtask has ended."""
     ids = [f"bench-{i:05d}" for i in range(devices)]
     now = time.time()
@@ -185,7 +185,7 @@ async def ping_everyone(emulator: Emulator, devices: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     await emulator.engine.create(task, ids)
     with contextlib.suppress(TimeoutError):  # reported as it stands: status, counts, errors
-        await asyncio.wait_for(ended.wait(), max(600.0, devices * 0.1))
+        await asyncio.wait_for(ended.wait(), deadline_s)
     elapsed = time.perf_counter() - t0
     return {
         "seconds_to_100": round(elapsed, 2) if ended.is_set() else None,
@@ -324,7 +324,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             ]
             return result
         result["shard_rss_mb_connected"] = [round(rss_kb(p.pid) / 1024, 1) for p in shards]
-        result["createCommands"] = await ping_everyone(emulator, args.devices)
+        result["createCommands"] = await ping_everyone(
+            emulator, args.devices, args.task_deadline_s or max(600.0, args.devices * 0.1)
+        )
         result["shard_rss_mb_peak"] = [round(rss_kb(p.pid, "VmHWM") / 1024, 1) for p in shards]
         result["nats_rss_mb"] = [
             round(rss_kb(cluster.pid(i) or 0) / 1024, 1) for i in range(len(cluster.nodes))
@@ -399,6 +401,12 @@ def main() -> None:
         type=float,
         default=0,
         help="give up (reporting how far the shards got) after this long; 0: devices x 0.5 s",
+    )
+    parser.add_argument(
+        "--task-deadline-s",
+        type=float,
+        default=0,
+        help="report the task as it stands after this long; 0: max(600, devices x 0.1) s",
     )
     parser.add_argument(
         "--workdir", type=Path, help="keep logs and stores here (default: a temp dir)"
