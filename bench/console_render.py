@@ -2,8 +2,9 @@
 
 An emulator without a broker holds one finished task of 20,000 subtasks (every seventh failed);
 Playwright times, three times over, the task page from navigation to its first table page, the
-status filter to failures, and a device filter. Prints milliseconds per step and the page
-weight. Run: ``.venv/bin/python -m bench.console_render``.
+status filter to failures, a device filter, and the device page of a failed subtask (found
+among all tasks' subtasks). Prints milliseconds per step and the page weight.
+Run: ``.venv/bin/python -m bench.console_render``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ async def main() -> None:
             task, subs = big_task(time.time())
             emulator.engine.tasks["big"] = task
             emulator.engine.subtasks["big"] = subs
+            await emulator.registry.add_devices(r.Device(s.device_id) for s in subs)
             failed = task.counts[r.FAIL]
             # unit-1999x: 19990..19999, of which 19992 and 19999 failed.
             async with async_playwright() as playwright:
@@ -104,10 +106,16 @@ async def main() -> None:
                     await page.fill("#filter-device", "unit-1999")
                     await matched(page, 2)
                     done = time.perf_counter()
+                    await page.click("#subtasks tbody tr[data-device='unit-19999'] a")
+                    await page.wait_for_selector(
+                        "#device-subtasks tbody tr[data-task-id='big'][data-state='fail']"
+                    )
+                    device = time.perf_counter()
                     print(
                         f"run {run}: first page {1000 * (loaded - started):.0f} ms,"
                         f" status filter {1000 * (filtered - loaded):.0f} ms,"
-                        f" device filter {1000 * (done - filtered):.0f} ms"
+                        f" device filter {1000 * (done - filtered):.0f} ms,"
+                        f" device page {1000 * (device - done):.0f} ms"
                     )
                 await browser.close()
         finally:

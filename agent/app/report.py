@@ -22,7 +22,8 @@ from agent.core.errors import AgentError
 from agent.journal.status import DAEMON_STATUS
 from agent.runtime.sdnotify import Notifier
 
-# How soon `systemctl status` shows that the connection went away (or came back).
+# How soon `systemctl status` shows that the connection went away (or came back), for a
+# transport that does not say when its state changes (one that does is heard at once).
 _POLL_S = 1.0
 # Between changes the record and STATUS= are refreshed this often (counts move).
 _REFRESH_S = 30.0
@@ -109,8 +110,9 @@ async def report(
     await record(agent, first)
     if extra is not None:
         extra(first)
+    changed: asyncio.Event | None = getattr(agent.transport, "state_changed", None)
     while True:
-        await asyncio.sleep(_POLL_S)
+        await _next_look(changed)
         snap = snapshot(agent, started_at)
         if (snap.state, snap.last_error) != last or loop.time() - sent_at >= _REFRESH_S:
             notifier.status(snap.status_line())
@@ -118,3 +120,14 @@ async def report(
             if extra is not None:
                 extra(snap)
             last, sent_at = (snap.state, snap.last_error), loop.time()
+
+
+async def _next_look(changed: asyncio.Event | None) -> None:
+    """Until the transport's state changes, or ``_POLL_S`` has passed."""
+    if changed is None:
+        await asyncio.sleep(_POLL_S)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_POLL_S):
+            await changed.wait()
+    changed.clear()

@@ -15,7 +15,7 @@ _DEVICE_ID = re.compile(r"^[A-Za-z0-9_\-.:@]{1,128}$")
 class Section(BaseModel):
     """Base for every configuration table: immutable, unknown keys rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 def _topic_safe_device_id(value: str) -> str:

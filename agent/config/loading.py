@@ -34,7 +34,7 @@ from agent.core.errors import ConfigError
 class AgentConfig(BaseModel):
     """The whole configuration, as loaded from TOML and overridden from the environment."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, defer_build=True)
 
     device: DeviceIdentity
     mqtt: MqttSettings

@@ -28,7 +28,7 @@ MIB = 1024 * 1024
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 def _absolute_argv(argv: list[str]) -> list[str]:

@@ -16,7 +16,9 @@ from agent.core.errors import RemoteProtocolError
 class Wire(BaseModel):
     """Base for wire models."""
 
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="ignore", strict=True, frozen=True, populate_by_name=True, defer_build=True
+    )
 
 
 WireT = TypeVar("WireT", bound=Wire)

@@ -15,17 +15,21 @@ import threading
 from collections.abc import MutableMapping
 from typing import Any, Literal
 
-if "structlog" in sys.modules or "rich" in sys.modules:
+# structlog imports rich at import time when it is installed (the simulator extra pulls it in),
+# only to prettify console tracebacks, and greenlet (which a browser test tool pulls in, with
+# the C++ runtime) for a deprecated thread-local it offers: megabytes of RSS the daemon has no
+# use for. Hide them while structlog loads; tracebacks are then plain text on every machine.
+_HIDDEN_FROM_STRUCTLOG = [name for name in ("rich", "greenlet") if name not in sys.modules]
+if "structlog" in sys.modules:
     import structlog
 else:
-    # structlog imports rich at import time when it is installed (the simulator extra pulls it
-    # in), only to prettify console tracebacks: megabytes of RSS the daemon has no use for.
-    # Hide it while structlog loads; tracebacks are then plain text on every machine alike.
-    sys.modules["rich"] = None  # type: ignore[assignment]
+    for _name in _HIDDEN_FROM_STRUCTLOG:
+        sys.modules[_name] = None  # type: ignore[assignment]
     try:
         import structlog
     finally:
-        del sys.modules["rich"]
+        for _name in _HIDDEN_FROM_STRUCTLOG:
+            del sys.modules[_name]
 
 REDACTED = "[redacted]"
 

@@ -70,15 +70,24 @@ class _LastError(logging.Logger):
 
 # One read takes whatever the kernel holds, up to this much (many packets at once).
 _READ_CHUNK = 64 * 1024
+# One write sends the packets queued since the last one, up to this much, in one ``send``.
+_WRITE_CHUNK = 64 * 1024
+# Packets whose full write paho follows with bookkeeping of its own (on_publish for QoS 0,
+# closing after DISCONNECT): they are written on their own, as paho would.
+_WRITE_ALONE = (mqtt.PUBLISH, mqtt.DISCONNECT)
 
 
 class _BufferedClient(mqtt.Client):
-    """paho's client, reading the socket in chunks instead of a few bytes at a time.
+    """paho's client, reading the socket in chunks and writing queued packets in one go.
 
     paho asks for one byte (the packet type), then one per remaining-length byte, then the rest:
     four or more ``recv`` calls per packet, which under load cost more than the agent's own work
     on a command. Here one ``recv`` takes everything the kernel holds and paho's small reads are
     served from that buffer; :meth:`buffered` tells the reader to go on while bytes are left.
+
+    On the way out paho sends each queued packet with a ``send`` of its own: the PUBACKs and
+    answers of one loop turn cost one system call (and one TCP segment) each. Here the packets
+    queued together leave in one ``send``, in the same order.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -102,6 +111,45 @@ class _BufferedClient(mqtt.Client):
     def buffered(self) -> int:
         """Bytes read from the socket that paho has not taken yet."""
         return len(self._chunk) - self._chunk_at
+
+    def _packet_write(self) -> MQTTErrorCode:
+        if len(self._out_packet) > 1:
+            self._coalesce()
+        return super()._packet_write()
+
+    def _coalesce(self) -> None:
+        """Join the leading queued packets into one that paho writes as it would any other.
+
+        Only packets paho does nothing with once written are joined: PUBACKs, QoS 1 and 2
+        PUBLISHes (their completion is the broker's PUBACK), SUBSCRIBEs, PINGREQs. The joined
+        packet keeps the first one's fields, so paho treats it as that kind.
+        """
+        queue = self._out_packet
+        taken: list[Any] = []
+        size = 0
+        while queue and size < _WRITE_CHUNK:
+            packet = queue[0]
+            command = packet["command"] & 0xF0
+            if command in _WRITE_ALONE and (command != mqtt.PUBLISH or packet["qos"] == 0):
+                break
+            taken.append(queue.popleft())
+            size += packet["to_process"]
+        if len(taken) < 2:
+            queue.extendleft(taken)
+            return
+        data = b"".join(packet["packet"][packet["pos"] :] for packet in taken)
+        first = taken[0]
+        queue.appendleft(
+            {
+                "command": first["command"],
+                "mid": first["mid"],
+                "qos": first["qos"],
+                "pos": 0,
+                "to_process": len(data),
+                "packet": data,
+                "info": first["info"],
+            }
+        )
 
 
 class _Client(_BufferedClient):
@@ -193,6 +241,9 @@ class MqttConnection:
         # What `systemctl status`, `device-agent status` and the metrics show of the link.
         self.state = CONNECTING
         self.last_error: str | None = None
+        # Set at every change of state, so `systemctl status` (and whoever waits on READY's
+        # companion STATUS=connected) hears of it at once rather than at the next poll.
+        self.state_changed = asyncio.Event()
         self.connects = 0
         self._link = link
         self._gate = connect_gate
@@ -383,6 +434,8 @@ class MqttConnection:
         return await self._lost
 
     def _set_state(self, state: str, error: str | None) -> None:
+        if (state, error) != (self.state, self.last_error):
+            self.state_changed.set()
         self.state = state
         self.last_error = error
 

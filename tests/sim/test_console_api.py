@@ -8,6 +8,7 @@ import aiohttp
 
 from agent.sim.emulator import records as r
 from agent.sim.emulator.api_console import latency_histogram, subtask_page
+from agent.sim.emulator.progress_series import ProgressSeries
 from tests.support.sim import emulator
 
 
@@ -104,3 +105,135 @@ async def test_console_files_and_subtask_page_over_http(tmp_path: Path) -> None:
                 assert resp.status == 400, query
         async with http.get(f"{emu.url}/sim/v1/tasks/nope/subtask-page") as resp:
             assert resp.status == 404
+        async with http.get(f"{emu.url}/sim/v1/tasks/nope/progress-series") as resp:
+            assert resp.status == 404
+
+
+async def test_console_stop_runs_the_api_s_own_stop_or_cancel_with_its_checks(
+    tmp_path: Path,
+) -> None:
+    """IoTDA upgrades stop, Tencent tasks cancel; others have no button; refusals are the API's."""
+    later = 4_000_000_000.0  # scheduled far ahead: the subtasks stay waiting
+    async with emulator(tmp_path) as emu, aiohttp.ClientSession() as http:
+        for task_id, api, task_type in (
+            ("upgrade", r.HUAWEI_IOTDA, "firmwareUpgrade"),
+            ("commands", r.HUAWEI_IOTDA, "createCommands"),
+            ("shadow", r.TENCENT_IOTHUB, "UpdateShadow"),
+            ("oc", r.OCEANCONNECT, "deviceCmd"),
+        ):
+            task = r.Task(task_id, api, task_type, task_id, "acct", 1.0, later, {})
+            await emu.engine.create(task, ["d-1", "d-2"])
+
+        async def buttons() -> dict[str, object]:
+            async with http.get(f"{emu.url}/sim/v1/tasks") as response:
+                return {t["task_id"]: t["stop"] for t in (await response.json())["tasks"]}
+
+        async def stop(task_id: str, **headers: str) -> tuple[int, dict[str, object]]:
+            url = f"{emu.url}/sim/v1/tasks/{task_id}/stop"
+            async with http.post(url, headers=headers) as response:
+                return response.status, await response.json()
+
+        assert await buttons() == {
+            "upgrade": {"label": "Stop", "operation": "StopBatchTask"},
+            "commands": None,
+            "shadow": {"label": "Cancel", "operation": "CancelTask"},
+            "oc": None,
+        }
+        console = {"X-Console-Action": "stop"}
+        # Not from the console's page: refused before anything is looked at.
+        assert (await stop("upgrade"))[0] == 403
+        assert (await stop("upgrade", **console, Origin="http://evil.example"))[0] == 403
+        assert (await stop("upgrade", **console, **{"Sec-Fetch-Site": "cross-site"}))[0] == 403
+        assert emu.engine.status(emu.engine.tasks["upgrade"]) == r.TASK_WAITTING
+
+        status, body = await stop("upgrade", **console, Origin=emu.url)
+        assert (status, body["status"]) == (200, r.TASK_STOPPED)
+        assert emu.engine.tasks["upgrade"].counts[r.STOPPED] == 2
+        status, body = await stop("upgrade", **console)  # IoTDA's own refusal, again
+        assert (status, body["code"]) == (409, "IOTDA.010001")
+
+        status, body = await stop("shadow", **console)
+        assert (status, body["status"]) == (200, r.TASK_STOPPED)
+        status, body = await stop("shadow", **console)
+        assert (status, body["code"]) == (409, "FailedOperation.TaskFinished")
+
+        for task_id in ("commands", "oc"):
+            status, body = await stop(task_id, **console)
+            assert status == 409
+            assert "no operation" in str(body["error"])
+            assert emu.engine.tasks[task_id].counts[r.WAITTING] == 2
+        assert (await stop("nope", **console))[0] == 404
+        emu.series.sample(emu.engine.tasks.values(), emu.clock())
+        async with http.get(f"{emu.url}/sim/v1/tasks/upgrade/progress-series") as response:
+            series = await response.json()
+        assert series["total"] == 2
+        assert series["points"][-1]["ended"] == 2  # both stopped
+        assert await buttons() == dict.fromkeys(("upgrade", "commands", "shadow", "oc"))
+
+
+def test_progress_series_samples_open_tasks_and_stays_bounded() -> None:
+    """One sample per interval while open, one more once finished; thinned when full."""
+    task = r.Task("t", r.HUAWEI_IOTDA, "createCommands", "t", "acct", 0.0, 0.0, {})
+    task.counts[r.WAITTING] = 10
+    series = ProgressSeries(interval_s=1.0, max_points=8)
+    series.sample([task], 0.0)
+    series.sample([task], 0.5)  # not due yet
+    task.counts[r.WAITTING], task.counts[r.SUCCESS], task.counts[r.FAIL] = 6, 3, 1
+    series.sample([task], 1.0)
+    assert series.points("t") == [
+        {"at": 0.0, "ended": 0, "success": 0, "fail": 0, "processing": 0},
+        {"at": 1.0, "ended": 4, "success": 3, "fail": 1, "processing": 0},
+    ]
+    for second in range(2, 40):
+        series.sample([task], float(second))
+    times = [p["at"] for p in series.points("t")]
+    assert len(times) <= 8
+    # The whole run at a coarser grain: sampled every 8 s by now, the newest at 32 s.
+    assert (times[0], times[-1]) == (0.0, 32.0)
+    task.counts[r.WAITTING], task.counts[r.SUCCESS] = 0, 9
+    task.finished_at = 40.2
+    series.sample([task], 40.2)  # finished: sampled at once, then no more
+    series.sample([task], 99.0)
+    assert series.points("t")[-1] == {
+        "at": 40.2,
+        "ended": 10,
+        "success": 9,
+        "fail": 1,
+        "processing": 0,
+    }
+    series.sample([], 100.0)  # a deleted task's series goes with it
+    assert series.points("t") == []
+
+
+async def test_downloads_overview_totals_packages_and_connections(tmp_path: Path) -> None:
+    """A gateway's connection counts its children's requests; complete is per connection."""
+    async with emulator(tmp_path) as emu, aiohttp.ClientSession() as http:
+        downloads = emu.downloads
+        downloads.record("pkg-1", "gw-1", "child-1", 200)[1] += 1000
+        downloads.record("pkg-1", "gw-1", "child-2", 206)[1] += 500
+        downloads.record("pkg-1", "dev-9", "dev-9", 200)[1] += 300
+        downloads.record("pkg-1", "dev-8", "dev-8", 401)  # refused: a status, not a download
+        downloads.completed_on("pkg-1", "gw-1")
+        async with http.get(f"{emu.url}/sim/v1/downloads/overview") as response:
+            body = await response.json()
+    assert body["packages"] == [
+        {
+            "package_id": "pkg-1",
+            "name": "",
+            "version": "",
+            "size": None,
+            "connections": 2,
+            "devices": 3,
+            "requests": 3,
+            "bytes": 1800,
+            "completed": 1,
+        }
+    ]
+    assert [
+        (c["connection"], c["devices"], c["bytes"], c["completed"]) for c in body["connections"]
+    ] == [
+        ("dev-9", 1, 300, False),
+        ("gw-1", 2, 1500, True),
+    ]
+    assert body["connection_rows"] == 2
+    assert body["statuses"] == {"200": 2, "206": 1, "401": 1}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,13 @@ def _missing() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+def _artefacts(tmp_path: Path) -> Path:
+    """Where screenshots go: ``$TEST_ARTEFACTS`` (CI keeps it), else the test's own directory."""
+    where = Path(os.environ.get("TEST_ARTEFACTS") or tmp_path) / "console"
+    where.mkdir(parents=True, exist_ok=True)
+    return where
 
 
 async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Path) -> None:
@@ -111,7 +119,8 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
             assert await page.evaluate("window.sameDocument") is True
             assert await page.locator(row).count() == 1
             assert await page.locator(f"{row} td").nth(1).inner_text() == "huawei-iotda"
-            await page.screenshot(path=str(tmp_path / "console-tasks.png"), full_page=True)
+            shots = _artefacts(tmp_path)
+            await page.screenshot(path=str(shots / "tasks.png"), full_page=True)
 
             await asyncio.wait_for(held.wait(), 60)  # the run is over; the emulator stays up
             (task,) = reports[0]["tasks"]
@@ -132,6 +141,17 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
                 "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
             )
             assert reasons == [["1", "simulated_failure", str(failed)]]
+            # Progress over time: sampled while it ran, its lines ending where the task did.
+            chart = page.locator("#progress-chart svg")
+            assert int(await chart.get_attribute("data-points") or 0) >= 2
+            legend = page.locator("#progress-chart text.legend")
+            assert await legend.evaluate_all("texts => texts.map(t => t.textContent)") == [
+                "ended 30",
+                f"succeeded {30 - failed}",
+                f"failed {failed}",
+                "in flight 0",
+            ]
+            assert await page.locator("#task-actions button").count() == 0  # commands: no stop
             await page.select_option("#filter-state", "fail")
             await page.wait_for_function(
                 f"""() => document.querySelector("#subtasks").dataset.matched === "{failed}" """
@@ -148,12 +168,141 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
             await page.wait_for_function(
                 f"""() => document.querySelector("#subtasks").dataset.matched === "{failed}" """
             )
-            shot = tmp_path / "console-task.png"
-            await page.screenshot(path=str(shot), full_page=True)
-            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-            print(f"screenshots: {tmp_path}")
+            await page.screenshot(path=str(shots / "task.png"), full_page=True)
+
+            # A failed subtask's device page shows the downlink that carried it, marked failed.
+            failing = await page.locator("#subtasks tbody tr").first.get_attribute("data-device")
+            await page.click(f"#subtasks tbody tr[data-device='{failing}'] a")
+            downlink = f"#downlinks tbody tr[data-task-id='{task['task_id']}']"
+            await page.wait_for_selector(f"{downlink}[data-subtask-state='fail']")
+            assert await page.locator("#device-title").inner_text() == failing
+            assert "PING" in await page.locator(f"{downlink} td.payload").first.inner_text()
+            assert "sys/commands" in await page.locator(f"{downlink} td.topic").first.inner_text()
+            # The device's answer is among its uplinks, its subtask in the table.
+            assert await page.locator("#uplinks tbody tr").count() >= 1
+            assert (
+                await page.locator(
+                    f"#device-subtasks tbody tr[data-task-id='{task['task_id']}']"
+                ).get_attribute("data-state")
+                == "fail"
+            )
+            assert await page.locator("#connections tbody tr[data-status='ONLINE']").count() >= 1
+            await page.screenshot(path=str(shots / "device.png"), full_page=True)
+            for name in ("tasks", "task", "device"):
+                assert (shots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            print(f"screenshots: {shots}")
         finally:
             release.set()
             await browser.close()
             report = await asyncio.wait_for(run, 60)
     assert report["tasks"][0]["status"] in FINISHED
+
+
+UPGRADES = """
+name = "console-upgrades"
+timeout_s = 120
+version_timeout_s = 60.0
+upgrade_timeout_s = 120.0
+[fleet]
+[[fleet.cohorts]]
+name = "meter"
+count = 4
+product_id = "smart-meter"
+[[fleet.cohorts]]
+name = "gateway"
+count = 1
+children = 3
+product_id = "edge-gateway"
+[fleet.upgrades]
+fw_version = "1.0.0"
+install_s = 60.0           # the meters are still installing when Stop is pressed
+child_install_s = 0.1
+[[packages]]
+name = "meter-fw.bin"
+version = "1.1.0"
+package_type = "firmwarePackage"
+size_kb = 64
+[[packages]]
+name = "sensor-fw.bin"
+version = "3.0"
+package_type = "firmwarePackage"
+size_kb = 32
+[[tasks]]
+name = "meters"
+api = "huawei-iotda"
+[tasks.body]
+task_name = "meters"
+task_type = "firmwareUpgrade"
+targets_filter = { group_ids = ["meter"] }
+document = { package_id = "${package:meter-fw.bin}" }
+[[tasks]]
+name = "children"
+api = "huawei-iotda"
+[tasks.body]
+task_name = "children"
+task_type = "firmwareUpgrade"
+task_mode = "GATEWAY"
+task_ext_info = { device_type = "sensor" }
+targets_filter = { group_ids = ["gateway-children"] }
+document = { package_id = "${package:sensor-fw.bin}" }
+"""
+
+
+async def test_console_stops_an_upgrade_and_shows_package_downloads(tmp_path: Path) -> None:
+    """Stop runs IoTDA's StopBatchTask; downloads are counted per package and connection."""
+    from playwright.async_api import async_playwright
+
+    scenario_file = tmp_path / "upgrades.toml"
+    scenario_file.write_text(UPGRADES)
+    urls: list[str] = []
+    announced = asyncio.Event()
+    reports: list[dict[str, Any]] = []
+    held = asyncio.Event()
+    release = asyncio.Event()
+
+    def announce(url: str) -> None:
+        urls.append(url)
+        announced.set()
+
+    async def hold(report: dict[str, Any]) -> None:
+        reports.append(report)
+        held.set()
+        await release.wait()
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(60_000)
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        options = RunOptions(workdir=tmp_path / "run", progress=False, announce=announce, hold=hold)
+        run = asyncio.create_task(run_scenario(load_scenario(scenario_file), options))
+        try:
+            await asyncio.wait_for(announced.wait(), 60)
+            await page.goto(f"{urls[0]}/")
+            meters = "#tasks tbody tr:has(a:text-is('meters'))"
+            # Every meter has fetched its package (they install for a minute).
+            await page.wait_for_selector("#packages tbody tr[data-requests='4']")
+            await page.wait_for_selector(
+                "#download-connections tbody tr[data-connection$='gateway-00000']"
+            )
+            # Five connections fetched: four meters, and the gateway for its children.
+            await page.wait_for_function(
+                """() => document.querySelectorAll("#download-connections tbody tr").length === 5"""
+            )
+            assert await page.locator(f"{meters} button.stop").inner_text() == "Stop"
+            await page.click(f"{meters} button.stop")
+            await page.wait_for_selector(
+                "#tasks tbody tr[data-status='Stopped']:has(a:text-is('meters'))"
+            )
+            assert await page.locator(f"{meters} button.stop").count() == 0
+            await page.screenshot(path=str(_artefacts(tmp_path) / "stopped.png"), full_page=True)
+            await asyncio.wait_for(held.wait(), 60)
+        finally:
+            release.set()
+            await browser.close()
+            report = await asyncio.wait_for(run, 60)
+    statuses = {t["name"]: t["status"] for t in report["tasks"]}
+    assert statuses["meters"] == "Stopped"
+    assert statuses["children"] == "Success"

@@ -20,6 +20,7 @@ LAZY = [
     "pydantic_settings",
     "dotenv",
     "rich",
+    "greenlet",
     "dns",
     "idna",
     "agent.sim",

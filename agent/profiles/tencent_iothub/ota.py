@@ -71,7 +71,7 @@ _STATES: dict[str, Literal["downloading", "burning", "done", "fail"]] = {
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True, defer_build=True)
 
 
 class UpdateFirmware(_Wire):

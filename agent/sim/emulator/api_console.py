@@ -1,7 +1,7 @@
 """The rehearsal console: its page at ``GET /`` and one page of a task's subtasks, filtered.
 
 The page is plain HTML, CSS and JavaScript shipped in the package (``console/``); it polls
-``/sim/v1/tasks`` and the subtask page below. Everything here only reads.
+``/sim/v1/tasks``, the subtask page and the progress series below. Everything here only reads.
 """
 
 from __future__ import annotations
@@ -129,6 +129,21 @@ async def get_subtask_page(request: web.Request) -> web.StreamResponse:
     return web.json_response(page)
 
 
+async def get_progress_series(request: web.Request) -> web.StreamResponse:
+    """GET /sim/v1/tasks/{task_id}/progress-series: the task's sampled progress over time."""
+    emulator = emulator_of(request)
+    task = emulator.engine.tasks.get(request.match_info["task_id"])
+    if task is None:
+        raise web.HTTPNotFound()
+    return web.json_response(
+        {
+            "total": task.total,
+            "interval_s": emulator.series.interval_s,
+            "points": emulator.series.points(task.task_id),
+        }
+    )
+
+
 async def get_file(request: web.Request) -> web.StreamResponse:
     """GET /console/{name} (and GET / without a query): the console's own files."""
     name = request.match_info.get("name", "index.html")
@@ -147,3 +162,4 @@ def register(app: web.Application) -> None:
     """Add the console's routes (``GET /`` is routed by the server, shared with Tencent)."""
     app.router.add_get("/console/{name}", get_file)
     app.router.add_get("/sim/v1/tasks/{task_id}/subtask-page", get_subtask_page)
+    app.router.add_get("/sim/v1/tasks/{task_id}/progress-series", get_progress_series)

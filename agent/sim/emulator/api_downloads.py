@@ -10,6 +10,7 @@ resume; every request is counted in the emulator's download log.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from aiohttp import web
 
@@ -105,7 +106,53 @@ async def downloads(request: web.Request) -> web.StreamResponse:
     return web.json_response({"downloads": emulator_of(request).downloads.summary()})
 
 
+# Connection rows the console's overview lists (a 20,000-device fleet has 20,000 of them).
+MAX_CONNECTION_ROWS = 200
+
+
+async def downloads_overview(request: web.Request) -> web.StreamResponse:
+    """GET /sim/v1/downloads/overview: per package and per connection, for the console.
+
+    ``packages`` totals each package (connections, devices, requests, bytes, connections that
+    got it to the last byte); ``connections`` lists the first rows per package and connection
+    (at most 200, ``connection_rows`` says how many there are); ``statuses`` counts every
+    request's HTTP status, refusals included.
+    """
+    emulator = emulator_of(request)
+    rows = emulator.downloads.by_connection()
+    packages: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        known = emulator.registry.packages.get(row["package_id"])
+        total = packages.setdefault(
+            row["package_id"],
+            {
+                "package_id": row["package_id"],
+                "name": known.name if known else "",
+                "version": known.version if known else "",
+                "size": known.size if known else None,
+                "connections": 0,
+                "devices": 0,
+                "requests": 0,
+                "bytes": 0,
+                "completed": 0,
+            },
+        )
+        for key in ("devices", "requests", "bytes"):
+            total[key] += row[key]
+        total["connections"] += 1
+        total["completed"] += int(row["completed"])
+    return web.json_response(
+        {
+            "packages": list(packages.values()),
+            "connections": rows[:MAX_CONNECTION_ROWS],
+            "connection_rows": len(rows),
+            "statuses": {str(code): n for code, n in sorted(emulator.downloads.statuses.items())},
+        }
+    )
+
+
 def register(app: web.Application) -> None:
     """Add the package server's routes."""
     app.router.add_get("/ota/packages/{package_id}", download)
     app.router.add_get("/sim/v1/downloads", downloads)
+    app.router.add_get("/sim/v1/downloads/overview", downloads_overview)

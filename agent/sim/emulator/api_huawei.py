@@ -295,6 +295,11 @@ def _results(results: dict[str, str | None]) -> dict[str, Any]:
     }
 
 
+def stoppable(task: r.Task) -> bool:
+    """Whether StopBatchTask applies to this task's type (upgrades only)."""
+    return task.task_type in UPGRADES
+
+
 def _upgrade_only(task: r.Task, operation: str) -> None:
     if task.task_type not in UPGRADES:
         raise RequestInvalid(
@@ -308,17 +313,30 @@ async def stop_task(request: web.Request) -> web.StreamResponse:
     task = _task(emulator, request)
     body = await json_body(request) if await request.read() else {}
     _upgrade_only(task, "stopped")
+    return json_response(_results(stop(emulator, task, _targets_body(body))))
+
+
+def stop(
+    emulator: EmulatorContext, task: r.Task, targets: list[str] | None
+) -> dict[str, str | None]:
+    """StopBatchTask's checks and effect: some targets' subtasks, or (None) the whole task.
+
+    Also what the console's Stop button does, so it refuses exactly what the API refuses.
+
+    Raises:
+        RequestInvalid: not an upgrade task.
+        ApiRejected: the task has finished or is already stopping.
+    """
+    _upgrade_only(task, "stopped")
     status = emulator.engine.status(task)
     if task.finished_at is not None or status == r.TASK_STOPPING:
         raise ApiRejected(400, "IOTDA.010001", f"the task is {status}; it cannot be stopped")
-    targets = _targets_body(body)
     if targets is None:
         task.stop_requested = True  # the whole task: it ends Stopped
         targets = [
             s.device_id for s in emulator.engine.subtasks[task.task_id] if s.state not in r.TERMINAL
         ]
-    results = emulator.engine.stop_subtasks(task.task_id, targets)
-    return json_response(_results(results))
+    return emulator.engine.stop_subtasks(task.task_id, targets)
 
 
 async def retry_task(request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from agent.sim.emulator import records as r
 from agent.sim.emulator import validation as v
+from agent.sim.emulator.api_console_stop import stop_action
 from agent.sim.emulator.context import MAX_BODY, EmulatorContext
 from agent.sim.emulator.http import emulator_of
 from agent.sim.emulator.registry import Group, Workflow
@@ -103,6 +104,7 @@ def overview(emulator: EmulatorContext, task: r.Task) -> dict[str, Any]:
         "created_at": task.created_at,
         "schedule_at": task.schedule_at,
         "finished_at": task.finished_at,
+        "stop": stop_action(task),  # the console's button: the API's stop or cancel, or None
     }
 
 

@@ -207,11 +207,19 @@ async def _describe_all_v3(
 
 
 async def _cancel_v3(emulator: EmulatorContext, account: str, body: dict[str, Any]) -> web.Response:
-    task = _own_task(emulator, account, body, r.TENCENT_IOTHUB)
+    cancel(emulator, _own_task(emulator, account, body, r.TENCENT_IOTHUB))
+    return v3_response({})
+
+
+def cancel(emulator: EmulatorContext, task: r.Task) -> None:
+    """CancelTask's check and effect (also the console's Cancel button).
+
+    Raises:
+        ApiRejected: the task has already finished.
+    """
     if task.finished_at is not None:
         raise ApiRejected(200, "FailedOperation.TaskFinished", "the task has already finished")
     emulator.engine.stop(task.task_id)
-    return v3_response({})
 
 
 ACTIONS: dict[str, Callable[[EmulatorContext, str, dict[str, Any]], Any]] = {

@@ -14,8 +14,10 @@ from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink
 from agent.sim.emulator.ota_downloads import PackageDownloads
 from agent.sim.emulator.presence import Presence
+from agent.sim.emulator.progress_series import ProgressSeries
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.settings import EmulatorSettings
+from agent.sim.emulator.wire_log import WireLog
 
 # Bodies larger than this are refused (30,000 targets of 128 characters fit).
 MAX_BODY = 8 * 1024 * 1024
@@ -33,6 +35,8 @@ class EmulatorContext(Protocol):
     link: PlatformLink | None
     downloads: PackageDownloads
     presence: Presence
+    wire: WireLog
+    series: ProgressSeries
     url: str
     state: dict[str, Any]
     on_close: list[Callable[[], Awaitable[None]]]

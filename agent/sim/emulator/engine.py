@@ -510,17 +510,17 @@ class TaskEngine:
             self._conclude(sub, Verdict(ok=True, output={"already": "in the desired state"}))
             return
         for publish in publishes:
-            future = self._publish(publish)
+            future = self._publish(publish, task.task_id)
             future.add_done_callback(
                 functools.partial(self._published, correlation, dispatcher.fire_and_forget)
             )
 
-    def _publish(self, publish: Publish) -> asyncio.Future[None]:
+    def _publish(self, publish: Publish, task_id: str | None = None) -> asyncio.Future[None]:
         if self.link is None:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             future.set_exception(ConnectionError("the emulator has no broker"))
             return future
-        return self.link.publish(publish)
+        return self.link.publish(publish, task_id)
 
     def _published(
         self, correlation: str, fire_and_forget: bool, future: asyncio.Future[None]

@@ -18,6 +18,7 @@ from agent.core.errors import RemoteProtocolError
 from agent.core.model import ConnectIdentity, Publish, Subscription
 from agent.core.topics import matches
 from agent.sim.emulator.dispatch import Answer, Report, UplinkReader
+from agent.sim.emulator.wire_log import WireLog
 from agent.transport.base import CallbackLink, InboundMessage
 from agent.transport.paho_bridge import MqttConnection
 
@@ -73,7 +74,9 @@ class PlatformLink:
         on_connected: Callable[[], Awaitable[None]],
         log: Any,
         on_uplink: Callable[[str], None] | None = None,
+        wire: WireLog | None = None,
     ) -> None:
+        self._wire = wire
         self._router = UplinkRouter(readers)
         self._on_uplink = on_uplink
         self._on_answer = on_answer
@@ -108,8 +111,10 @@ class PlatformLink:
         """Stay connected until closed."""
         await self.connection.run()
 
-    def publish(self, publish: Publish) -> asyncio.Future[None]:
-        """Send a downlink; resolves on the broker's PUBACK."""
+    def publish(self, publish: Publish, task_id: str | None = None) -> asyncio.Future[None]:
+        """Send a downlink (for a subtask of ``task_id``); resolves on the broker's PUBACK."""
+        if self._wire is not None:
+            self._wire.downlink(publish.topic, publish.payload, task_id)
         return self.connection.publish(publish.topic, publish.payload, publish.qos)
 
     async def close(self) -> None:
@@ -119,6 +124,8 @@ class PlatformLink:
     def _received(self, message: InboundMessage) -> None:
         if self._on_uplink is not None:
             self._on_uplink(message.topic)
+        if self._wire is not None:
+            self._wire.uplink(message.topic, message.payload)
         for reader in self._router.readers(message.topic):
             try:
                 answers = reader.read(message.topic, message.payload)

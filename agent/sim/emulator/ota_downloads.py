@@ -69,6 +69,32 @@ class PackageDownloads:
             if requests
         ]
 
+    def by_connection(self) -> list[dict[str, Any]]:
+        """Successful requests, bytes and devices per package and connection; whether complete."""
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for (package_id, connection, _), (requests, sent) in sorted(self._log.items()):
+            if not requests:
+                continue
+            row = rows.setdefault(
+                (package_id, connection),
+                {
+                    "package_id": package_id,
+                    "connection": connection,
+                    "devices": 0,
+                    "requests": 0,
+                    "bytes": 0,
+                    "completed": (package_id, connection) in self._completed,
+                },
+            )
+            row["devices"] += 1
+            row["requests"] += requests
+            row["bytes"] += sent
+        return list(rows.values())
+
+    def for_device(self, device_id: str) -> list[dict[str, Any]]:
+        """The summary's rows for one device, or for its connection (a gateway's children)."""
+        return [row for row in self.summary() if device_id in (row["device_id"], row["connection"])]
+
     def per_connection(self, package_id: str) -> dict[str, int]:
         """Successful requests for one package by connection (a gateway counts its children's)."""
         counts: Counter[str] = Counter()

@@ -19,6 +19,8 @@ ONLINE whenever its gateway is.
 from __future__ import annotations
 
 import re
+import time
+from array import array
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -29,6 +31,8 @@ PresenceMode = Literal["broker", "uplink", "off"]
 ONLINE = "ONLINE"
 OFFLINE = "OFFLINE"
 INACTIVE = "INACTIVE"  # registered, never seen online
+# Connection changes kept per device for the console (the oldest go first).
+HISTORY = 20
 # Where Mosquitto (``log_dest topic``) publishes notice-level log lines.
 NOTICE_TOPIC = "$SYS/broker/log/N"
 
@@ -69,9 +73,18 @@ class Presence:
     """Connection state of every device, and children's status as their gateways report it."""
 
     def __init__(
-        self, mode: PresenceMode, registry: Registry, *, children_follow_gateway: bool = False
+        self,
+        mode: PresenceMode,
+        registry: Registry,
+        *,
+        children_follow_gateway: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.mode: PresenceMode = mode
+        self._clock = clock
+        # Per device, its last changes as seen here: +time went ONLINE, -time went OFFLINE
+        # (one array of doubles: 8 bytes a change, against ~80 for a tuple).
+        self._history: dict[str, array[float]] = {}
         self._registry = registry
         self.children_follow_gateway = children_follow_gateway
         self._connected: set[str] = set()  # directly connected device ids
@@ -98,6 +111,13 @@ class Presence:
         if self.online(device):
             return ONLINE
         return OFFLINE if device.device_id in self._seen else INACTIVE
+
+    def history(self, device_id: str) -> list[dict[str, object]]:
+        """A device's last connection changes, oldest first (``at``, ``status``)."""
+        return [
+            {"at": abs(moment), "status": ONLINE if moment > 0 else OFFLINE}
+            for moment in self._history.get(device_id, ())
+        ]
 
     def snapshot(self) -> dict[str, list[str]]:
         """What is known now (kept across an emulator restart)."""
@@ -164,6 +184,7 @@ class Presence:
         self._connected.discard(device_id)
         self._children.discard(device_id)
         self._seen.discard(device_id)
+        self._history.pop(device_id, None)
         self._registry.connected.pop(device_id, None)
 
     def resolve(self, client_id: str) -> str | None:
@@ -203,10 +224,22 @@ class Presence:
             device = devices.get(device_id)
             if device is None:
                 continue
-            if self.online(device):
+            online = self.online(device)
+            if online:
                 self._seen.add(device_id)
             if device_id in self._seen:
-                self._registry.connected[device_id] = self.online(device)
+                if self._registry.connected.get(device_id) != online:
+                    self._remember(device_id, online)
+                self._registry.connected[device_id] = online
+
+    def _remember(self, device_id: str, online: bool) -> None:
+        changes = self._history.get(device_id)
+        if changes is None:
+            changes = self._history[device_id] = array("d")
+        moment = max(self._clock(), 1e-9)  # never 0: the sign carries the status
+        changes.append(moment if online else -moment)
+        if len(changes) > HISTORY:
+            del changes[0]
 
     def _gateways(self) -> set[str]:
         """Ids of devices with children (rebuilt when the registry's size changes)."""

@@ -10,6 +10,8 @@ from aiohttp import web
 
 from agent.sim.emulator import (
     api_console,
+    api_console_device,
+    api_console_stop,
     api_downloads,
     api_huawei,
     api_huawei_files,
@@ -49,6 +51,8 @@ def build_app(emulator: EmulatorContext) -> web.Application:
         api_sim,
         api_downloads,
         api_console,
+        api_console_device,
+        api_console_stop,
     ):
         module.register(app)
     app.router.add_get("/", root)

@@ -22,9 +22,11 @@ from agent.sim.emulator.engine import TaskEngine
 from agent.sim.emulator.link import PlatformLink
 from agent.sim.emulator.ota_downloads import PackageDownloads
 from agent.sim.emulator.presence import Presence, PresenceReader
+from agent.sim.emulator.progress_series import ProgressSeries
 from agent.sim.emulator.registry import Registry
 from agent.sim.emulator.settings import EmulatorSettings, broker_endpoints
 from agent.sim.emulator.store import EmulatorStore
+from agent.sim.emulator.wire_log import WireLog
 
 AppFactory = Callable[["Emulator"], web.Application]
 
@@ -59,7 +61,10 @@ class Emulator:
             "off" if settings.lenient else settings.presence,
             self.registry,
             children_follow_gateway=settings.children_follow_gateway,
+            clock=clock,
         )
+        self.wire = WireLog(self.registry, clock=clock)
+        self.series = ProgressSeries()
         self.presence_reader = PresenceReader(self.presence)
         for reader in self.table.readers:
             use_presence = getattr(reader, "use_presence", None)
@@ -87,6 +92,7 @@ class Emulator:
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._link_task: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
         self.state: dict[str, Any] = {}  # per-API bookkeeping (tokens, request counters)
         self.on_close: list[Callable[[], Awaitable[None]]] = []
 
@@ -113,6 +119,7 @@ class Emulator:
                 on_connected=self.engine.redeliver,
                 log=self.log,
                 on_uplink=self.presence_reader.heard,
+                wire=self.wire,
             )
             self.engine.link = self.link
             link = self.link
@@ -133,6 +140,9 @@ class Emulator:
         self.url = f"http://{self.settings.http_host}:{port}"
         # The engine starts once the URL is known: upgrade events carry the package server's.
         await self.engine.start()
+        self._sampler = asyncio.get_running_loop().create_task(
+            self._sample(), name="emulator.progress-series"
+        )
         self.log.info("emulator.started", url=self.url, broker=self.settings.broker_url)
 
     async def wait_connected(self, timeout: float) -> None:
@@ -157,8 +167,18 @@ class Emulator:
                 return missing
             await asyncio.sleep(0.05)  # notices arrive in batches; polling the set is cheap
 
+    async def _sample(self) -> None:
+        """Sample every task's progress for the console's chart, once per interval."""
+        while True:
+            self.series.sample(self.engine.tasks.values(), self.clock())
+            await asyncio.sleep(self.series.interval_s)
+
     async def close(self) -> None:
         """Stop serving and write everything down."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
         if self._runner is not None:
             await self._runner.cleanup()
         for hook in self.on_close:

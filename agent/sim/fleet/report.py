@@ -125,7 +125,17 @@ def write_report(
 
 
 def plot(report: dict[str, Any], records: list[TaskRecord], path: Path) -> None:
-    """Progress over time per task, and the subtask latency histogram."""
+    """Progress over time per task, and the subtask latency histogram, as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(report, records)
+    # "tight" grows the image to hold the legends, which sit outside the axes.
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+
+def figure(report: dict[str, Any], records: list[TaskRecord]) -> Any:
+    """The report's figure; each legend is under its axes, never over the lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,18 +162,28 @@ def plot(report: dict[str, Any], records: list[TaskRecord], path: Path) -> None:
     progress_ax.set_ylim(0, 105)
     progress_ax.set_title("Task progress")
     if names:
-        progress_ax.legend(fontsize="small")
+        _legend_below(progress_ax)
     series = [(r.name, [1000 * x for x in r.latencies_s]) for r in records if r.latencies_s]
     if series:
         latency_ax.hist([s for _, s in series], bins=40, stacked=True, label=[n for n, _ in series])
-        latency_ax.legend(fontsize="small")
+        _legend_below(latency_ax)
     latency_ax.set_xlabel("subtask latency, first dispatch to end (ms)")
     latency_ax.set_ylabel("subtasks")
     latency_ax.set_title("Subtask latency")
     fig.suptitle(f"{report['scenario']}: {report['duration_s']} s")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
+
+
+def _legend_below(ax: Any) -> None:
+    """The legend under the axes' x label, in two columns (outside the plotted area)."""
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=2,
+        fontsize="small",
+        frameon=False,
+    )
 
 
 def render_text(report: dict[str, Any]) -> str:
