@@ -315,8 +315,13 @@ class Dispatcher:
                 self._track(self._resume(subtask, row.state, row.received_at), subtask.key)
                 continue
             ctx = self._context(subtask, row.received_at)
-            outcome = await executor.recover(subtask, row.state, ctx)
-            await self._finish(subtask, outcome, row.received_at, ctx)
+            try:
+                outcome = await executor.recover(subtask, row.state, ctx)
+                await self._finish(subtask, outcome, row.received_at, ctx)
+            except JournalError as exc:
+                # Left open (or ended meanwhile by the run being replaced): the others still
+                # recover and the agent still starts; an open one is met again next start.
+                ctx.log.error("journal.write.failed", error=str(exc))
         return len(open_subtasks)
 
     async def _resume(self, subtask: Subtask, state: str, received_at: float) -> None:

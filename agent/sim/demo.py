@@ -51,7 +51,10 @@ def write_demo_files(workdir: Path, port: int) -> Path:
     handler = handlers / "device-info"
     handler.write_text(HANDLER.format(python=sys.executable))
     handler.chmod(0o755)
-    (workdir / "secret").write_text("demo-secret-not-for-production\n")
+    secret = workdir / "secret"
+    secret.touch(mode=0o600)
+    secret.chmod(0o600)  # private before it holds anything: check-config refuses it otherwise
+    secret.write_text("demo-secret-not-for-production\n")
     config = workdir / "agent.toml"
     config.write_text(
         textwrap.dedent(f"""\

@@ -503,6 +503,43 @@ async def test_recover_runs_never_started_subtasks_and_interrupts_started_ones(
     await journal.close()
 
 
+class _EndedElsewhere(MemoryJournal):
+    """A journal in which subtasks whose key contains "gone" were ended by another writer."""
+
+    async def finish(self, agent_id: str, key: str, finish: Finish, now: float) -> list[Any]:
+        if "gone" in key:
+            raise JournalError(f"subtask {key!r} is not open")
+        return await super().finish(agent_id, key, finish, now)
+
+
+async def test_a_subtask_that_cannot_be_closed_does_not_stop_recovery(
+    make_rig: RigFactory,
+) -> None:
+    """A journal error closing one recovered subtask is logged; the rest recover, none raise."""
+    journal = _EndedElsewhere()
+    profile = HuaweiIotdaProfile(DEVICE)
+    for rid in ("gone", "kept"):
+        event = profile.decode(f"{SYS}commands/request_id={rid}", b'{"command_name": "X"}')
+        assert isinstance(event, CommandRequest)
+        await journal.accept(
+            DEVICE,
+            key=event.key,
+            device_id=DEVICE,
+            kind="command",
+            request=event.model_dump_json(),
+            now=1.0,
+            state=RUNNING,
+        )
+    rig = await make_rig(journal=journal)
+
+    assert await rig.dispatcher.recover() == 2
+
+    await until(lambda: len(rig.answers("kept")) == 1, "the other one answered")
+    (failure,) = rig.log.events("journal.write.failed")
+    assert "gone" in failure["error"]
+    assert await rig.open_states() == {"gone": RUNNING}
+
+
 async def test_recover_restores_message_content_byte_for_byte(
     make_rig: RigFactory, tmp_path: Path
 ) -> None:

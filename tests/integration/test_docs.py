@@ -1,8 +1,10 @@
 """Every shell block marked ``sh runnable`` in README.md and docs/ runs and succeeds.
 
 The blocks run as written, with bash (-e, -u, pipefail), this checkout's ``device-agent`` first
-on PATH, ``PORT`` set to a free loopback port and a scratch working directory; whatever they
-leave running is killed with their process group. A stale example fails here.
+on PATH, ``PORT`` set to a free loopback port and a scratch working directory holding a copy of
+the checkout's ``config/`` (so ``config/...`` paths mean what they mean in a checkout, and no
+block can change the checkout's files); whatever they leave running is killed with their process
+group. A stale example fails here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,14 +46,16 @@ def _free_port() -> int:
 
 
 def test_the_docs_have_runnable_blocks() -> None:
-    """The check below checks something: README's "Try it by hand" is one of them."""
+    """The check below checks something: README's "Try it by hand" and docs/ examples."""
     where = [place for place, _ in runnable_blocks()]
     assert any(place.startswith("README.md:") for place in where), where
+    assert any(place.startswith("docs/") for place in where), where
 
 
 @pytest.mark.parametrize(("where", "script"), runnable_blocks(), ids=lambda v: str(v)[:40])
 def test_a_runnable_block_succeeds(where: str, script: str, tmp_path: Path) -> None:
     """The block exits 0 within two minutes."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("DEVICE_AGENT_")},
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
