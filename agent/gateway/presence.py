@@ -1,8 +1,9 @@
 """Child presence: which children are online, told to the platform, and children found or lost.
 
-The platform delivers commands only to online devices, and an upgrade waits for its device to
-come online (Huawei reference §6.8); a child is online there only when its gateway says so
-(Huawei ``sub_device_update_status``, Tencent ``online``/``offline``). So the gateway reports:
+The platform delivers commands only to online devices, and an upgrade waits for its device to come
+online (Huawei usermanual iot_01_0047, see docs/platforms.md, Sources); a child is online there only
+when its gateway says so (Huawei ``sub_device_update_status``, Tencent ``online``/``offline``). So
+the gateway reports:
 
 * after every connect: every known child, ONLINE unless its adapter says it is offline or gone
   (an adapter that cannot tell leaves its children ONLINE while the gateway is connected);

@@ -51,7 +51,7 @@ _NOT_STARTED = frozenset({"running", "accepted"})
 # Download failures that leave a part file worth resuming by a later attempt.
 _RESUMABLE = frozenset({UpgradeStatus.DOWNLOAD_FAILED, UpgradeStatus.LINK_EXPIRED})
 # The phases reported by default: those after the package is completely downloaded and
-# verified (the safe reading of Huawei's FAQ, reference §6.6).
+# verified (the safe reading of the IoTDA FAQ on OTA upgrades quoted in docs/upgrades.md).
 _AFTER_DOWNLOAD = frozenset(
     machine.STATES - {machine.RECEIVED, machine.CHECKING, machine.DOWNLOADING, machine.VERIFYING}
 )
@@ -158,7 +158,8 @@ class UpgradeExecutor:
             )
         report = await self.version_report(query.device_id)
         if report.fw_version is None and report.sw_version is None:
-            # An empty report would tell the platform nothing true (reference §6.3).
+            # An empty report would tell the platform nothing true (iot_06_v5_3029 makes both
+            # versions optional, so the platform itself would not refuse one).
             ctx.log.warning("upgrade.version_query.versions_unknown", device=query.device_id)
             return Outcome(ok=False, summary={"error": "versions_unknown"})
         return Outcome(

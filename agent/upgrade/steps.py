@@ -37,7 +37,8 @@ from agent.upgrade.versions import VersionStore
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+]{0,254}$")
 # Reported as the running version when neither the adapter, the configuration nor the platform
-# said one: the platform's version field is mandatory and must not be empty (reference §6.7).
+# said one: the platform's version field is mandatory (iot_06_v5_3031) and, we infer, must
+# not be empty.
 UNKNOWN_VERSION = "unknown"
 
 

@@ -1,8 +1,8 @@
 """Huawei IoTDA connection identity: ``{device_id}_0_{sign_type}_{YYYYMMDDHH}`` and password.
 
 The password is the lower-case hex HMAC-SHA256 of the device secret keyed with the same UTC
-``YYYYMMDDHH`` timestamp that ends the client id (IoTDA API reference, "Device Connection
-Authentication"; the official SDKs compute it the same way).
+``YYYYMMDDHH`` timestamp that ends the client id (IoTDA doc iot_06_v5_3009, "Device Connection
+Authentication"; see docs/platforms.md, Sources; the official SDKs compute it the same way).
 """
 
 from __future__ import annotations

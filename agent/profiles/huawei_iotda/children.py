@@ -1,11 +1,11 @@
 """Huawei IoTDA gateway side of ``$sub_device_manager``: child status, add/delete, properties.
 
-Up (reference §7.4-7.6): ``sub_device_update_status`` (at most 100 children per message),
-``add_sub_device_request`` and ``delete_sub_device_request`` (sent in messages of at most
+Up (IoTDA docs iot_06_v5_3022, 3018x, 3006): ``sub_device_update_status`` (at most 100 children per
+message), ``add_sub_device_request`` and ``delete_sub_device_request`` (sent in messages of at most
 :data:`MAX_MANAGED` children), and the batched child property report on
-``.../sys/gateway/sub_devices/properties/report`` (at most 100 children per message).
-Down: the platform's answers to them. A request that lists more children than a message may
-carry is split; each part gets its own ``event_id`` (the report id and the part number).
+``.../sys/gateway/sub_devices/properties/report`` (at most 100 children per message). Down: the
+platform's answers to them. A request that lists more children than a message may carry is split;
+each part gets its own ``event_id`` (the report id and the part number).
 """
 
 from __future__ import annotations

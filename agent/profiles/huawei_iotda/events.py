@@ -279,10 +279,10 @@ def _platform_event_id(service: wire.EventService) -> str | None:
 def _upgrade_ident(service: wire.EventService, target: str) -> str:
     """The identity of an upgrade event without ``event_id``: what stays the same on a re-push.
 
-    The platform's events carry no id (reference §6.4); a push repeated after a reconnect has a
-    new ``event_time`` and may carry a fresh ``url``/``access_token``/``expires``, so those are
-    left out. What names the work is kept: the device, the event type, the package (version and
-    digest) and the task fields.
+    The platform's events carry no id (none in iot_06_v5_3030's example or the 2022 field capture,
+    docs/platforms.md, Sources); a push repeated after a reconnect has a new ``event_time`` and may
+    carry a fresh ``url``/``access_token``/``expires``, so those are left out. What names the work
+    is kept: the device, the event type, the package (version and digest) and the task fields.
     """
     paras = service.paras or {}
     canonical = json.dumps(

@@ -41,7 +41,8 @@ RESULT_MEANINGS: dict[int, str] = {
 }
 ALREADY_LATEST = 3
 
-# Which reported version an upgrade task compares with its package's (reference §6.8).
+# Which reported version an upgrade task compares with its package's. Inferred: usermanual
+# iot_01_0047 says the reported version is compared, not which field (docs/platforms.md).
 VERSION_FIELDS: dict[str, Literal["fw_version", "sw_version"]] = {
     "firmwareUpgrade": "fw_version",
     "softwareUpgrade": "sw_version",

@@ -399,7 +399,9 @@ def sub_device_event(
     event_time: str,
     event_id: str | None = None,
 ) -> Publish:
-    """A ``$sub_device_manager`` event to a gateway: a notification or a response (reference §7).
+    """A ``$sub_device_manager`` event to a gateway: a notification or a response.
+
+    Shaped as IoTDA docs iot_06_v5_3019, 3018x and 30233 show them (docs/platforms.md, Sources).
 
     Responses (``add_sub_device_response``, ``delete_sub_device_response``,
     ``sub_device_update_status_response``) echo the request's ``event_id``.

@@ -204,7 +204,7 @@ class VersionReportParas(Wire):
     fw_version: str | None = None
 
 
-# -- gateway-initiated child management and child status (reference §7.4, §7.5) --------------
+# -- gateway-initiated child management and child status (iot_06_v5_3022, 30233, 3018x) -----
 
 
 class FailedDevice(Wire):

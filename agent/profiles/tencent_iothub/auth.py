@@ -65,8 +65,9 @@ def password(secret: str, user: str, signature: Signature = "hmacsha256") -> str
     return f"{token};{signature}"
 
 
-# The documentation's sdkappid, and the one the official C and Python SDKs send (both work in
-# production: reference §2.3).
+# The documentation's sdkappid, and the one the official C and Python SDKs send
+# (qcloud-iot-sdk-embedded-c ``qcloud_iot_common.h``, iot-device-python ``protocol.py``). That
+# the platform accepts both is inferred from the official SDKs sending 21010406.
 KNOWN_SDKAPPIDS = (SDKAPPID, "21010406")
 
 
@@ -85,7 +86,8 @@ def connect_problem(  # noqa: PLR0911 - one return per refusal reason
     The platform's side of :func:`username` and :func:`password`: the client id is
     ``{product_id}{device_name}``, the username ``{client id};{sdkappid};{connid};{expiry}`` with
     an expiry in the future, the password the HMAC of the username under the base64-decoded
-    device secret, ``;hmacsha256`` or ``;hmacsha1`` (reference §2.3). Each reason names the field.
+    device secret, ``;hmacsha256`` or ``;hmacsha1`` (设备基于 TCP 的 MQTT 接入). Each reason names
+    the field.
     """
     expected_client = client_id(product_id, device_name)
     if client != expected_client:

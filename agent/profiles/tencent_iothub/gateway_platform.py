@@ -1,16 +1,16 @@
-"""Tencent IoT Hub gateway operations, as the platform answers them (reference §6.1), pure.
+"""Tencent IoT Hub gateway operations, as the platform answers them, pure.
 
 A gateway publishes ``{"type": op, "payload": {"devices": [...]}}`` on
 ``$gateway/operation/{pid}/{dn}`` (its own ids) with ``op`` one of ``bind``, ``unbind``,
 ``online``, ``offline`` or ``describe_sub_devices``; the platform answers on
 ``$gateway/operation/result/{pid}/{dn}`` with the same ``type`` and each device's ``result``
-(拓扑关系管理.md, 代理子设备上下线.md). Result codes: 0 success, -1 the gateway is not bound to
-the sub-device, 801 bad parameters, 802 no such device, 803 signature check failed, 804
-signing method not supported, 806 already bound (to another gateway), 808 operation not
-allowed, 810 unsupported sub-device. A ``bind`` carries a signature: base64 of
-``HMAC(sub-device secret as a string, "{product_id}{device_name};{random};{timestamp}")``
-with ``signmethod`` hmacsha1 or hmacsha256, as every official SDK computes it. The state (who
-is bound and online) belongs to the caller; this module only reads requests and writes replies.
+(拓扑关系管理.md, 代理子设备上下线.md; see docs/platforms.md, Sources). Result codes: 0 success, -1
+the gateway is not bound to the sub-device, 801 bad parameters, 802 no such device, 803 signature
+check failed, 804 signing method not supported, 806 already bound (to another gateway), 808
+operation not allowed, 810 unsupported sub-device. A ``bind`` carries a signature: base64 of
+``HMAC(sub-device secret as a string, "{product_id}{device_name};{random};{timestamp}")`` with
+``signmethod`` hmacsha1 or hmacsha256, as every official SDK computes it. The state (who is bound
+and online) belongs to the caller; this module only reads requests and writes replies.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ For the Tencent profile to call (it owns the connection and the topic dispatch):
 
 Children are named ``{product_id}/{device_name}`` in the neutral model (the gateway itself by
 its own device id), which :func:`split_child` turns back into topic levels. Sub-device OTA runs
-over the gateway's connection on the child's own ``$ota`` topics (reference §6.2).
+over the gateway's connection on the child's own ``$ota`` topics (网关子设备/子设备固件升级.md in
+the IoT Hub documentation; see docs/platforms.md, Sources).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class _Wire(BaseModel):
 
 
 class UpdateFirmware(_Wire):
-    """``update_firmware`` on ``$ota/update/...`` (reference §5.2)."""
+    """``update_firmware`` on ``$ota/update/...`` (设备固件升级.md; docs/platforms.md, Sources)."""
 
     type: str
     version: str
@@ -99,7 +100,7 @@ class GatewayPayload(_Wire):
 
 
 class GatewayResult(_Wire):
-    """``$gateway/operation/result/{pid}/{dn}`` (reference §6.1)."""
+    """``$gateway/operation/result/{pid}/{dn}`` (拓扑关系管理.md, 代理子设备上下线.md)."""
 
     type: str
     payload: GatewayPayload | None = None
@@ -241,7 +242,7 @@ def decode_gateway(topic: str, payload: bytes, *, key_prefix: str, device_id: st
 
 
 def encode_status(event: ChildStatusReport, *, product_id: str, device_name: str) -> list[Publish]:
-    """``online``/``offline`` on ``$gateway/operation/{pid}/{dn}`` (reference §6.1).
+    """``online``/``offline`` on ``$gateway/operation/{pid}/{dn}`` (代理子设备上下线.md).
 
     One message per status and per :data:`MAX_STATUS_DEVICES` children, well inside the
     broker's 16 KB publication limit.

@@ -1,7 +1,7 @@
 """Tencent IoT Hub ``$ota`` from the platform's side: reading reports strictly, judging upgrades.
 
-The rules of 设备固件升级.md (reference §5.2), as the task service emulator applies them to every
-publication on ``$ota/report/{pid}/{dn}``:
+The rules of 设备固件升级.md (docs/platforms.md, Sources), as the task service emulator applies them
+to every publication on ``$ota/report/{pid}/{dn}``:
 
 * ``type`` is ``report_version`` or ``report_progress``; ``report`` is an object;
 * ``report.version`` is a non-empty string (at most 32 characters: the C SDK's limit);

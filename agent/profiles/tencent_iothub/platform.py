@@ -5,7 +5,8 @@ with the emulator (:class:`agent.sim.shadows.TencentShadow`), which keeps one de
 the way the documentation describes it: ``UpdateShadow`` merges
 into ``desired`` and pushes a ``delta`` with the changed keys; a device ``update`` must carry
 the current version, none, or 0 (the official Java SDK sends 0 "to avoid the 5005 version
-conflict", so 0 is read as "no check": reference §3.3, inferred) or is refused with 5005 and
+conflict" in ``TXShadowConnection.java``, so 0 is read as "no check": an inference, the
+documentation says nothing of 0) or is refused with 5005 and
 the full document; ``null`` deletes a key, ``"desired": null`` the whole desired half; every
 accepted change bumps the version. Documents and replies carry ``metadata`` (each top-level
 key's last update time) as 设备影子详情.md shows it: an empty shadow is

@@ -1,15 +1,16 @@
-"""The IoTDA platform's side of gateway child management (``$sub_device_manager``, reference §7).
+"""The IoTDA platform's side of gateway child management (``$sub_device_manager``).
 
-A gateway's uplinks on its ``events/up`` are answered as the documentation describes:
+A gateway's uplinks on its ``events/up`` are answered as the documentation describes (page ids
+as in docs/platforms.md, Sources):
 
 * ``sub_device_update_status`` (iot_06_v5_3022): 1-100 ``{device_id, status}`` entries; each
   child of this gateway goes ONLINE or OFFLINE; answered within 30 s with
   ``sub_device_update_status_response`` (the event type the C and Go SDKs read; iot_06_v5_30233)
   listing ``successful_devices`` and ``failed_devices``, ``event_id`` echoed;
 * ``sub_device_sync_request`` (iot_06_v5_3021): the gateway's children are sent again as an
-  ``add_sub_device_notify`` (§7.1), with their status as the platform knows it;
-* ``add_sub_device_request`` / ``delete_sub_device_request`` (§7.5): children are added to or
-  deleted from the registry, answered with ``add_sub_device_response`` /
+  ``add_sub_device_notify`` (iot_06_v5_3019), with their status as the platform knows it;
+* ``add_sub_device_request`` / ``delete_sub_device_request`` (iot_06_v5_3018x): children are added
+  to or deleted from the registry, answered with ``add_sub_device_response`` /
   ``delete_sub_device_response``.
 """
 

@@ -17,7 +17,7 @@ from agent.profiles.huawei_iotda.platform import CommandAnswer, PropertiesSetAns
 from agent.sim.emulator.dispatch import Answer, Report, UplinkReader, Verdict
 from agent.sim.emulator.records import Device, Subtask, Task
 
-# IoTDA waits 20 s for a synchronous command's answer (API reference, "Deliver a Command").
+# IoTDA waits 20 s for a synchronous command's answer (iot_06_v5_0038, "Deliver a Command").
 COMMAND_TIMEOUT_S = 20.0
 # Messages are cached for a day before they time out.
 MESSAGE_TIMEOUT_S = 86400.0

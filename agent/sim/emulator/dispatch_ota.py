@@ -1,7 +1,7 @@
 """IoTDA ``firmwareUpgrade``/``softwareUpgrade``: the ``$ota`` conversation, played as the platform.
 
-One attempt of an upgrade subtask goes through two stages (reference §6, usermanual
-iot_01_0047):
+One attempt of an upgrade subtask goes through two stages (IoTDA docs iot_06_v5_3028-3031,
+usermanual iot_01_0047; see docs/platforms.md, Sources):
 
 1. ``version``: a ``version_query`` to the device (a child: on its gateway's topic with
    ``object_device_id``), answered by a ``version_report`` within ``version_timeout_s`` (IoTDA:
@@ -15,17 +15,19 @@ iot_01_0047):
    subtask's progress; the final one decides (``result_code`` 0 with the package's version:
    success; any other code: failure with that code), within ``upgrade_timeout_s`` (IoTDA: 24 h).
 
-In ``task_mode: GATEWAY`` a child's events also carry ``task_id`` and ``sub_device_count`` (how
-many of its gateway's children the task upgrades); every upgrade event carries the task's
+In ``task_mode: GATEWAY`` a child's events also carry ``task_id`` and ``sub_device_count`` (how many
+of its gateway's children the task upgrades); every upgrade event carries the task's
 ``task_ext_info``. Events are shaped as the documentation's examples and the field capture
-(reference §6.4): ``object_device_id`` names the device (a child, or the directly connected
-device itself) and there is no ``event_id``.
+(iot_06_v5_3030 and the 2022 ``firmware_upgrade`` in docs/platforms.md, Sources):
+``object_device_id`` names the device (a child, or the directly connected device itself) and there
+is no ``event_id``.
 
 Strictly (the default), a report that breaks a documented rule fails the attempt with a reason
 naming the field (``INVALID_REPORT``), and so does a ``version`` that is neither the version the
 device reported running nor the package's. With ``strict_faq``, a report that arrives before the
-device finished downloading the package is taken as the upgrade's result, as the FAQ says
-(reference §6.6): the attempt ends on it and the package can no longer be downloaded.
+device finished downloading the package is taken as the upgrade's result, as the IoTDA FAQ on OTA
+upgrades says (quoted in docs/upgrades.md): the attempt ends on it and the package can no longer be
+downloaded.
 """
 
 from __future__ import annotations
