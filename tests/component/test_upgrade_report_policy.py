@@ -1,9 +1,10 @@
 """When progress is reported: by default only after the package is downloaded and verified.
 
-Huawei's FAQ: once an upgrade result is reported the platform considers the upgrade finished
-and a new download fails (reference §6.6). The safe reading is to report nothing before the
-package is completely downloaded and verified; ``upgrades.report_download_progress`` turns the
-early reports on (Tencent's OTA document defines them, so they are on there by default).
+Huawei's FAQ on OTA upgrades (quoted in docs/upgrades.md): once an upgrade result is reported the
+platform considers the upgrade finished and a new download fails. The safe reading is to report
+nothing before the package is completely downloaded and verified;
+``upgrades.report_download_progress`` turns the early reports on (Tencent's OTA document defines
+them, so they are on there by default).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Who is online, as the strict emulator knows it: the broker's notices and the gateways' reports.
 
 Gateways here are bare MQTT clients publishing the documented ``$sub_device_manager`` payloads
-(reference §7), so the platform side is checked against the documentation, not the agent.
+(iot_06_v5_3018x, 3019, 3021, 3022, 30233; docs/platforms.md, Sources), so the platform side is
+checked against the documentation, not the agent.
 """
 
 from __future__ import annotations
@@ -139,7 +140,10 @@ async def test_children_go_online_and_offline_as_their_gateway_reports_and_comma
 async def test_gateways_sync_add_and_delete_children_with_the_documented_answers(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    """sub_device_sync_request, add_sub_device_request and delete_sub_device_request (§7)."""
+    """sub_device_sync_request, add_sub_device_request and delete_sub_device_request.
+
+    As iot_06_v5_3021 and 3018x define them.
+    """
     gw = f"gw-{secrets.token_hex(3)}"
     async with emulator(tmp_path, broker_url=broker.url) as emu:
         await _register(emu, gw, [f"{gw}-c1"])

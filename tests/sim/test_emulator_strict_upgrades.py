@@ -2,7 +2,8 @@
 
 Each rule of iot_06_v5_3029/3031 the emulator enforces fails the upgrade with a reason naming
 the field; an upgrade waits for its device to come online (usermanual iot_01_0047); with
-``strict_faq`` a result before the download completed ends the upgrade (reference §6.6).
+``strict_faq`` a result before the download completed ends the upgrade (the IoTDA FAQ on OTA
+upgrades, quoted in docs/upgrades.md).
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ async def test_a_psk_from_create_device_signs_a_connect_the_broker_accepts(tmp_p
         assert await _connack(port, f"{product}desk", user, auth.password(SECRET, user)) != 0
 
 
-# -- gateways and their sub-devices (reference §6.1) ----------------------------------------
+# -- gateways and their sub-devices (拓扑关系管理.md, 代理子设备上下线.md) ----------------
 
 
 class _Gateway:

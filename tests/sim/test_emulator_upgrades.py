@@ -182,7 +182,7 @@ async def test_a_gateway_mode_upgrade_reports_per_child_with_one_download_per_ga
             assert paras["task_id"] == created["task_id"]
             assert paras["sub_device_count"] == 5
             assert paras["task_ext_info"] == EXT_INFO
-            assert "event_id" not in service  # as the platform's (reference §6.4)
+            assert "event_id" not in service  # as the platform's (iot_06_v5_3030)
     for _, child, service in listener.services("firmware_upgrade"):
         paras = service["paras"]
         assert paras["url"] == (f"{emu.url}/ota/packages/{package['package_id']}?device={child}")
@@ -243,7 +243,7 @@ async def test_direct_devices_upgrade_and_a_device_at_the_target_version_is_not_
     }
     v2 = listener.services("software_upgrade_v2")
     assert sorted(topic.split("/")[2] for topic, _, _ in v2) == devices
-    # A directly connected device is named in its own events, which carry no event_id (§6.4).
+    # A directly connected device is named in its own events, with no event_id (iot_06_v5_3030).
     for topic, target, service in [*v2, *listener.services("version_query")]:
         assert target == topic.split("/")[2]
         assert "event_id" not in service

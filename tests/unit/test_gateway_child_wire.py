@@ -1,7 +1,7 @@
 """Gateway child status, add/delete and property batches on the wire, Huawei and Tencent.
 
-The shapes are those of the reference (huawei-iotda-device-protocol.md §7.4-7.6, quoting
-iot_06_v5_3022, 30233, 3006 and the SDKs' add/delete requests; tencent-iothub §6.1).
+The shapes are those of IoTDA docs iot_06_v5_3022, 30233, 3006 and 3018x (the add/delete requests
+as the official SDKs build them) and of Tencent's 代理子设备上下线.md (docs/platforms.md, Sources).
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ TPID, TDN = "GWPID00001", "gateway-1"
 
 
 def test_tencent_children_go_online_and_offline_on_the_gateway_operation_topic() -> None:
-    """Reference §6.1: {"type": "online"|"offline", "payload": {"devices": [...]}}."""
+    """代理子设备上下线.md: {"type": "online"|"offline", "payload": {"devices": [...]}}."""
     statuses = [
         ChildStatus(device_id="SUBPID0001/sensor-1", online=True),
         ChildStatus(device_id="SUBPID0001/sensor-2", online=False),

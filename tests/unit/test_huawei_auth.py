@@ -12,7 +12,7 @@ from agent.profiles.huawei_iotda import HuaweiIotdaProfile, auth
 
 
 def test_timestamp_is_the_utc_hour_from_the_reference_example() -> None:
-    """UTC 2018/7/24 17:56:20 becomes 2018072417 (API reference, "Device Connection...")."""
+    """UTC 2018/7/24 17:56:20 becomes 2018072417 (the example of iot_06_v5_3009)."""
     assert auth.timestamp(datetime(2018, 7, 24, 17, 56, 20, tzinfo=UTC)) == "2018072417"
 
 

@@ -1,8 +1,19 @@
-"""The Huawei IoTDA codec against wire samples from the protocol reference, in both directions.
+"""The Huawei IoTDA codec against the documented wire samples, in both directions.
 
-Samples are copied from ``huawei-iotda-device-protocol.md`` (section numbers in the ids): the
-device side decodes what the platform sends and encodes its answers; the platform side builds
-the same downlinks and reads the same answers.
+The device side decodes what the platform sends and encodes its answers; the platform side
+builds the same downlinks and reads the same answers. Test ids and docstrings start with a
+topic number; where each topic's samples come from (page ids as in docs/platforms.md,
+Sources):
+
+* 2.5: the gateway rule, a child's downlinks on the gateway's topics (iot_06_v5_3014);
+* 3.1, 3.2: commands and their responses (iot_06_v5_3014; the Python SDK's
+  ``sdk_unittest/command_test.py`` and ``command_response.py``);
+* 3.3: the ``createCommands`` document (``huaweicloud-sdk-python-v3``, ``create_batch_task.py``);
+* 4.1: messages down (iot_06_v5_3017), ``payload_format`` (API iot_06_v5_0059) and the
+  ``createMessages`` document (``create_batch_task.py``, as for 3.3);
+* 4.2: custom topics (iot_06_v5_0059, ``topic`` and ``topic_full_name``);
+* 5.2: property sets (iot_06_v5_3008); 5.3: property gets (the Python SDK's ``PropsGet``);
+  5.4: the shadow (iot_06_v5_3012).
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ def _platform() -> HuaweiIotdaPlatform:
     return HuaweiIotdaPlatform(DEVICE)
 
 
-# -- commands (reference section 3) ------------------------------------------------------------
+# -- commands (iot_06_v5_3014) -----------------------------------------------------------------
 
 
 def _expected(
@@ -377,7 +388,7 @@ def test_malformed_commands_are_rejected_with_a_bad_request_reply(
     assert publish.topic == f"{SYS}commands/response/request_id={RID}"
 
 
-# -- messages (reference section 4) ----------------------------------------------------------
+# -- messages (iot_06_v5_3017, 0059) --------------------------------------------------------
 
 
 def test_system_format_message_sample_decodes_with_its_id(profile: HuaweiIotdaProfile) -> None:

@@ -38,7 +38,8 @@ def _profile(*, desired_state: bool = True) -> HuaweiIotdaProfile:
     return HuaweiIotdaProfile(DEV, desired_state=desired_state)
 
 
-# Samples from the reference (huawei-iotda-device-protocol.md §5; iot_06_v5_3008, 3012, 3006).
+# Samples from IoTDA docs iot_06_v5_3008 (property set), 3012 and the Python SDK's
+# sdk_unittest/shadow_test.py (shadow get), 3006 (report); see docs/platforms.md, Sources.
 PROPERTIES_SET = {
     "object_device_id": DEV,
     "services": [

@@ -27,7 +27,9 @@ DEV = "dev-v3"
 COMMAND = f"/huawei/v1/devices/{DEV}/command/json"
 DATA = f"/huawei/v1/devices/{DEV}/data/json"
 
-# Reference §3.4 (iot_03_3204 downlink example; deviceRsp fields from the same reference).
+# OceanConnect MQTT interface docs (support.huaweicloud.com, api-IoT iot_06_3008 and iot_06_3011):
+# downlink example from iot_03_3204; deviceRsp fields from the same interface docs and the Java
+# SDK's CommandRspV3.
 CLOUD_REQ = {
     "msgType": "cloudReq",
     "serviceId": "******",

@@ -1,7 +1,7 @@
 """Huawei IoTDA ``$ota`` and ``$sub_device_manager`` events: wire samples in both directions.
 
-The samples are copied from the reference (huawei-iotda-device-protocol.md §6, §7), which quotes
-the platform's documentation pages iot_06_v5_3028-3031, 3019, 3021 and the SDK test files.
+The samples are copied from the platform's documentation pages iot_06_v5_3028-3031, 3019 and
+3021 and from the official Python SDK's test files (see docs/platforms.md, Sources).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ GW = "gw-1"
 EVENTS_DOWN = f"$oc/devices/{GW}/sys/events/down"
 PROFILE = HuaweiIotdaProfile(GW)
 
-# §6.2 (doc 3028), completed with the task_ext_info of the 3030 example.
+# iot_06_v5_3028 (its example is cut short), completed with the task_ext_info of the 3030
+# example (inferred).
 VERSION_QUERY = {
     "object_device_id": "child-1",
     "services": [
@@ -50,7 +51,7 @@ VERSION_QUERY = {
     ],
 }
 
-# §6.4 "示例一" (doc 3030).
+# iot_06_v5_3030, "示例一".
 FIRMWARE_UPGRADE = {
     "object_device_id": "child-1",
     "services": [
@@ -75,7 +76,8 @@ FIRMWARE_UPGRADE = {
     ],
 }
 
-# §6.4 real-world capture (ESP32 sample): no file_name, a 64-hex token, port 8943.
+# The 2022 capture in a third-party ESP32 sample (docs/platforms.md, Sources): no file_name,
+# a 64-hex token, port 8943.
 ESP32_CAPTURE = {
     "object_device_id": "aithinker_F4CFA25BB155",
     "services": [
@@ -95,7 +97,7 @@ ESP32_CAPTURE = {
     ],
 }
 
-# §7.1 / §7.2 (py-sdk gateway_test.py).
+# add/delete_sub_device_notify (iot_06_v5_3019; the Python SDK's sdk_unittest/gateway_test.py).
 ADD_SUB_DEVICES = {
     "object_device_id": GW,
     "services": [
@@ -315,7 +317,7 @@ def _encoded(event: Any) -> dict[str, Any]:
 
 
 def test_progress_report_matches_the_documented_shape() -> None:
-    """§6.7's example (without the optional event_time) from a neutral progress report."""
+    """iot_06_v5_3031's example (without the optional event_time) from a neutral report."""
     report = UpgradeProgress(
         device_id="child-1",
         phase="installing",
@@ -341,7 +343,7 @@ def test_progress_report_matches_the_documented_shape() -> None:
 
 
 def test_version_report_matches_the_documented_shape() -> None:
-    """§6.3's example (without event_time)."""
+    """iot_06_v5_3029's example (without event_time)."""
     report = VersionReport(device_id="child-1", sw_version="v1.0", fw_version="v1.0")
     assert _encoded(report) == {
         "object_device_id": "child-1",
@@ -356,7 +358,7 @@ def test_version_report_matches_the_documented_shape() -> None:
 
 
 def test_sub_device_sync_request_carries_the_last_version() -> None:
-    """§7.3: ``$sub_device_manager`` (with the ``$``) and ``paras.version``."""
+    """iot_06_v5_3021: ``$sub_device_manager`` (with the ``$``) and ``paras.version``."""
     body = _encoded(ChildrenSyncRequest(device_id=GW, version=7))
     (service,) = body["services"]
     assert service == {
@@ -382,7 +384,7 @@ def test_sub_device_sync_request_carries_the_last_version() -> None:
     ],
 )
 def test_neutral_statuses_map_onto_the_documented_result_codes(status: str, code: int) -> None:
-    """§6.7's result_code table."""
+    """iot_06_v5_3031's result_code table."""
     report = UpgradeProgress(device_id=GW, phase="failed", status=status, version="1")
     assert _encoded(report)["services"][0]["paras"]["result_code"] == code
 

@@ -1,4 +1,7 @@
-"""The platform's check of a Tencent IoT Hub CONNECT (reference §2.3), against its test vectors."""
+"""The platform's check of a Tencent IoT Hub CONNECT, against test vectors.
+
+The rules are those of 设备基于 TCP 的 MQTT 接入 (docs/platforms.md, Sources).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,9 @@ import pytest
 
 from agent.profiles.tencent_iothub import auth
 
-# Reference §2.3: secret base64("0123456789abcdef"), username for ABCDEFGHIJ/dev1, expiry 1.7e9.
-SECRET = "MDEyMzQ1Njc4OWFiY2RlZg=="  # noqa: S105 - the reference vector
+# Vectors computed with Python's hmac (no platform page publishes one): secret
+# base64("0123456789abcdef"), username for ABCDEFGHIJ/dev1, expiry 1.7e9.
+SECRET = "MDEyMzQ1Njc4OWFiY2RlZg=="  # noqa: S105 - test vector key
 USER = "ABCDEFGHIJdev1;12010126;abcde;1700000000"
 SHA256 = "3ae7290c9c3456325ca62be32fd171b7b1c7415070ff002bfcc010a905b9f903;hmacsha256"
 TOKEN256 = SHA256[:64]

@@ -1,4 +1,7 @@
-"""Tencent IoT Hub gateway operations as the platform reads and answers them (reference §6.1)."""
+"""Tencent IoT Hub gateway operations as the platform reads and answers them.
+
+Per 拓扑关系管理.md and 代理子设备上下线.md (docs/platforms.md, Sources).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import pytest
 from agent.core.errors import RemoteProtocolError
 from agent.profiles.tencent_iothub import gateway_platform as gp
 
-KEY = "MDEyMzQ1Njc4OWFiY2RlZg=="  # the reference's key, used as a string as the SDKs do
+KEY = "MDEyMzQ1Njc4OWFiY2RlZg=="  # a test key, used as a string as the SDKs do
 TOPIC = "$gateway/operation/GWPRODUCT/gw1"
 
 

@@ -1,4 +1,4 @@
-"""Tencent IoT Hub profile: wire samples from the reference both ways, identity, bad input."""
+"""Tencent IoT Hub profile: documented wire samples both ways, identity, bad input."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ REF = "t"  # a client token
 TOKEN = "clientToken"  # noqa: S105 - the samples' client token
 RESULT = f"$shadow/operation/result/{PID}/{DN}"
 OPERATION = f"$shadow/operation/{PID}/{DN}"
-SECRET = "MDEyMzQ1Njc4OWFiY2RlZg=="  # noqa: S105 - the reference vector: base64 "0123456789abcdef"
+SECRET = "MDEyMzQ1Njc4OWFiY2RlZg=="  # noqa: S105 - test vector key: base64 "0123456789abcdef"
 
 
 def _profile(**options: Any) -> TencentIothubProfile:
@@ -43,8 +43,8 @@ def _json(data: bytes) -> Any:
     return json.loads(data)
 
 
-# Samples copied from the reference (tencent-iothub-device-protocol.md §3.3, which quotes
-# 设备影子数据流.md and 设备影子详情.md).
+# Samples copied from the IoT Hub documentation, 设备影子数据流.md and 设备影子详情.md (see
+# docs/platforms.md, Sources).
 GET = {"type": "get", "clientToken": "clientToken"}
 GET_REPLY = {
     "type": "get",
@@ -105,7 +105,10 @@ COMBINED = {
 
 class TestIdentity:
     def test_password_matches_the_reference_vectors(self) -> None:
-        """HMAC-SHA256 and HMAC-SHA1 passwords match the reference's computed vectors."""
+        """HMAC-SHA256 and HMAC-SHA1 passwords match vectors computed with Python's ``hmac``.
+
+        No platform page publishes a vector; these were computed independently of this code.
+        """
         user = "ABCDEFGHIJdev1;12010126;abcde;1700000000"
 
         assert auth.username(PID, DN, "abcde", 1700000000) == user
@@ -148,7 +151,7 @@ class TestIdentity:
 
 class TestShadowDecoding:
     def test_delta_becomes_desired_state_keyed_by_version(self) -> None:
-        """The reference delta: its changed keys at version 3, keyed so a repeat is known."""
+        """The documented delta: its changed keys at version 3, keyed so a repeat is known."""
         event = _profile().decode(RESULT, json.dumps(DELTA).encode())
 
         assert isinstance(event, DesiredState)
@@ -175,7 +178,7 @@ class TestShadowDecoding:
         assert keys[0] == keys[1] != keys[2]
 
     def test_get_reply_yields_the_delta_and_the_reported_baseline(self) -> None:
-        """The reference get reply: pending delta, what is reported, the version."""
+        """The documented get reply: pending delta, what is reported, the version."""
         event = _profile().decode(RESULT, json.dumps(GET_REPLY).encode())
 
         assert isinstance(event, DesiredState)

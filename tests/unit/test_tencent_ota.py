@@ -1,4 +1,7 @@
-"""Tencent IoT Hub ``$ota`` and ``$gateway`` wire samples (reference §5.2, §6.1), both ways."""
+"""Tencent IoT Hub ``$ota`` and ``$gateway`` wire samples, both ways.
+
+From 设备固件升级.md, 拓扑关系管理.md and 代理子设备上下线.md (docs/platforms.md, Sources).
+"""
 
 from __future__ import annotations
 

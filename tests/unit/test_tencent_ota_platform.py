@@ -1,4 +1,4 @@
-"""Tencent IoT Hub ``$ota`` reports read as strictly as the platform documents them (§5.2)."""
+"""Tencent IoT Hub ``$ota`` reports read as strictly as 设备固件升级.md documents them."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _progress(**progress: Any) -> dict[str, Any]:
     return {"type": "report_progress", "report": {"progress": progress, "version": "0.2"}}
 
 
-# The documentation's samples (设备固件升级.md, reference §5.2).
+# The documentation's samples (设备固件升级.md; see docs/platforms.md, Sources).
 DOWNLOADING = _progress(state="downloading", percent="10", result_code="0", result_msg="")
 BURNING = _progress(state="burning", result_code="0", result_msg="")
 DONE = _progress(state="done", result_code="0", result_msg="")
