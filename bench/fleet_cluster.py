@@ -7,10 +7,15 @@ connected to node 2 + i % (nodes - 1) first, with every node as a fallback (``mq
 One createCommands task over every device (a handler without latency), timed to 100 %
 Success. Reports the time to connect, the time to 100 %, each shard's memory (RSS once
 connected and at the end) and the ratio to the floor: ../shared/tools/fleet_floor.py (bare
-aiomqtt clients, one QoS 1 request/reply each) against node 2 of the same cluster in the
-same run, before the fleet starts.
+aiomqtt clients, one QoS 1 request/reply each) against node 2 of a cluster of the same
+configuration in the same run, started afresh for it and stopped before the fleet's.
+
+While the shards connect, every node's ``/jsz`` is read every few seconds: the JetStream
+consumers (one per QoS 1 subscription of every persistent session) and API errors over time,
+which is what limits how fast a fleet can join a cluster.
 
 Usage: python -m bench.fleet_cluster [--devices 20000] [--shards 4] [--consumer-replicas 1]
+       [--stream-replicas 3]
 Prints one JSON object. Measured on a shared 2-core machine: read ratios, not absolutes.
 """
 
@@ -25,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,11 +51,12 @@ def default_floor() -> Path:
     return next((path for path in found if path.exists()), DEFAULT_FLOOR)
 
 
-def scenario_text(devices: int, connect_concurrency: int) -> str:
+def scenario_text(devices: int, connect_concurrency: int, subscribe_concurrency: int) -> str:
     """The shards' scenario: one cohort, a PING handler without latency, SQLite journals."""
     return f"""
 [fleet]
 connect_concurrency = {connect_concurrency}
+subscribe_concurrency = {subscribe_concurrency}
 [[fleet.cohorts]]
 name = "bench"
 count = {devices}
@@ -68,6 +75,39 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
     except OSError:
         pass
     return 0
+
+
+def jsz(port: int) -> dict[str, Any]:
+    """A node's JetStream counters (``/jsz`` on its loopback monitoring port); {} if it is down."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/jsz", timeout=5) as response:
+            body = json.loads(response.read())
+    except (OSError, ValueError):
+        return {}
+    api = body.get("api") or {}
+    return {
+        "consumers": body.get("consumers", 0),
+        "streams": body.get("streams", 0),
+        "api_total": api.get("total", 0),
+        "api_errors": api.get("errors", 0),
+    }
+
+
+async def sample_jetstream(
+    cluster: NatsCluster, samples: list[dict[str, Any]], every_s: float = 5.0
+) -> None:
+    """Append every node's counters to ``samples`` every ``every_s`` until cancelled."""
+    started = time.perf_counter()
+    while True:
+        nodes = [await asyncio.to_thread(jsz, node.http_port) for node in cluster.nodes]
+        samples.append(
+            {
+                "t_s": round(time.perf_counter() - started, 1),
+                "consumers": [n.get("consumers") for n in nodes],
+                "api_errors": [n.get("api_errors") for n in nodes],
+            }
+        )
+        await asyncio.sleep(every_s)
 
 
 def read_event(stream: IO[str], event: str, deadline: float) -> dict[str, Any]:
@@ -121,7 +161,7 @@ def start_shards(
     return processes
 
 
-async def ping_everyone(emulator: Emulator, devices: int) -> dict[str, Any]:
+async def ping_everyone(emulator: Emulator, devices: int, deadline_s: float) -> dict[str, Any]:
     """One createCommands task over every device, timed until every subtask has ended."""
     ids = [f"bench-{i:05d}" for i in range(devices)]
     now = time.time()
@@ -145,7 +185,7 @@ async def ping_everyone(emulator: Emulator, devices: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     await emulator.engine.create(task, ids)
     with contextlib.suppress(TimeoutError):  # reported as it stands: status, counts, errors
-        await asyncio.wait_for(ended.wait(), max(600.0, devices * 0.1))
+        await asyncio.wait_for(ended.wait(), deadline_s)
     elapsed = time.perf_counter() - t0
     return {
         "seconds_to_100": round(elapsed, 2) if ended.is_set() else None,
@@ -176,22 +216,75 @@ async def stop_shards(shards: list[subprocess.Popen[str]]) -> list[dict[str, Any
     return stopped
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Cluster, floor, emulator, shards, one task; the measurements."""
-    cluster = NatsCluster(
-        workdir / "nats",
-        stream_replicas=None,  # as many as nodes (up to 3): sessions survive a node
+async def wait_ready(
+    cluster: NatsCluster, shards: list[subprocess.Popen[str]], deadline: float
+) -> dict[str, Any]:
+    """Wait for every shard's ``shard.ready``, sampling the cluster's JetStream meanwhile."""
+    started = time.perf_counter()
+    samples: list[dict[str, Any]] = []
+    sampler = asyncio.create_task(sample_jetstream(cluster, samples))
+    result: dict[str, Any] = {}
+    ready = 0
+    try:
+        for process in shards:
+            assert process.stdout is not None
+            # A silent shard blocks the read: the wait, not the read, keeps the deadline.
+            await asyncio.wait_for(
+                asyncio.to_thread(read_event, process.stdout, "shard.ready", deadline),
+                max(1.0, deadline - time.monotonic()),
+            )
+            ready += 1
+    except TimeoutError:
+        result["connect_error"] = f"{ready} of {len(shards)} shards ready by the deadline"
+    finally:
+        sampler.cancel()
+        result["jetstream_while_connecting"] = samples[:: max(1, len(samples) // 12)] + samples[-1:]
+    result["connect_s"] = round(time.perf_counter() - started, 1)
+    consumers = sum(c or 0 for c in samples[-1]["consumers"]) if samples else 0
+    result["consumers_per_s"] = round(consumers / max(result["connect_s"], 0.1), 1)
+    return result
+
+
+async def run_floor_on_cluster(args: argparse.Namespace, workdir: Path, clients: int) -> Any:
+    """The floor against node 2 of a cluster of its own, stopped afterwards."""
+    cluster = cluster_for(args, workdir)
+    await asyncio.to_thread(cluster.start)
+    try:
+        return await asyncio.to_thread(
+            run_floor, args.floor, clients, cluster.nodes[1].mqtt_port
+        ) or {"error": f"no floor: {args.floor} not found"}
+    finally:
+        await asyncio.to_thread(cluster.stop)
+
+
+def cluster_for(args: argparse.Namespace, workdir: Path) -> NatsCluster:
+    """A 3-node cluster with the bench's MQTT settings."""
+    return NatsCluster(
+        workdir,
+        # None: as many as nodes (up to 3), sessions survive a node; 1: each session and its
+        # messages on one node, no replication round trips (a lost node loses its sessions).
+        stream_replicas=args.stream_replicas,
         consumer_replicas=args.consumer_replicas,
         consumer_memory_storage=True,
         max_ack_pending=args.max_ack_pending,
     )
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """Cluster, floor, emulator, shards, one task; the measurements."""
+    # The floor runs on a cluster of its own (same configuration, stopped before the fleet's
+    # starts): NATS keeps its clean sessions' consumers after they disconnect, and the fleet
+    # would otherwise share the cluster with 2 x N consumers nobody uses.
+    floor_clients = min(args.floor_clients or args.devices, raise_fd_limit() - 1000)
+    floor = await run_floor_on_cluster(args, workdir / "nats-floor", floor_clients)
+    cluster = cluster_for(args, workdir / "nats")
     await asyncio.to_thread(cluster.start)
     result: dict[str, Any] = {
         "devices": args.devices,
         "shards": args.shards,
         "nodes": len(cluster.nodes),
         "nats": {
-            "stream_replicas": "cluster size (3)",
+            "stream_replicas": args.stream_replicas or "cluster size (3)",
             "consumer_replicas": args.consumer_replicas or "stream replicas (3)",
             "consumer_memory_storage": True,
             "max_ack_pending": args.max_ack_pending,
@@ -202,10 +295,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     shards: list[subprocess.Popen[str]] = []
     emulator: Emulator | None = None
     try:
-        floor_clients = min(args.devices, raise_fd_limit() - 1000)
-        result["floor"] = await asyncio.to_thread(
-            run_floor, args.floor, floor_clients, cluster.nodes[1].mqtt_port
-        ) or {"error": f"no floor: {args.floor} not found"}
+        result["floor"] = floor
         result["floor_clients"] = floor_clients
         emulator = build_emulator(
             EmulatorSettings(
@@ -220,17 +310,27 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         await emulator.start()
         await emulator.wait_connected(60)
         scenario = workdir / "fleet.toml"
-        scenario.write_text(scenario_text(args.devices, args.connect_concurrency))
-        started = time.perf_counter()
+        # Per shard: the cluster sets up at most shards x this many SUBSCRIBEs at once.
+        scenario.write_text(
+            scenario_text(args.devices, args.connect_concurrency, args.subscribe_concurrency)
+        )
         shards = start_shards(cluster, emulator.url, scenario, workdir, args.shards)
-        deadline = time.monotonic() + max(300.0, args.devices * 0.5)
-        for process in shards:
-            assert process.stdout is not None
-            await asyncio.to_thread(read_event, process.stdout, "shard.ready", deadline)
-        result["connect_s"] = round(time.perf_counter() - started, 1)
+        connect_s = args.connect_deadline_s or max(300.0, args.devices * 0.5)
+        result.update(await wait_ready(cluster, shards, time.monotonic() + connect_s))
+        if "connect_error" in result:
+            result["shard_rss_mb"] = [round(rss_kb(p.pid) / 1024, 1) for p in shards]
+            result["nats_rss_mb"] = [
+                round(rss_kb(cluster.pid(i) or 0) / 1024, 1) for i in range(len(cluster.nodes))
+            ]
+            return result
         result["shard_rss_mb_connected"] = [round(rss_kb(p.pid) / 1024, 1) for p in shards]
-        result["createCommands"] = await ping_everyone(emulator, args.devices)
+        result["createCommands"] = await ping_everyone(
+            emulator, args.devices, args.task_deadline_s or max(600.0, args.devices * 0.1)
+        )
         result["shard_rss_mb_peak"] = [round(rss_kb(p.pid, "VmHWM") / 1024, 1) for p in shards]
+        result["nats_rss_mb"] = [
+            round(rss_kb(cluster.pid(i) or 0) / 1024, 1) for i in range(len(cluster.nodes))
+        ]
         result["kb_per_device"] = round(
             sum(rss_kb(p.pid) for p in shards) / max(args.devices, 1), 1
         )
@@ -269,6 +369,12 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--floor", type=Path, default=default_floor())
     parser.add_argument(
+        "--floor-clients",
+        type=int,
+        default=0,
+        help="clients in the floor (0: as many as devices); ratios are per client",
+    )
+    parser.add_argument(
         "--consumer-replicas",
         type=int,
         default=1,
@@ -276,13 +382,38 @@ def main() -> None:
     )
     # Per subscription; NATS refuses (SUBACK 0x80) a subscription that takes a session's total
     # over 65535, and the task service's link has over a dozen filters.
+    parser.add_argument(
+        "--stream-replicas",
+        type=int,
+        default=0,
+        help="replicas of the MQTT streams (sessions, messages); 0: as many as nodes",
+    )
     parser.add_argument("--max-ack-pending", type=int, default=1024)
     parser.add_argument("--connect-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--subscribe-concurrency",
+        type=int,
+        default=16,
+        help="SUBSCRIBE exchanges in flight per shard (each filter: a JetStream consumer)",
+    )
+    parser.add_argument(
+        "--connect-deadline-s",
+        type=float,
+        default=0,
+        help="give up (reporting how far the shards got) after this long; 0: devices x 0.5 s",
+    )
+    parser.add_argument(
+        "--task-deadline-s",
+        type=float,
+        default=0,
+        help="report the task as it stands after this long; 0: max(600, devices x 0.1) s",
+    )
     parser.add_argument(
         "--workdir", type=Path, help="keep logs and stores here (default: a temp dir)"
     )
     args = parser.parse_args()
     args.consumer_replicas = args.consumer_replicas or None
+    args.stream_replicas = args.stream_replicas or None
     configure_logging("error", "console", stream=sys.stderr)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,7 @@ def build_agent(
     secret: str,
     transport: Transport | None = None,
     connect_gate: asyncio.Semaphore | None = None,
+    subscribe_gate: asyncio.Semaphore | None = None,
     wrap_executor: ExecutorWrapper | None = None,
     clock: Callable[[], float] = time.time,
     log: Any = None,
@@ -69,12 +70,15 @@ def build_agent(
 
     ``transport`` replaces the MQTT connection (an in-memory one in tests);
     ``wrap_executor(kind, executor)`` lets the caller wrap each executor (the simulator counts
-    executions with it); ``connect_gate`` bounds how many agents connect at once.
+    executions with it); ``connect_gate`` bounds how many agents connect at once, and
+    ``subscribe_gate`` how many SUBSCRIBE exchanges are in flight across them.
     """
     profile = build_profile(config)
     log = log or get_logger(device_id=profile.device_id, profile=profile.name)
     if transport is None:
-        transport = MqttConnection(config.mqtt, connect_gate=connect_gate, log=log)
+        transport = MqttConnection(
+            config.mqtt, connect_gate=connect_gate, subscribe_gate=subscribe_gate, log=log
+        )
     executors = build_executors(
         config, journal=journal, agent_id=profile.device_id, log=log, clock=clock
     )

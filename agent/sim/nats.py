@@ -151,6 +151,11 @@ class NatsCluster:
         process = self._processes.get(self.nodes[index].name)
         return process is not None and process.poll() is None
 
+    def pid(self, index: int) -> int | None:
+        """Process id of node ``index`` while it runs (for memory figures)."""
+        process = self._processes.get(self.nodes[index].name)
+        return process.pid if process is not None and process.poll() is None else None
+
     def start(self, timeout: float = 60.0) -> None:
         """Start every node; wait until each is healthy with JetStream and takes MQTT."""
         for index in range(len(self.nodes)):

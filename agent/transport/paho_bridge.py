@@ -231,6 +231,7 @@ class MqttConnection:
         *,
         link: Link | None = None,
         connect_gate: asyncio.Semaphore | None = None,
+        subscribe_gate: asyncio.Semaphore | None = None,
         backoff: Backoff | None = None,
         log: Any = None,
     ) -> None:
@@ -247,6 +248,10 @@ class MqttConnection:
         self.connects = 0
         self._link = link
         self._gate = connect_gate
+        # Shared by a fleet on a clustered broker, where every filter accepted costs the
+        # cluster a replicated JetStream consumer (NATS): a bounded number of SUBSCRIBEs in
+        # flight are set up in time, thousands at once time out and are refused.
+        self._subscribe_gate = subscribe_gate
         self._backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._log = log or get_logger()
         self._tls = build_tls_context(settings.tls) if settings.tls.enabled else None
@@ -606,6 +611,15 @@ class MqttConnection:
         return refused
 
     async def _subscribe(
+        self, client: mqtt.Client, subscriptions: list[Subscription]
+    ) -> list[Subscription]:
+        gate: contextlib.AbstractAsyncContextManager[Any] = (
+            self._subscribe_gate or contextlib.nullcontext()
+        )
+        async with gate:
+            return await self._subscribe_now(client, subscriptions)
+
+    async def _subscribe_now(
         self, client: mqtt.Client, subscriptions: list[Subscription]
     ) -> list[Subscription]:
         loop = asyncio.get_running_loop()

@@ -83,6 +83,24 @@ def test_very_short_secrets_are_not_registered() -> None:
     assert scrubber.scrub("abc abc") == "abc abc"
 
 
+def test_registering_adds_to_the_known_secrets_without_copying_them() -> None:
+    """A registration does not copy every secret registered before.
+
+    A fleet registers a password per connect: copying made 10,000 connects quadratic.
+    """
+    scrubber = SecretRedactor()
+    scrubber.register("first-secret")
+    known = scrubber._known
+    for n in range(100):
+        scrubber.register(f"password-{n:04d}")
+
+    assert scrubber._known is known
+    assert len(known) == 101
+    assert scrubber.scrub("a password-0042 b first-secret") == f"a {REDACTED} b {REDACTED}"
+    scrubber.register("password-0042-longer")  # sorted again: the longer one whole
+    assert scrubber.scrub("password-0042-longer") == REDACTED
+
+
 def test_an_event_dict_is_scrubbed_in_place(scrubber: SecretRedactor) -> None:
     """As a structlog processor it scrubs every field, the event name included."""
     event = {"event": f"leaked.{SECRET}", "password": SECRET, "n": 1}

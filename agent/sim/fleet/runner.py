@@ -235,6 +235,9 @@ class FleetRunner:
         self.workdir = workdir
         self.base = base_config(spec, host, port, workdir, hosts)
         self.gate = asyncio.Semaphore(spec.connect_concurrency)
+        self.subscribe_gate = (
+            asyncio.Semaphore(spec.subscribe_concurrency) if spec.subscribe_concurrency else None
+        )
         self.executions = Executions()
         self.agents: dict[str, Agent] = {}
         self.restarts = 0
@@ -286,6 +289,7 @@ class FleetRunner:
             journal=self.journal,
             secret=secret_of(device_id),
             connect_gate=self.gate,
+            subscribe_gate=self.subscribe_gate,
             wrap_executor=lambda _kind, executor: _Counting(executor, self.executions),
             log=self._log.bind(device_id=device_id),
         )

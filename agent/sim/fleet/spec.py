@@ -129,6 +129,9 @@ class FleetSpec(Spec):
     upgrades: UpgradeSpec = UpgradeSpec()
     faults: FaultSpec = FaultSpec()
     connect_concurrency: int = Field(default=64, ge=1, le=10_000)
+    # SUBSCRIBE exchanges in flight across the fleet (None: as many as connect). On NATS each
+    # filter is a JetStream consumer the cluster must create within 4 s: bound them.
+    subscribe_concurrency: int | None = Field(default=None, ge=1, le=10_000)
     max_concurrent_subtasks: int = Field(default=16, ge=1, le=4096)
     journal: Literal["sqlite", "memory"] = "sqlite"
 
