@@ -40,7 +40,7 @@ class _Device:
         self.ctx = Context(
             agent_id=self.profile.device_id,
             received_at=0.0,
-            log=RecordingLog(),  # type: ignore[arg-type]
+            log=RecordingLog(),
             uplink=RecordingUplink(),  # type: ignore[arg-type]
         )
 
