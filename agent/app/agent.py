@@ -112,20 +112,39 @@ class Agent:
         broker. Returns whether the outbox emptied.
         """
         self.dispatcher.stop_intake()
+        self._stop_background()
+        await self.dispatcher.drain(grace)
+        flushed = await self.outbox.drain(flush_timeout) if self.transport.ready.is_set() else False
+        await self.transport.close()
+        await self._end_tasks()
+        return flushed
+
+    def _stop_background(self) -> None:
         for executor in {id(e): e for e in self.executors.values()}.values():
             stop_background = getattr(executor, "stop_background", None)
             if callable(stop_background):
                 stop_background()  # periodic rounds (child presence) end with the agent
-        await self.dispatcher.drain(grace)
-        flushed = await self.outbox.drain(flush_timeout) if self.transport.ready.is_set() else False
-        await self.transport.close()
+
+    async def _end_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        return flushed
+
+    async def kill(self) -> None:
+        """End abruptly, as if the process died: nothing is finished, flushed or closed.
+
+        Returns once no task of this agent runs any more (admissions, subtasks, the outbox and
+        the connection), so another agent may start on the same journal and recover what this
+        one left open without meeting it still at work.
+        """
+        self._stop_background()
+        await self.dispatcher.abort()
+        await self.transport.close()
+        await self._end_tasks()
+        await self.outbox.settle()
 
     def set_secret(self, secret: str) -> None:
         """Use a new device secret from the next connection on (a reload)."""

@@ -154,8 +154,14 @@ class DesiredStateExecutor:
             if subtask.source == "push":
                 self._regets = 0  # a new change: a conflict may be retried again
             outcomes = await self._run(subtask, ctx)
-            # What the platform holds: its own word after a read, else what was last applied.
-            baseline = dict(subtask.reported if subtask.reported is not None else record.applied)
+            # What the platform holds: its own word (a read, a delta), else what was last
+            # applied. Not on a recovery: the interrupted run recorded what it applied before
+            # its report left, so the record may claim values the platform never received
+            # (reported nothing, cleared desired: the shadow would never hold them).
+            if subtask.reported is not None:
+                baseline = dict(subtask.reported)
+            else:
+                baseline = {} if force else dict(record.applied)
             for section, outcome in outcomes.items():
                 if not outcome.applied:
                     continue

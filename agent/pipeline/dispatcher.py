@@ -73,7 +73,11 @@ class Dispatcher:
         self._last_admit: asyncio.Task[None] | None = None
         self._acking = True
         self._running: set[asyncio.Task[None]] = set()
+        # Every admission under way (each is also chained through ``_last_admit``): an abort
+        # waits for them, since one may journal and start a subtask.
+        self._admitting: set[asyncio.Task[None]] = set()
         self._accepting = True
+        self._aborted = False
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -83,12 +87,14 @@ class Dispatcher:
             previous = self._last_admit
             task = asyncio.get_running_loop().create_task(self._admit_in_order(message, previous))
             self._last_admit = task
+            self._admitting.add(task)
             task.add_done_callback(self._admitted)
             return
         # When stopping, the message is left unacknowledged: the broker keeps it for next time.
         self._log.info("message.deferred", topic=message.topic, reason="stopping")
 
     def _admitted(self, task: asyncio.Task[None]) -> None:
+        self._admitting.discard(task)
         if self._last_admit is task:
             self._last_admit = None  # an idle dispatcher holds no finished task
 
@@ -261,8 +267,8 @@ class Dispatcher:
             try:
                 outcome = await executor.execute(subtask, ctx)
             except asyncio.CancelledError:
-                if getattr(executor, "resumable", False):
-                    raise  # its journaled state is resumed by the next start
+                if self._aborted or getattr(executor, "resumable", False):
+                    raise  # its journaled state is resumed (or recovered) by the next start
                 # Stopping: close the subtask as interrupted rather than leave it dangling.
                 await self._finish(
                     subtask, await executor.recover(subtask, RUNNING, ctx), received_at, ctx
@@ -353,10 +359,28 @@ class Dispatcher:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self._running and (remaining := deadline - loop.time()) > 0:
-            await asyncio.wait(set(self._running), timeout=remaining)
-        for task in list(self._running):
+        while (busy := self._admitting | self._running) and (
+            remaining := deadline - loop.time()
+        ) > 0:
+            await asyncio.wait(busy, timeout=remaining)
+        for task in list(self._admitting | self._running):
             task.cancel()
         if self._running:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._running, return_exceptions=True), 10.0)
+
+    async def abort(self) -> None:
+        """Stop at once, as the process dying would; return when none of this run's work runs.
+
+        Admissions under way and subtasks are cancelled (nothing is acknowledged, nothing is
+        closed as interrupted: the next start recovers what the journal holds open), and all of
+        them are waited for, without a time bound: an agent started afterwards on the same
+        journal must never meet a task of this one still executing or finishing a subtask.
+        """
+        self._accepting = False
+        self._acking = False
+        self._aborted = True
+        while pending := self._admitting | self._running:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)

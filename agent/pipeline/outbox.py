@@ -105,6 +105,11 @@ class Outbox:
                 await asyncio.gather(*self._deletes, return_exceptions=True)
         return True
 
+    async def settle(self) -> None:
+        """Wait for the journal deletes already under way (an abort sends nothing more)."""
+        while self._deletes:
+            await asyncio.gather(*self._deletes, return_exceptions=True)
+
     async def _load_backlog(self) -> None:
         after = self._scan_after
         assert after is not None  # noqa: S101 - checked by the caller

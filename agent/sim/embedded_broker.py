@@ -6,6 +6,22 @@ platforms put their device topics there (``$oc/...``, ``$shadow/...``), so this 
 that one check and keeps every other rule of amqtt's publication handling. It also closes a
 connection that ends before its CONNECT arrives, which amqtt leaves open.
 
+Persistent sessions (CleanSession 0) keep what MQTT says they keep across a lost connection, so
+a network flap no longer loses the commands in flight (the platform then waited for its command
+timeout); amqtt, as configured here, lost them three ways, each repaired below:
+
+* anonymous access marks every session anonymous, named or not, and amqtt keeps nothing for an
+  anonymous session while it is away (neither its QoS 1 messages nor the session itself):
+  here a client that gave a username is not anonymous;
+* a QoS 1 message whose connection ends before its PUBACK leaves the session with its
+  cancelled PUBACK wait: here the session keeps it, and amqtt sends it again, marked DUP, when
+  the client reconnects [MQTT-4.4.0-1];
+* when a reconnect takes the session over from a connection the broker has not seen end yet,
+  the old connection's end marks the (shared) session disconnected although the new one is up,
+  and everything for it was queued until the next reconnect: here the session stays connected.
+
+(A PUBACK that takes over 5 s on a live connection still drops the message, as amqtt does.)
+
 amqtt matches every publication against every subscription filter in turn, so a fleet of N
 devices (a handful of filters each) costs O(N) per message and O(N^2) per batch task. This
 broker keeps its filters indexed by their literal leading levels and only tests the filters
@@ -33,6 +49,10 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, NoDataError
 from amqtt.events import BrokerEvents
+from amqtt.mqtt.constants import QOS_1
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.protocol.handler import OUTGOING
+from amqtt.session import Session
 
 # Filters are indexed by at most this many literal levels before their first wildcard.
 _INDEX_DEPTH = 4
@@ -100,6 +120,42 @@ class SubscriptionTable(dict[str, list[Any]]):
                 index.setdefault(prefix, []).append(topic_filter)
         self._by_prefix = index
         self._stale = False
+
+
+class _NamedSession(Session):  # type: ignore[misc]
+    """amqtt's session, anonymous only when its client gave no username."""
+
+    @property
+    def is_anonymous(self) -> bool:
+        return not self.username
+
+    @is_anonymous.setter
+    def is_anonymous(self, _value: bool) -> None:
+        """Ignored: amqtt's authentication marks every session anonymous when it may be."""
+
+
+class _SessionKeepingHandler(BrokerProtocolHandler):  # type: ignore[misc]
+    """amqtt's connection handler, keeping a QoS 1 message whose connection ended unacknowledged."""
+
+    async def _handle_qos1_message_flow(self, app_message: Any) -> None:
+        session = self.session
+        try:
+            await super()._handle_qos1_message_flow(app_message)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            ended = task is None or not task.cancelling()  # the PUBACK wait was cancelled
+            if (
+                ended
+                and session is not None
+                and not session.clean_session
+                and app_message.direction == OUTGOING
+                and app_message.qos == QOS_1
+                and app_message.puback_packet is None
+            ):
+                # The connection ended (its handler stopped every PUBACK wait): the session
+                # keeps the message; the next connection's start sends it again, marked DUP.
+                session.inflight_out[app_message.packet_id] = app_message
+            raise
 
 
 class EmbeddedBroker(Broker):  # type: ignore[misc]
@@ -189,6 +245,10 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         await self._notice(
             f"New client connected from {address} as {client_session.client_id} (p2, c1, k60)."
         )
+        if client_session.transitions.state != "connected":
+            # A take-over whose old connection ended meanwhile marked the session disconnected.
+            client_session.transitions.connect()
+            await self._publish_session_retained_messages(client_session)
         await super()._client_message_loop(client_session, handler)
 
     async def _handle_disconnect(
@@ -199,6 +259,11 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         current = self._sessions.get(client_session.client_id)
         if current is None or current[1] is handler:
             await self._notice(f"Client {client_session.client_id} disconnected.")
+            return
+        if current[0] is client_session and current[1].writer is not None:
+            # Taken over: the session is the newer connection's too, and that one is up.
+            client_session.transitions.connect()
+            await self._publish_session_retained_messages(client_session)
 
     async def _notice(self, line: str) -> None:
         stamp = int(time.time())
@@ -208,7 +273,7 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
     ) -> Any:
         try:
-            return await super()._initialize_client_session(
+            handler, session = await super()._initialize_client_session(
                 reader, writer, remote_address, remote_port
             )
         except (AMQTTError, NoDataError):
@@ -217,6 +282,10 @@ class EmbeddedBroker(Broker):  # type: ignore[misc]
             with contextlib.suppress(Exception):
                 await writer.close()
             raise
+        # amqtt builds both itself; these only change what is kept for the session (above).
+        handler.__class__ = _SessionKeepingHandler
+        session.__class__ = _NamedSession
+        return handler, session
 
     async def _handle_message_delivery(
         self, client_session: Any, handler: Any, wait_deliver: asyncio.Future[Any]

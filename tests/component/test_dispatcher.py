@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from agent.core.errors import JournalError
-from agent.core.model import CommandRequest, MessageDelivery
+from agent.core.model import CommandRequest, MessageDelivery, Subtask
 from agent.executors.unsupported import UnsupportedExecutor
 from agent.journal.base import AcceptOutcome, Finish, Journal, SubtaskState
 from agent.journal.memory import MemoryJournal
 from agent.journal.sqlite import SqliteJournal
 from agent.pipeline.dispatcher import RUNNING, Dispatcher
-from agent.pipeline.executor import Executor
+from agent.pipeline.executor import Context, Executor, Outcome
 from agent.pipeline.outbox import Outbox
 from agent.pipeline.uplink import Uplink
 from agent.profiles.huawei_iotda import HuaweiIotdaProfile
@@ -616,6 +616,89 @@ async def test_drain_leaves_waiting_subtasks_for_the_next_start(make_rig: RigFac
     assert await rig.open_states() == {"r2": SubtaskState.ACCEPTED}
     assert rig.answers("r2") == []
     assert len(rig.commands.executions) == 1
+
+
+async def test_drain_stops_an_admission_under_way_from_starting_its_subtask_later(
+    make_rig: RigFactory,
+) -> None:
+    """A publication still being journaled at shutdown never starts a subtask after drain."""
+    rig = await make_rig()
+    rig.journal.hold("/r1")
+    rig.command("r1", mid=1)
+    await until(lambda: len(rig.journal.entered_keys) == 1, "r1 being journaled")
+
+    rig.dispatcher.stop_intake()
+    await rig.dispatcher.drain(grace=0)
+    rig.journal.release("/r1")
+    await _settle_loop()
+
+    assert rig.commands.executions == []
+    assert rig.acked() == []
+    assert rig.dispatcher.in_flight == 0
+
+
+async def test_abort_ends_every_task_of_the_run_and_closes_nothing(make_rig: RigFactory) -> None:
+    """As a process death: admissions and subtasks end, unanswered, open for the next start."""
+    rig = await make_rig(hold=True)
+    rig.command("r1", mid=1)
+    await until(lambda: len(rig.commands.executions) == 1, "r1 running")
+    rig.journal.hold("/r2")
+    rig.command("r2", mid=2)
+    await until(lambda: len(rig.journal.entered_keys) == 2, "r2 being journaled")
+
+    await rig.dispatcher.abort()
+
+    assert rig.commands.cancelled == [f"huawei-iotda/{DEVICE}/commands/r1"]
+    assert rig.dispatcher.in_flight == 0
+    rig.journal.release("/r2")
+    rig.commands.release()
+    await _settle_loop()
+    assert rig.commands.keys() == [f"huawei-iotda/{DEVICE}/commands/r1"]
+    assert rig.commands.recoveries == []  # the next start recovers it, not this run
+    assert rig.answers("r1") == []
+    assert 2 not in rig.acked()
+    assert await rig.open_states() == {"r1": RUNNING}
+
+
+class _SlowToStop(ScriptedExecutor):
+    """Cleans up for as long as the test says when cancelled (a handler being killed)."""
+
+    def __init__(self) -> None:
+        super().__init__(hold_all=True)
+        self.cleanup = asyncio.Event()
+        self.cleaned = False
+
+    async def execute(self, subtask: Subtask, ctx: Context) -> Outcome:
+        try:
+            return await super().execute(subtask, ctx)
+        except asyncio.CancelledError:
+            await self.cleanup.wait()
+            self.cleaned = True
+            raise
+
+
+async def test_abort_returns_only_once_the_last_subtask_has_ended(make_rig: RigFactory) -> None:
+    """No time bound: a subtask slow to stop is waited for, never left running."""
+    rig = await make_rig()
+    slow = _SlowToStop()
+    rig.dispatcher._executors["command"] = slow  # one executor swapped in
+    rig.command("r1", mid=1)
+    await until(lambda: len(slow.executions) == 1, "r1 running")
+
+    abort = asyncio.get_running_loop().create_task(rig.dispatcher.abort())
+    await _settle_loop()
+    assert not abort.done()
+
+    slow.cleanup.set()
+    await abort
+    assert slow.cleaned
+    assert rig.dispatcher.in_flight == 0
+
+
+async def _settle_loop(rounds: int = 50) -> None:
+    """Let every ready callback and task step run (no timing involved)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
 
 
 async def test_after_stop_intake_nothing_new_is_taken_or_acknowledged(

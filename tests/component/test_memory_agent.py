@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,13 @@ from agent.profiles.huawei_iotda.platform import HuaweiIotdaPlatform
 from agent.testing import MemoryBroker, PlatformPeer, agent_on, until
 from agent.transport.base import CallbackLink, InboundMessage
 from agent.transport.memory import MemoryTransport
-from tests.support.agents import DEVICE_SECRET, RECORDING_HANDLER, agent_config, write_handler
+from tests.support.agents import (
+    DEVICE_SECRET,
+    HANGING_HANDLER,
+    RECORDING_HANDLER,
+    agent_config,
+    write_handler,
+)
 
 DEVICE = "dev-1"
 ANSWERS = f"$oc/devices/{DEVICE}/sys/commands/response/#"
@@ -130,3 +137,54 @@ def _publish(topic: str, payload: bytes) -> Publish:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_a_killed_agent_leaves_nothing_running_and_its_successor_recovers(
+    tmp_path: Path,
+) -> None:
+    """kill() returns with no task of the agent left; the next agent alone ends its command."""
+    write_handler(tmp_path / "handlers", "hang", HANGING_HANDLER)
+    route = {
+        "service_id": "Valve",
+        "command_name": "HANG",
+        "handler": {
+            "argv": [str(tmp_path / "handlers" / "hang")],
+            "env": {"PID_FILE": str(tmp_path / "pids")},
+        },
+    }
+    config = load_config(agent_config(tmp_path, 1883, routes=[route]))
+    broker = MemoryBroker()
+    platform = PlatformPeer(broker, [f"$oc/devices/{DEVICE}/sys/#"])
+    journal = MemoryJournal()
+    await platform.start()
+    before = asyncio.all_tasks()
+    agent = agent_on(broker, config, journal=journal, secret=DEVICE_SECRET)
+    await agent.start()
+    await until(agent.transport.ready.is_set, "the agent to connect")
+    huawei = HuaweiIotdaPlatform(DEVICE)
+    await platform.send(huawei.command("r-9", "HANG", {}, service_id="Valve"))
+    await until((tmp_path / "pids").exists, "the handler to run")
+
+    await agent.kill()
+
+    left = asyncio.all_tasks() - before - {asyncio.current_task()}
+    assert left == set(), f"still running after kill: {sorted(t.get_name() for t in left)}"
+    answers = [m for m in platform.received if "/commands/response/" in m.topic]
+    assert answers == []  # nothing answered or flushed by the killed run
+    for pid in map(int, (tmp_path / "pids").read_text().split()[:1]):
+        assert not _alive(pid), "the handler outlived the killed agent"
+    successor = agent_on(broker, config, journal=journal, secret=DEVICE_SECRET)
+    await successor.start()
+    answer = await platform.next(ANSWERS)
+    assert answer.topic.endswith("request_id=r-9")
+    assert json.loads(answer.payload)["result_code"] == 6  # interrupted, answered once
+    await successor.stop(grace=1.0, flush_timeout=1.0)
+    await platform.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -198,6 +198,10 @@ class TencentIothubProfile:
             source="push",
             version=version,
             sections=state,
+            # The platform's word: a delta names exactly the keys its reported half lacks, so
+            # each is reported once applied, whatever the agent applied before (a report lost
+            # to a restart would otherwise never reach the shadow).
+            reported={},
         )
 
     def _decode_get_reply(self, body: wire.ShadowDown, payload: bytes) -> Inbound:

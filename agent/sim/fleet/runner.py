@@ -314,9 +314,13 @@ class FleetRunner:
         return sum(1 for agent in self.agents.values() if agent.transport.ready.is_set())
 
     async def kill(self, device_id: str, down_s: float) -> None:
-        """Stop an agent abruptly (running work interrupted, nothing flushed), restart it later."""
+        """Kill an agent as a process death would, restart it after ``down_s``.
+
+        Nothing of the killed agent runs once :meth:`Agent.kill` returns, so the restarted one
+        (same journal, same id) recovers its open subtasks alone: no subtask runs twice at once.
+        """
         agent = self.agents.pop(device_id)
-        await agent.stop(grace=0.0, flush_timeout=0.0)
+        await agent.kill()
         self.restarts += 1
         await asyncio.sleep(down_s)
         await self._start(device_id)
