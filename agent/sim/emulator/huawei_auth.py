@@ -1,7 +1,7 @@
 """Huawei Cloud API Gateway request signatures (``SDK-HMAC-SHA256``): signing and checking.
 
-The algorithm is the public one the cloud SDKs implement (``huaweicloudsdkcore``'s signer is
-the reference implementation): the canonical request is the method, the path with every segment
+The algorithm is the public one the cloud SDKs implement (as ``huaweicloudsdkcore``'s signer
+does it): the canonical request is the method, the path with every segment
 percent-encoded and a trailing ``/``, the sorted and encoded query, the signed headers
 (lower-cased names, trimmed values), and the SHA-256 of the body (or the value of
 ``X-Sdk-Content-Sha256``, ``UNSIGNED-PAYLOAD`` for multipart uploads). The string to sign is
