@@ -28,8 +28,16 @@ NEW_SECRET = "the-rotated-device-secret-9876"  # noqa: S105 - a test fixture
 BIG_ANSWER = 'print(\'{"paras": {"pad": "' + "x" * 2000 + "\"}}')\n"
 
 
-def _answer(port: int, request_id: str, device: str = DEVICE, **login: str) -> Any:
-    with PlatformClient(port, device, client_id=f"platform-{request_id}", **login) as platform:
+def _answer(
+    port: int,
+    request_id: str,
+    device: str = DEVICE,
+    login: tuple[str | None, str | None] = (None, None),
+) -> Any:
+    user, password = login
+    with PlatformClient(
+        port, device, client_id=f"platform-{request_id}", username=user, password=password
+    ) as platform:
         platform.send(platform.side.command(request_id, "BIG"))
         platform.wait_for(lambda: request_id in platform.command_answers(), 30, "the answer")
         return platform.command_answers()[request_id][0]
@@ -127,7 +135,6 @@ def test_sighup_reads_the_secret_file_again_for_the_next_connection(
     (reloaded,) = agent.wait_event("agent.reloaded", 30)
     assert "device.secret_file" in reloaded["applied"]
     agent.wait_notification("STATUS=connected", 30)
-    user, password = PLATFORM_USER
-    assert _answer(port, "rotated", AUTH_DEVICE, username=user, password=password).result_code == 0
+    assert _answer(port, "rotated", AUTH_DEVICE, PLATFORM_USER).result_code == 0
     assert agent.stop() == 0
     assert NEW_SECRET.encode() not in agent.log_path.read_bytes()
