@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from pydantic import BaseModel, ConfigDict
@@ -16,6 +17,17 @@ class Section(BaseModel):
     """Base for every configuration table: immutable, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+def absolute_argv(argv: list[str]) -> list[str]:
+    """Check a program's argv: an absolute path first (no ``PATH`` lookup), no NUL anywhere."""
+    if not argv or not os.path.isabs(argv[0]):
+        msg = "argv[0] must be an absolute path"
+        raise ValueError(msg)
+    if any("\x00" in arg for arg in argv):
+        msg = "arguments must not contain NUL"
+        raise ValueError(msg)
+    return argv
 
 
 def _topic_safe_device_id(value: str) -> str:

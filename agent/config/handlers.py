@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from agent.config.base import Section
+from agent.config.base import Section, absolute_argv
 
 
 def _check_env(env: dict[str, str]) -> dict[str, str]:
@@ -28,16 +27,7 @@ class ExecHandler(Section):
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
     env: dict[str, str] = {}
 
-    @field_validator("argv")
-    @classmethod
-    def _absolute_program(cls, argv: list[str]) -> list[str]:
-        if not os.path.isabs(argv[0]):
-            msg = "argv[0] must be an absolute path"
-            raise ValueError(msg)
-        if any("\x00" in arg for arg in argv):
-            msg = "arguments must not contain NUL"
-            raise ValueError(msg)
-        return argv
+    _argv = field_validator("argv")(absolute_argv)
 
     @field_validator("env")
     @classmethod

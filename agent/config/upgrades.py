@@ -1,7 +1,7 @@
 """Configuration tables for upgrades (``[upgrades]``) and gateway mode (``[gateway]``).
 
-Kept apart from :mod:`agent.config` so the shared module only gains two fields; the tables
-follow the same rules (immutable, unknown keys rejected).
+Kept apart from the other tables so the settings only gain two fields; they are sections like
+every other (immutable, unknown keys rejected) and check programs the same way.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -21,39 +19,27 @@ from pydantic import (
     model_validator,
 )
 
+from agent.config.base import Section, absolute_argv
+
 _HOST = re.compile(r"^[A-Za-z0-9.\-:\[\]]{1,253}$")
 _CHILD_ID = re.compile(r"^[A-Za-z0-9_\-.:@/]{1,128}$")
 _TYPE = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 MIB = 1024 * 1024
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-
-def _absolute_argv(argv: list[str]) -> list[str]:
-    if not argv or not os.path.isabs(argv[0]):
-        msg = "argv[0] must be an absolute path"
-        raise ValueError(msg)
-    if any("\x00" in arg for arg in argv):
-        msg = "arguments must not contain NUL"
-        raise ValueError(msg)
-    return argv
-
-
-class Program(_Section):
+class Program(Section):
     """An allow-listed executable run directly (never through a shell), with a deadline."""
 
     argv: list[str] = Field(min_length=1)
     timeout_s: float = Field(default=600.0, gt=0, le=86400)
 
-    _argv = field_validator("argv")(_absolute_argv)
+    _argv = field_validator("argv")(absolute_argv)
 
 
 # -- installers --------------------------------------------------------------------------------
 
 
-class ScriptInstaller(_Section):
+class ScriptInstaller(Section):
     """An executable that installs the verified package: ``argv + [phase, image, version]``.
 
     ``phase`` is ``install`` (and ``confirm`` after a reboot when ``confirm`` is true). Exit 0 is
@@ -74,7 +60,7 @@ class ScriptInstaller(_Section):
         "8": "unsupported",
     }
 
-    _argv = field_validator("argv")(_absolute_argv)
+    _argv = field_validator("argv")(absolute_argv)
 
     @field_validator("exit_codes")
     @classmethod
@@ -96,7 +82,7 @@ class ScriptInstaller(_Section):
         return codes
 
 
-class AbSlotsInstaller(_Section):
+class AbSlotsInstaller(Section):
     """Two slots (block devices or files): write the inactive one, switch, confirm or roll back."""
 
     slots: list[Path] = Field(min_length=2, max_length=2)
@@ -114,7 +100,7 @@ class AbSlotsInstaller(_Section):
     health_interval_s: float = Field(default=10.0, gt=0, le=3600)
 
 
-class SimulatedInstaller(_Section):
+class SimulatedInstaller(Section):
     """In-process stand-in (fleet simulator): takes ``duration_s``, fails at ``failure_rate``.
 
     It installs nothing and reports success: accepted only with ``rehearsal_only = true``,
@@ -130,7 +116,7 @@ def _inside(path: Path, directory: Path) -> bool:
     return Path(os.path.normpath(path)).is_relative_to(os.path.normpath(directory))
 
 
-class SelfUpdateSettings(_Section):
+class SelfUpdateSettings(Section):
     """The agent updating itself: an upgrade whose package is a device-agent ``.deb``.
 
     Such a package goes to the privileged installer (``privileged-serve``, as root), which runs
@@ -148,7 +134,7 @@ class SelfUpdateSettings(_Section):
     handover_timeout_s: float = Field(default=1800.0, gt=0, le=7200)
 
 
-class UpgradeSettings(_Section):
+class UpgradeSettings(Section):
     """Firmware/software upgrades of this device (and, with ``[gateway]``, of its children)."""
 
     enabled: bool = False
@@ -253,7 +239,7 @@ class UpgradeSettings(_Section):
 # -- gateway -----------------------------------------------------------------------------------
 
 
-class ExecAdapter(_Section):
+class ExecAdapter(Section):
     """A handler executable for one child type: one JSON request on stdin, JSON on stdout."""
 
     type: str
@@ -263,10 +249,10 @@ class ExecAdapter(_Section):
     # The handler answers the ``presence`` operation (which children are there and online).
     presence: bool = False
 
-    _argv = field_validator("argv")(_absolute_argv)
+    _argv = field_validator("argv")(absolute_argv)
 
 
-class SimulatedAdapter(_Section):
+class SimulatedAdapter(Section):
     """In-process children (fleet simulator, tests): installs take ``duration_s``."""
 
     type: str
@@ -289,7 +275,7 @@ Adapter = Annotated[
 ]
 
 
-class ChildSettings(_Section):
+class ChildSettings(Section):
     """A child device known from the configuration."""
 
     device_id: str
@@ -308,7 +294,7 @@ class ChildSettings(_Section):
         return value
 
 
-class GatewaySettings(_Section):
+class GatewaySettings(Section):
     """Gateway mode: children, the adapters that drive them, and task grouping."""
 
     enabled: bool = False
