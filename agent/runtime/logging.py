@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 from collections.abc import MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 # structlog imports rich at import time when it is installed (the simulator extra pulls it in),
 # only to prettify console tracebacks, and greenlet (which a browser test tool pulls in, with
@@ -150,12 +150,55 @@ def stdout_is_journal(stream: Any) -> bool:
     return (info.st_dev, info.st_ino) == (int(device), int(inode))
 
 
+class _Active:
+    """The processors in force; loggers already bound look them up on every line.
+
+    structlog fixes a bound logger's wrapper class and processor list when it is bound, and the
+    agent binds its loggers once, at start-up: without this indirection a reload's new
+    ``[logging]`` would reach only loggers bound after it.
+    """
+
+    processors: tuple[Any, ...] = ()
+
+
+def _pipeline(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any] | str:
+    """Run the processors configured last (the renderer last: it returns the text)."""
+    result: Any = event_dict
+    for processor in _Active.processors:
+        result = processor(logger, method_name, result)
+    return cast("MutableMapping[str, Any] | str", result)
+
+
+class _ReloadableBoundLogger(structlog.BoundLoggerBase):
+    """A bound logger whose level methods are those of the level configured last.
+
+    Configuring copies the methods of structlog's filtering class for the level onto this one
+    class, so every logger (also one bound earlier) follows it, and a call below the level
+    stays a plain ``return None`` (no per-call lookup: a fleet logs a lot below its level).
+    """
+
+
+def _set_level(level: int) -> None:
+    filtering = structlog.make_filtering_bound_logger(level)
+    for name, method in vars(filtering).items():
+        if callable(method) and not name.startswith("_"):
+            setattr(_ReloadableBoundLogger, name, method)
+
+
+_set_level(logging.INFO)
+
+
 def configure_logging(
     level: str = "info",
     fmt: Literal["auto", "json", "console"] = "auto",
     stream: Any = None,
 ) -> None:
-    """Configure structlog for the process; call once at start-up."""
+    """Configure structlog for the process: at start-up, and again on a reload.
+
+    A new level and format apply to loggers already bound, too.
+    """
     out = stream if stream is not None else sys.stdout
     use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
     shared: list[Any] = [
@@ -173,11 +216,11 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+    _set_level(logging.getLevelNamesMapping()[level.upper()])
+    _Active.processors = (*shared, renderer)
     structlog.configure(
-        processors=[*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[_pipeline],
+        wrapper_class=_ReloadableBoundLogger,
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )

@@ -44,6 +44,12 @@ NO_ANSWER = 124
 CANNOT_ASK = 125
 _ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_REQUEST_BYTES = 4096
+# A version root passes to hooks as an argument and puts into the name of a kept package:
+# plain characters plus Debian's "~" (1.0~rc1), never a leading "-" (a hook would take it for
+# an option), and a colon only after a Debian epoch. The epoch has no leading zero and is not
+# 0: dpkg reports "0:1.0" as "1.0", and the self-update compares the versions as text.
+_VERSION = re.compile(r"(?:[1-9][0-9]{0,8}:)?[A-Za-z0-9][A-Za-z0-9._+~\-]*")
+_MAX_VERSION_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +182,8 @@ def check_request(raw: bytes, *, base: Path) -> tuple[dict[str, Any] | None, str
         return None, "malformed id"
     if body["phase"] not in PHASES:
         return None, f"unknown phase {body['phase'][:32]!r}"
-    if not re.fullmatch(r"[A-Za-z0-9._+\-]{1,64}", body["version"]):
+    version = body["version"]
+    if len(version) > _MAX_VERSION_CHARS or not _VERSION.fullmatch(version):
         return None, "malformed version"
     image = Path(body["image"])
     try:

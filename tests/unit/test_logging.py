@@ -194,3 +194,26 @@ def test_console_format_is_plain_text() -> None:
     assert "agent.started" in text
     assert secret not in text
     assert not text.startswith("{")
+
+
+def test_a_logger_bound_before_a_reconfiguration_follows_its_level_and_format() -> None:
+    """A reload's new level and format reach loggers the agent bound at start-up."""
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    early = get_logger(device_id="dev-1")
+    early.debug("hidden")
+    assert not early.is_enabled_for(10)
+
+    configure_logging("debug", "console", stream=out)
+    early.debug("shown.as.text")
+    assert early.is_enabled_for(10)
+    configure_logging("warning", "json", stream=out)
+    early.info("hidden.again")
+    early.exception("failed")
+
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    assert "shown.as.text" in lines[0]
+    assert not lines[0].startswith("{")
+    last = json.loads(lines[1])
+    assert (last["event"], last["level"], last["device_id"]) == ("failed", "error", "dev-1")

@@ -102,6 +102,56 @@ def test_hostile_requests_are_refused_and_nothing_runs(
     assert not (tmp_path / "calls").exists()
 
 
+@pytest.mark.parametrize(
+    "version",
+    ["2.0", "1.0~rc1", "2.0.1-1~bpo12+1", "1:2.0-3", "12:1.0~beta", "V1.2_build7", "9" * 64],
+)
+def test_debian_and_plain_versions_reach_the_hook(
+    seam: tuple[Path, Path, Path], tmp_path: Path, version: str
+) -> None:
+    """Debian's "~" and an epoch pass the check and reach the hook as one argument, unchanged."""
+    state, hooks, image = seam
+    _write_request(state, _valid(image, version=version))
+
+    answers = serve_pending(state, hooks)
+
+    assert answers == [Answer(0, "")]
+    assert (tmp_path / "calls").read_text().split() == [str(image.resolve()), version]
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "",
+        "9" * 65,
+        "-rf",  # a hook would read it as an option
+        "~1.0",
+        "0:1.0",  # dpkg reports it as "1.0": the self-update's text comparison would fail
+        "01:1.0",
+        "1:",
+        ":1.0",
+        "1:2:3",
+        "a:1.0",
+        "1.0:1",
+        "2.0 reboot",
+        "2.0/../x",
+        "2.0\n",
+        "1.0\u00e9",
+    ],
+)
+def test_malformed_versions_are_refused(
+    seam: tuple[Path, Path, Path], tmp_path: Path, version: str
+) -> None:
+    """Anything else is refused before a hook runs."""
+    state, hooks, image = seam
+    _write_request(state, _valid(image, version=version))
+
+    answers = serve_pending(state, hooks)
+
+    assert [(a.exit_code, a.detail) for a in answers] == [(REFUSED, "malformed version")]
+    assert not (tmp_path / "calls").exists()
+
+
 def test_image_symlinked_out_of_the_state_directory_is_refused(
     seam: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:

@@ -148,6 +148,21 @@ def test_install_records_before_dpkg_then_the_confirmation_keeps_the_new_version
     assert installer.expire() is False  # nothing pending: nothing rolled back later
 
 
+def test_a_debian_version_with_an_epoch_and_a_tilde_is_installed_and_kept(
+    setup: tuple[SelfInstaller, FakeDpkg, Clock], tmp_path: Path
+) -> None:
+    """An epoch and a "~" are installed, confirmed and kept under the version's own name."""
+    installer, dpkg, _ = setup
+    _keep_installed(installer, tmp_path)
+    body = _request(installer, "1:2.0~rc1")
+    assert installer.install(body).exit_code == 0
+    assert dpkg.installs == ["1:2.0~rc1"]
+    assert installer.confirm({**body, "id": "b" * 32, "phase": "self-confirm"}).exit_code == 0
+    kept = kept_package(installer.installer_dir, "1:2.0~rc1")
+    assert sorted((installer.installer_dir / "packages").iterdir()) == [kept]
+    assert control_fields(kept)["Version"] == "1:2.0~rc1"
+
+
 def test_no_confirmation_by_the_deadline_reinstalls_the_previous_package(
     setup: tuple[SelfInstaller, FakeDpkg, Clock], tmp_path: Path
 ) -> None:
