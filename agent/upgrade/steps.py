@@ -35,11 +35,17 @@ from agent.upgrade.urls import check_url, redact_url
 from agent.upgrade.verify import Expectation, expectation, require_digest
 from agent.upgrade.versions import VersionStore
 
-_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+]{0,254}$")
+# "~" is in Debian versions, hence in package file names (device-agent_1.0~rc1_amd64.deb).
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+~]{0,254}$")
 # Reported as the running version when neither the adapter, the configuration nor the platform
 # said one: the platform's version field is mandatory (iot_06_v5_3031) and, we infer, must
 # not be empty.
 UNKNOWN_VERSION = "unknown"
+
+
+def is_plain_file_name(name: str) -> bool:
+    """Whether an offer's ``file_name`` is one plain name: no path, no leading dot or dash."""
+    return _FILE_NAME.fullmatch(name) is not None
 
 
 @dataclass
@@ -161,7 +167,7 @@ async def checking(parts: Parts, run: Run) -> str:
     if await parts.current(request.device_id, request.target) == request.version:
         run.ctx.log.info("upgrade.already_installed", version=request.version)
         return "already_installed"
-    if request.file_name is not None and not _FILE_NAME.fullmatch(request.file_name):
+    if request.file_name is not None and not is_plain_file_name(request.file_name):
         raise UpgradeFailed(
             UpgradeStatus.UNSUPPORTED,
             f"file_name {request.file_name[:64]!r} is not a plain file name",

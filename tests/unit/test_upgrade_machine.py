@@ -6,6 +6,7 @@ import pytest
 
 from agent.core.errors import IllegalTransition
 from agent.upgrade import machine
+from agent.upgrade.steps import is_plain_file_name
 
 
 def test_the_happy_path_walks_every_phase_in_order() -> None:
@@ -91,3 +92,24 @@ def test_device_and_child_step_tables_cover_the_states_each_can_reach() -> None:
     assert set(DEVICE_STEPS) == machine.STATES - machine.TERMINAL
     # Children never reboot: their activation always ends in "active".
     assert set(CHILD_STEPS) == machine.STATES - machine.TERMINAL - {machine.REBOOTING}
+
+
+@pytest.mark.parametrize(
+    ("name", "plain"),
+    [
+        ("fw-2.0.bin", True),
+        ("device-agent_1.0~rc1_amd64.deb", True),  # a Debian version's tilde
+        ("pkg+build.1.tar.gz", True),
+        ("../etc/passwd", False),
+        ("dir/fw.bin", False),
+        (".hidden", False),
+        ("-rf", False),
+        ("~fw.bin", False),
+        ("fw bin", False),
+        ("", False),
+        ("a" * 256, False),
+    ],
+)
+def test_an_offered_file_name_must_be_one_plain_name(name: str, plain: bool) -> None:
+    """No path, no leading dot, dash or tilde; Debian package names pass."""
+    assert is_plain_file_name(name) is plain
