@@ -68,26 +68,40 @@ def _artefacts(tmp_path: Path) -> Path:
     return where
 
 
+class _ConsoleRun:
+    """A scenario run the test watches in a browser: its URL once announced, its report held.
+
+    The run's report waits (``hold``) until the test is done with the console, as it waits for
+    Ctrl-C under ``simulate --console``.
+    """
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+        self.announced = asyncio.Event()
+        self.reports: list[dict[str, Any]] = []
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def announce(self, url: str) -> None:
+        self.urls.append(url)
+        self.announced.set()
+
+    async def hold(self, report: dict[str, Any]) -> None:
+        self.reports.append(report)
+        self.held.set()
+        await self.release.wait()
+
+    def options(self, workdir: Path) -> RunOptions:
+        return RunOptions(workdir=workdir, progress=False, announce=self.announce, hold=self.hold)
+
+
 async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Path) -> None:
     """The task list advances without a reload; the task page filters its subtasks to failures."""
     from playwright.async_api import async_playwright
 
     scenario_file = tmp_path / "console.toml"
     scenario_file.write_text(SCENARIO)
-    urls: list[str] = []
-    announced = asyncio.Event()
-    reports: list[dict[str, Any]] = []
-    held = asyncio.Event()
-    release = asyncio.Event()
-
-    def announce(url: str) -> None:
-        urls.append(url)
-        announced.set()
-
-    async def hold(report: dict[str, Any]) -> None:
-        reports.append(report)
-        held.set()
-        await release.wait()
+    watched = _ConsoleRun()
 
     async with async_playwright() as playwright:
         # The browser first, so that the page is open before the task can end.
@@ -96,11 +110,11 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
         )
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
         page.set_default_timeout(60_000)
-        options = RunOptions(workdir=tmp_path / "run", progress=False, announce=announce, hold=hold)
+        options = watched.options(tmp_path / "run")
         run = asyncio.create_task(run_scenario(load_scenario(scenario_file), options))
         try:
-            await asyncio.wait_for(announced.wait(), 60)
-            await page.goto(f"{urls[0]}/")
+            await asyncio.wait_for(watched.announced.wait(), 60)
+            await page.goto(f"{watched.urls[0]}/")
             await page.evaluate("window.sameDocument = true")
             row = "#tasks tbody tr"
             # Seen while open, then seen ended, by polling only: the marker survives.
@@ -122,8 +136,9 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
             shots = _artefacts(tmp_path)
             await page.screenshot(path=str(shots / "tasks.png"), full_page=True)
 
-            await asyncio.wait_for(held.wait(), 60)  # the run is over; the emulator stays up
-            (task,) = reports[0]["tasks"]
+            # The run is over and reported; the emulator stays up.
+            await asyncio.wait_for(watched.held.wait(), 60)
+            (task,) = watched.reports[0]["tasks"]
             failed = task["task_progress"]["fail"]
             assert 0 < failed < 30  # half the runs fail at random: 30 coins, all alike is ~1e-9
 
@@ -192,7 +207,7 @@ async def test_console_follows_a_rollout_live_and_filters_failures(tmp_path: Pat
                 assert (shots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             print(f"screenshots: {shots}")
         finally:
-            release.set()
+            watched.release.set()
             await browser.close()
             report = await asyncio.wait_for(run, 60)
     assert report["tasks"][0]["status"] in FINISHED
@@ -254,20 +269,7 @@ async def test_console_stops_an_upgrade_and_shows_package_downloads(tmp_path: Pa
 
     scenario_file = tmp_path / "upgrades.toml"
     scenario_file.write_text(UPGRADES)
-    urls: list[str] = []
-    announced = asyncio.Event()
-    reports: list[dict[str, Any]] = []
-    held = asyncio.Event()
-    release = asyncio.Event()
-
-    def announce(url: str) -> None:
-        urls.append(url)
-        announced.set()
-
-    async def hold(report: dict[str, Any]) -> None:
-        reports.append(report)
-        held.set()
-        await release.wait()
+    watched = _ConsoleRun()
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -276,11 +278,11 @@ async def test_console_stops_an_upgrade_and_shows_package_downloads(tmp_path: Pa
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
         page.set_default_timeout(60_000)
         page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
-        options = RunOptions(workdir=tmp_path / "run", progress=False, announce=announce, hold=hold)
+        options = watched.options(tmp_path / "run")
         run = asyncio.create_task(run_scenario(load_scenario(scenario_file), options))
         try:
-            await asyncio.wait_for(announced.wait(), 60)
-            await page.goto(f"{urls[0]}/")
+            await asyncio.wait_for(watched.announced.wait(), 60)
+            await page.goto(f"{watched.urls[0]}/")
             meters = "#tasks tbody tr:has(a:text-is('meters'))"
             # Every meter has fetched its package (they install for a minute).
             await page.wait_for_selector("#packages tbody tr[data-requests='4']")
@@ -298,9 +300,9 @@ async def test_console_stops_an_upgrade_and_shows_package_downloads(tmp_path: Pa
             )
             assert await page.locator(f"{meters} button.stop").count() == 0
             await page.screenshot(path=str(_artefacts(tmp_path) / "stopped.png"), full_page=True)
-            await asyncio.wait_for(held.wait(), 60)
+            await asyncio.wait_for(watched.held.wait(), 60)
         finally:
-            release.set()
+            watched.release.set()
             await browser.close()
             report = await asyncio.wait_for(run, 60)
     statuses = {t["name"]: t["status"] for t in report["tasks"]}
