@@ -18,19 +18,10 @@ from agent import __version__
 from agent.sim.mosquitto import Mosquitto
 from tests.support import toml
 from tests.support.agents import AgentProcess
-from tests.support.debian import ScratchRoot, build, field, skip_reason
+from tests.support.debian import ScratchRoot, build, field, package_marks
 from tests.support.platform import PlatformClient
 
-_reason = skip_reason()
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.package,
-    pytest.mark.broker,
-    # Building the package (a virtual environment, byte-code, dpkg-deb) takes a minute or more
-    # on a loaded machine: beyond the suite's default per-test bound.
-    pytest.mark.timeout(900),
-    pytest.mark.skipif(_reason is not None, reason=_reason or ""),
-]
+pytestmark = package_marks()
 
 DEVICE = "dev-deb"
 PONG = """\

@@ -27,19 +27,11 @@ from agent.sim.mosquitto import Mosquitto
 from agent.sim.packages import PackageServer
 from tests.support import toml
 from tests.support.agents import AgentProcess
-from tests.support.debian import ScratchRoot, build, skip_reason
+from tests.support.debian import ScratchRoot, build, package_marks
 from tests.support.platform import PlatformClient
 from tests.support.upgrades import finals
 
-_reason = skip_reason()
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.package,
-    pytest.mark.broker,
-    # Two package builds (a minute or so each on a loaded machine) for the module.
-    pytest.mark.timeout(900),
-    pytest.mark.skipif(_reason is not None, reason=_reason or ""),
-]
+pytestmark = package_marks()  # two package builds for the module
 
 DEVICE = "dev-self"
 OLD, NEW, BROKEN = "9.0.1", "9.0.2", "9.0.3"

@@ -38,6 +38,22 @@ def skip_reason() -> str | None:
     return None
 
 
+def package_marks() -> list[pytest.MarkDecorator]:
+    """The marks of a module that builds the package: slow, root and dpkg, a long bound.
+
+    Building the package (a virtual environment, byte-code, dpkg-deb) takes a minute or more on
+    a loaded machine: beyond the suite's default per-test bound.
+    """
+    reason = skip_reason()
+    return [
+        pytest.mark.slow,
+        pytest.mark.package,
+        pytest.mark.broker,
+        pytest.mark.timeout(900),
+        pytest.mark.skipif(reason is not None, reason=reason or ""),
+    ]
+
+
 def build(out: Path, version: str | None = None) -> Path:
     """Run scripts/build-deb; returns the .deb it made."""
     argv = [str(REPO / "scripts" / "build-deb"), "--out", str(out)]
