@@ -469,25 +469,31 @@ async def test_each_subtask_ends_with_one_summary_line(make_rig: RigFactory) -> 
 # -- restart and shutdown --------------------------------------------------------------------
 
 
+async def _left_open(journal: Journal, rid: str, state: str) -> None:
+    """Journal command ``rid`` as a previous run left it: in ``state``, never finished."""
+    event = HuaweiIotdaProfile(DEVICE).decode(
+        f"{SYS}commands/request_id={rid}", b'{"command_name": "X"}'
+    )
+    assert isinstance(event, CommandRequest)
+    accepted = await journal.accept(
+        DEVICE,
+        key=event.key,
+        device_id=DEVICE,
+        kind="command",
+        request=event.model_dump_json(),
+        now=1.0,
+        state=state,
+    )
+    assert accepted.outcome is AcceptOutcome.NEW
+
+
 async def test_recover_runs_never_started_subtasks_and_interrupts_started_ones(
     make_rig: RigFactory, tmp_path: Path
 ) -> None:
     """After a crash: accepted-only subtasks run now; running ones are reported interrupted."""
     journal = await SqliteJournal.open(tmp_path / "journal.db")
-    profile = HuaweiIotdaProfile(DEVICE)
-    for rid, state in (("waiting", SubtaskState.ACCEPTED), ("started", RUNNING)):
-        event = profile.decode(f"{SYS}commands/request_id={rid}", b'{"command_name": "X"}')
-        assert isinstance(event, CommandRequest)
-        accepted = await journal.accept(
-            DEVICE,
-            key=event.key,
-            device_id=DEVICE,
-            kind="command",
-            request=event.model_dump_json(),
-            now=1.0,
-            state=state,
-        )
-        assert accepted.outcome is AcceptOutcome.NEW
+    await _left_open(journal, "waiting", SubtaskState.ACCEPTED)
+    await _left_open(journal, "started", RUNNING)
     rig = await make_rig(journal=journal)
 
     resumed = await rig.dispatcher.recover()
@@ -517,19 +523,8 @@ async def test_a_subtask_that_cannot_be_closed_does_not_stop_recovery(
 ) -> None:
     """A journal error closing one recovered subtask is logged; the rest recover, none raise."""
     journal = _EndedElsewhere()
-    profile = HuaweiIotdaProfile(DEVICE)
-    for rid in ("gone", "kept"):
-        event = profile.decode(f"{SYS}commands/request_id={rid}", b'{"command_name": "X"}')
-        assert isinstance(event, CommandRequest)
-        await journal.accept(
-            DEVICE,
-            key=event.key,
-            device_id=DEVICE,
-            kind="command",
-            request=event.model_dump_json(),
-            now=1.0,
-            state=RUNNING,
-        )
+    await _left_open(journal, "gone", RUNNING)
+    await _left_open(journal, "kept", RUNNING)
     rig = await make_rig(journal=journal)
 
     assert await rig.dispatcher.recover() == 2
