@@ -6,6 +6,7 @@ import itertools
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -172,9 +173,18 @@ def test_secrets_never_reach_logs_or_status_output(tmp_path: Path, auth_broker: 
     _write_config(
         workdir, auth_broker.tls_port, tls={"enabled": True, "ca_file": str(stranger.cert)}
     )
+    failed_before_tls = len(agent.events("mqtt.connect.failed"))
     agent.start(wait_ready=False)
-    tls_failures = agent.wait_event("mqtt.connect.failed", 30, count=failed_before + 4)
-    assert "TLS certificate verification failed" in str(tls_failures[-1]["error"])
+    # The TLS listener may come up a moment after the broker's first port: a refused TCP
+    # connect can come first, so wait for the failure that names the certificate.
+    deadline = time.monotonic() + 30
+    while not any(
+        "TLS certificate verification failed" in str(failure["error"])
+        for failure in agent.events("mqtt.connect.failed")[failed_before_tls:]
+    ):
+        assert time.monotonic() < deadline, agent.events("mqtt.connect.failed")[failed_before_tls:]
+        agent.wait_event("mqtt.connect.failed", 30, count=failed_before_tls + 1)
+        time.sleep(0.1)
     assert agent.stop() == 0
 
     status = [
